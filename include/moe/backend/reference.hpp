@@ -1,0 +1,36 @@
+#pragma once
+/// \file reference.hpp
+/// backend::Reference: plain loops, one token at a time, written to be read.
+/// Every fast backend is tested against it.
+
+#include <span>
+#include <string_view>
+
+#include "moe/backend/backend.hpp"
+#include "moe/expert/expert.hpp"
+
+namespace moe::backend {
+
+struct Reference {
+  static constexpr std::string_view name() { return "reference"; }
+
+  void gather(const RoutingPlan& plan, MatrixView<const float> x, MatrixView<float> packed) const {
+    for (index_t row = 0; row < plan.rows(); ++row) detail::gather_row(plan, x, packed, row);
+  }
+
+  /// out[row] = expert_e(packed[row]) for every row expert e owns.
+  template <FFN F>
+  void expert_ffn(const RoutingPlan& plan, MatrixView<const float> packed, std::span<const ExpertWeights> w,
+                  MatrixView<float> out) const {
+    for (index_t e = 0; e < plan.experts; ++e)
+      for (index_t row = plan.offsets[std::size_t(e)]; row < plan.offsets[std::size_t(e + 1)]; ++row)
+        Expert<F>::apply(w[std::size_t(e)], packed.row(row), out.row(row));
+  }
+
+  void combine(const RoutingPlan& plan, const Routing& r, MatrixView<const float> expert_out,
+               MatrixView<float> y) const {
+    for (index_t t = 0; t < plan.tokens; ++t) detail::combine_token(plan, r, expert_out, y, t);
+  }
+};
+
+}  // namespace moe::backend

@@ -1,0 +1,104 @@
+#pragma once
+/// \file types.hpp
+/// Scalar vocabulary: index type, forward mode, element types of weights.
+
+#include <Eigen/Core>  // Eigen::bfloat16, Eigen::half
+
+#include <cstdint>
+#include <cstring>
+#include <string_view>
+
+#include "moe/core/error.hpp"
+
+namespace moe {
+
+/// Signed index for sizes and offsets (signed so that differences are safe).
+using index_t = std::int64_t;
+
+/// Training mode enables noise, jitter and the training capacity factor;
+/// inference (eval) is deterministic and noise-free.
+enum class Mode { eval, train };
+
+/// Element types a tensor can hold (the safetensors codes we read).
+enum class DType { F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL };
+
+inline constexpr std::string_view name(DType d) noexcept {
+  switch (d) {
+    case DType::F64: return "F64";
+    case DType::F32: return "F32";
+    case DType::F16: return "F16";
+    case DType::BF16: return "BF16";
+    case DType::I64: return "I64";
+    case DType::I32: return "I32";
+    case DType::I16: return "I16";
+    case DType::I8: return "I8";
+    case DType::U8: return "U8";
+    case DType::BOOL: return "BOOL";
+  }
+  return "?";
+}
+
+inline constexpr index_t size_of(DType d) noexcept {
+  switch (d) {
+    case DType::F64: case DType::I64: return 8;
+    case DType::F32: case DType::I32: return 4;
+    case DType::F16: case DType::BF16: case DType::I16: return 2;
+    case DType::I8: case DType::U8: case DType::BOOL: return 1;
+  }
+  return 0;
+}
+
+/// The DType of a C++ element type (only the ones weights may have).
+template <class T> struct dtype_of;
+template <> struct dtype_of<float> { static constexpr DType value = DType::F32; };
+template <> struct dtype_of<Eigen::bfloat16> { static constexpr DType value = DType::BF16; };
+template <> struct dtype_of<Eigen::half> { static constexpr DType value = DType::F16; };
+template <class T> inline constexpr DType dtype_of_v = dtype_of<T>::value;
+
+/// Weight element types the layer computes with; routing and accumulation
+/// stay fp32 whatever the weights are.
+inline constexpr bool is_weight_dtype(DType d) noexcept {
+  return d == DType::F32 || d == DType::BF16 || d == DType::F16;
+}
+
+/// bfloat16 is the upper half of a float32, so widening is a shift: exact.
+inline float bf16_bits_to_float(std::uint16_t bits) noexcept {
+  const std::uint32_t u = std::uint32_t(bits) << 16;
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+/// Reads element i of a weight buffer of dtype `d` as float (exact widening).
+inline float load_as_float(const void* data, DType d, index_t i) noexcept {
+  switch (d) {
+    case DType::BF16: {
+      std::uint16_t b;
+      std::memcpy(&b, static_cast<const unsigned char*>(data) + 2 * i, 2);
+      return bf16_bits_to_float(b);
+    }
+    case DType::F16: {
+      Eigen::half h;
+      std::memcpy(&h, static_cast<const unsigned char*>(data) + 2 * i, 2);
+      return static_cast<float>(h);
+    }
+    default:
+      return static_cast<const float*>(data)[i];
+  }
+}
+
+/// Widens n consecutive weights starting at element `first` into dst.
+inline void widen_to_float(const void* data, DType d, index_t first, index_t n, float* dst) noexcept {
+  if (d == DType::F32) {
+    std::memcpy(dst, static_cast<const float*>(data) + first, sizeof(float) * std::size_t(n));
+    return;
+  }
+  if (d == DType::BF16) {
+    const auto* src = static_cast<const std::uint16_t*>(data) + first;
+    for (index_t i = 0; i < n; ++i) dst[i] = bf16_bits_to_float(src[i]);
+    return;
+  }
+  for (index_t i = 0; i < n; ++i) dst[i] = load_as_float(data, d, first + i);
+}
+
+}  // namespace moe

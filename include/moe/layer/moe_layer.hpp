@@ -1,0 +1,137 @@
+#pragma once
+/// \file moe_layer.hpp
+/// MoELayer<Router, Expert, Capacity, Loss, Backend>: the policies composed.
+///
+///   x ─► route ─► plan (capacity, counting sort) ─► gather ─► expert FFNs
+///     ─► combine (weighted sum per token) ─► y, stats, losses
+///
+/// The layer validates once at construction (weights, policies) and cheaply
+/// per call (the input's shape); the policies stay pure and the backend sees
+/// only the plan and the weights.
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "moe/backend/default.hpp"
+#include "moe/capacity/capacity.hpp"
+#include "moe/core/error.hpp"
+#include "moe/expert/expert.hpp"
+#include "moe/layer/stats.hpp"
+#include "moe/loss/balance_loss.hpp"
+#include "moe/routing/router.hpp"
+
+namespace moe {
+
+/// Sizes and the random seed of one layer.
+struct LayerConfig {
+  index_t d_model = 0;
+  index_t d_ff = 0;
+  index_t num_experts = 0;
+  std::uint64_t seed = 0;  ///< keys noise, jitter and random routing (with the step)
+};
+
+/// Views of every weight a layer reads (it owns none of them).
+struct LayerWeights {
+  RouterWeights router;
+  std::vector<ExpertWeights> experts;  ///< [E]
+};
+
+/// What forward returns. `y` excludes the residual: a dropped slot adds 0,
+/// so `x + y` passes a fully dropped token through unchanged.
+struct Output {
+  Matrix y;            ///< [T, d_model]
+  Routing routing;     ///< logits, probabilities, choices and weights
+  RoutingPlan plan;    ///< who went where, what was dropped
+  RoutingStats stats;  ///< counts, entropy, losses
+};
+
+template <RoutingPolicy R, ExpertPolicy X, CapacityPolicy C, BalanceLossPolicy L, BackendPolicy B = DefaultBackend>
+class MoELayer {
+ public:
+  using router_type = R;
+  using expert_type = X;
+  using capacity_type = C;
+  using loss_type = L;
+  using backend_type = B;
+  static constexpr int top_k = R::top_k;
+
+  /// Validates everything up front; throws moe::Error naming the bad piece.
+  MoELayer(LayerConfig config, LayerWeights weights, R router = {}, C capacity = {}, L loss = {}, B backend = {})
+      : config_(config),
+        weights_(std::move(weights)),
+        router_(std::move(router)),
+        capacity_(std::move(capacity)),
+        loss_(std::move(loss)),
+        backend_(std::move(backend)) {
+    detail::require(config_.d_model > 0 && config_.d_ff > 0, ErrorCode::invalid_argument,
+                    "MoELayer: d_model and d_ff must be > 0, got d_model = ", config_.d_model,
+                    ", d_ff = ", config_.d_ff);
+    detail::require(config_.num_experts > 0, ErrorCode::invalid_argument,
+                    "MoELayer: num_experts must be > 0, got ", config_.num_experts);
+    detail::require(index_t(weights_.experts.size()) == config_.num_experts, ErrorCode::shape_mismatch,
+                    "MoELayer: ", weights_.experts.size(), " expert weight sets given, num_experts is ",
+                    config_.num_experts);
+    router_.validate(weights_.router, config_.num_experts, config_.d_model);
+    for (index_t e = 0; e < config_.num_experts; ++e) {
+      const ExpertWeights& w = weights_.experts[std::size_t(e)];
+      X::validate(w, config_.d_model, config_.d_ff, e);
+      detail::require(w.up.dtype == weights_.experts[0].up.dtype, ErrorCode::dtype_mismatch, "MoELayer: expert ",
+                      e, " weights are ", name(w.up.dtype), " but expert 0's are ",
+                      name(weights_.experts[0].up.dtype), " (one dtype for all experts)");
+    }
+    capacity_.validate();
+    loss_.validate();
+  }
+
+  const LayerConfig& config() const noexcept { return config_; }
+  const LayerWeights& weights() const noexcept { return weights_; }
+  const R& router() const noexcept { return router_; }
+  const C& capacity() const noexcept { return capacity_; }
+  const L& loss() const noexcept { return loss_; }
+  const B& backend() const noexcept { return backend_; }
+
+  /// Routes only (no expert compute): what examples and routing tests need.
+  Routing route(MatrixView<const float> x, ForwardOptions opt = {}) const {
+    check_input(x);
+    return router_.route(x, weights_.router, {opt.mode, {config_.seed, opt.step}});
+  }
+
+  /// y = Σ_j w_j · expert_j(x) for the T rows of x ([T, d_model], fp32).
+  Output forward(MatrixView<const float> x, ForwardOptions opt = {}) const {
+    Output out;
+    out.routing = route(x, opt);
+    const PlanShape shape{x.rows, config_.num_experts, top_k};
+    out.plan = build_plan(out.routing, capacity_.capacity(shape, opt.mode), capacity_.priority());
+    out.stats = make_stats(out.routing, out.plan);
+    out.stats.weighted_loss = loss_.evaluate(out.routing, out.plan, out.stats);
+
+    Matrix packed(out.plan.rows(), config_.d_model);       // [rows, d] tokens grouped by expert
+    Matrix expert_out(out.plan.rows(), config_.d_model);   // [rows, d] each row's expert output
+    out.y.resize(x.rows, config_.d_model);                 // [T, d]
+    const std::span<const ExpertWeights> experts(weights_.experts);
+    backend_.gather(out.plan, x, packed);
+    backend_.template expert_ffn<typename X::ffn>(out.plan, packed, experts, expert_out);
+    backend_.combine(out.plan, out.routing, expert_out, out.y);
+    return out;
+  }
+
+ private:
+  void check_input(MatrixView<const float> x) const {
+    detail::require(x.cols == config_.d_model, ErrorCode::shape_mismatch, "MoELayer::forward: x has ", x.cols,
+                    " columns, layer d_model is ", config_.d_model);
+    detail::require(x.rows >= 0 && (x.rows == 0 || x.data != nullptr), ErrorCode::invalid_argument,
+                    "MoELayer::forward: x has ", x.rows, " rows and ", x.data ? "data" : "no data");
+    detail::require(x.row_stride >= x.cols, ErrorCode::shape_mismatch, "MoELayer::forward: x row stride ",
+                    x.row_stride, " is smaller than its ", x.cols, " columns");
+  }
+
+  LayerConfig config_;
+  LayerWeights weights_;
+  [[no_unique_address]] R router_;
+  [[no_unique_address]] C capacity_;
+  [[no_unique_address]] L loss_;
+  [[no_unique_address]] B backend_;
+};
+
+}  // namespace moe

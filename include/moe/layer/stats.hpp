@@ -1,0 +1,72 @@
+#pragma once
+/// \file stats.hpp
+/// RoutingStats: what happened in one forward call, always filled. Routing
+/// observability is not optional: a layer that drops or starves experts
+/// without saying so is a bug waiting to be found in a loss curve.
+
+#include <cmath>
+#include <optional>
+#include <vector>
+
+#include "moe/capacity/plan.hpp"
+#include "moe/routing/routing.hpp"
+
+namespace moe {
+
+struct RoutingStats {
+  index_t tokens = 0;
+  index_t experts = 0;
+  int k = 0;
+  std::optional<index_t> capacity;          ///< per-expert capacity; nullopt = dropless
+  std::vector<index_t> tokens_per_expert;   ///< [E] (token, slot) pairs each expert computed
+  std::vector<index_t> routed_per_expert;   ///< [E] pairs routed to each expert, before capacity
+  index_t dropped_slots = 0;   ///< pairs over capacity (their output is 0; the residual carries them)
+  index_t dropped_tokens = 0;  ///< tokens that lost every slot (the layer passes them through untouched)
+  index_t empty_slots = 0;     ///< slots the selection chose to leave empty (GShard random second)
+  float router_entropy = 0;    ///< mean over tokens of −Σ_e p log p, in nats (log E = uniform)
+
+  // Loss values, raw (no coefficient); set by the layer's BalanceLoss policy.
+  std::optional<float> balance_loss;     ///< E · Σ_e f_e · P_e (Switch / HF Mixtral aux loss)
+  std::optional<float> z_loss;           ///< mean (logsumexp logits)² (ST-MoE)
+  std::optional<float> importance_loss;  ///< CV² of per-expert importance (Shazeer 2017)
+  std::optional<float> load_loss;        ///< CV² of per-expert load (Shazeer 2017)
+  float weighted_loss = 0;               ///< Σ coefficient · loss: what a trainer adds to its objective
+
+  /// Fraction of routed pairs that were dropped (0 when nothing was routed).
+  double dropped_fraction() const noexcept {
+    index_t routed = 0;
+    for (index_t n : routed_per_expert) routed += n;
+    return routed == 0 ? 0.0 : double(dropped_slots) / double(routed);
+  }
+};
+
+/// Counts and entropy from a routing and its plan (losses are added by the policy).
+inline RoutingStats make_stats(const Routing& r, const RoutingPlan& p) {
+  RoutingStats s;
+  s.tokens = r.tokens;
+  s.experts = r.experts;
+  s.k = r.k;
+  s.capacity = p.capacity;
+  s.tokens_per_expert.resize(std::size_t(r.experts));
+  s.routed_per_expert.resize(std::size_t(r.experts));
+  for (index_t e = 0; e < r.experts; ++e) {
+    s.tokens_per_expert[std::size_t(e)] = p.kept(e);
+    s.routed_per_expert[std::size_t(e)] = p.routed_per_expert[std::size_t(e)];
+  }
+  s.dropped_slots = p.dropped;
+  s.empty_slots = p.empty_slots;
+  double entropy = 0;
+  for (index_t t = 0; t < r.tokens; ++t) {
+    bool any_kept = false;
+    for (int j = 0; j < r.k; ++j) any_kept = any_kept || !p.slot_dropped(t, j);
+    if (!any_kept) ++s.dropped_tokens;
+    for (index_t e = 0; e < r.experts; ++e) {
+      const double q = r.prob(t, e);
+      if (q > 0) entropy -= q * std::log(q);
+    }
+  }
+  s.router_entropy = r.tokens == 0 ? 0.0f : float(entropy / double(r.tokens));
+  return s;
+}
+
+}  // namespace moe

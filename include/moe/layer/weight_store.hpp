@@ -1,0 +1,91 @@
+#pragma once
+/// \file weight_store.hpp
+/// WeightStore: owning storage for a layer's weights, with a seeded random
+/// initialisation. The layer itself only holds views; this is what tests,
+/// examples and benchmarks hand it when there is no checkpoint.
+
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "moe/core/rng.hpp"
+#include "moe/layer/moe_layer.hpp"
+
+namespace moe {
+
+class WeightStore {
+ public:
+  /// Random weights: N(0, 1/d_in) for every matrix (variance-preserving, so
+  /// logits and activations stay O(1)), drawn from the counter-based
+  /// generator: the same seed gives the same weights on any machine.
+  /// Expert matrices are stored in `dtype`; the router is always F32.
+  static WeightStore random(const LayerConfig& c, bool gated, DType dtype, std::uint64_t seed,
+                            bool noise_weight = false) {
+    detail::require(is_weight_dtype(dtype), ErrorCode::dtype_mismatch, "WeightStore::random: dtype ",
+                    name(dtype), " is not a weight dtype");
+    WeightStore s;
+    s.config_ = c;
+    std::uint64_t id = 0;
+    s.gate_ = s.add(DType::F32, c.num_experts, c.d_model, seed, id++);
+    if (noise_weight) s.noise_ = s.add(DType::F32, c.num_experts, c.d_model, seed, id++);
+    for (index_t e = 0; e < c.num_experts; ++e) {
+      Slots x;
+      if (gated) x.gate = s.add(dtype, c.d_ff, c.d_model, seed, id++);
+      x.up = s.add(dtype, c.d_ff, c.d_model, seed, id++);
+      x.down = s.add(dtype, c.d_model, c.d_ff, seed, id++);
+      s.experts_.push_back(x);
+    }
+    return s;
+  }
+
+  /// Views of everything, ready for a MoELayer. Valid while the store lives.
+  LayerWeights view() const {
+    LayerWeights w;
+    w.router.gate = matrix(gate_);
+    w.router.noise = matrix(noise_);
+    for (const Slots& x : experts_) w.experts.push_back({matrix(x.gate), matrix(x.up), matrix(x.down)});
+    return w;
+  }
+
+  const LayerConfig& config() const noexcept { return config_; }
+
+ private:
+  struct Tensor {
+    std::vector<unsigned char> bytes;
+    DType dtype = DType::F32;
+    index_t rows = 0, cols = 0;
+  };
+  struct Slots {
+    int gate = -1, up = -1, down = -1;
+  };
+
+  int add(DType dtype, index_t rows, index_t cols, std::uint64_t seed, std::uint64_t id) {
+    Tensor t{std::vector<unsigned char>(std::size_t(rows * cols * size_of(dtype))), dtype, rows, cols};
+    const float scale = 1.0f / std::sqrt(float(cols));
+    for (index_t r = 0; r < rows; ++r)
+      for (index_t c = 0; c < cols; ++c) {
+        const float v = scale * normal({seed, id}, RngStream::init, std::uint64_t(r), std::uint64_t(c));
+        const std::size_t i = std::size_t(r * cols + c);
+        if (dtype == DType::F32) std::memcpy(t.bytes.data() + 4 * i, &v, 4);
+        if (dtype == DType::BF16) store16(t.bytes.data() + 2 * i, Eigen::bfloat16(v));
+        if (dtype == DType::F16) store16(t.bytes.data() + 2 * i, Eigen::half(v));
+      }
+    tensors_.push_back(std::move(t));
+    return int(tensors_.size()) - 1;
+  }
+  template <class H>
+  static void store16(unsigned char* dst, H h) { std::memcpy(dst, &h, 2); }
+
+  WeightMatrix matrix(int i) const {
+    if (i < 0) return {};
+    const Tensor& t = tensors_[std::size_t(i)];
+    return {t.bytes.data(), t.dtype, t.rows, t.cols};
+  }
+
+  LayerConfig config_;
+  std::vector<Tensor> tensors_;
+  int gate_ = -1, noise_ = -1;
+  std::vector<Slots> experts_;
+};
+
+}  // namespace moe

@@ -1,0 +1,87 @@
+#pragma once
+/// \file importance_load.hpp
+/// Importance and load losses of Shazeer et al. 2017 (§4, appendix A):
+///
+///   importance_e = Σ_t G(x_t)_e            (the combine weights)
+///   load_e       = Σ_t P(x_t, e)           (probability that e is in the top-k)
+///   L = w_importance · CV²(importance) + w_load · CV²(load)
+///
+/// P is the smooth estimator of the paper: with noisy top-k in training,
+/// P(x, e) = Φ((clean_e − threshold) / std_e), where threshold is the k-th
+/// largest noisy logit among the other experts. Without noise, P is the
+/// 0/1 indicator, so load is the routed count.
+/// CV² = variance / mean², population variance, eps 1e-10 (tensor2tensor's
+/// cv_squared).
+
+#include <algorithm>
+#include <cmath>
+#include <numbers>
+#include <vector>
+
+#include "moe/core/error.hpp"
+#include "moe/loss/balance_loss.hpp"
+
+namespace moe {
+
+struct ImportanceLoadLoss {
+  float w_importance = 0.1f;  ///< Shazeer 2017 used 0.1 for both
+  float w_load = 0.1f;
+
+  void validate() const {
+    detail::require(std::isfinite(w_importance) && w_importance >= 0 && std::isfinite(w_load) && w_load >= 0,
+                    ErrorCode::invalid_argument, "ImportanceLoadLoss: weights must be finite and >= 0, got ",
+                    w_importance, " and ", w_load);
+  }
+
+  static double cv_squared(const std::vector<double>& v) {
+    if (v.size() < 2) return 0.0;
+    double mean = 0;
+    for (double x : v) mean += x;
+    mean /= double(v.size());
+    double var = 0;
+    for (double x : v) var += (x - mean) * (x - mean);
+    var /= double(v.size());
+    return var / (mean * mean + 1e-10);
+  }
+
+  static std::vector<double> importance(const Routing& r) {
+    std::vector<double> imp(std::size_t(r.experts), 0.0);
+    for (index_t t = 0; t < r.tokens; ++t)
+      for (int j = 0; j < r.k; ++j)
+        if (r.expert_at(t, j) != no_expert) imp[std::size_t(r.expert_at(t, j))] += r.weight_at(t, j);
+    return imp;
+  }
+
+  static std::vector<double> load(const Routing& r) {
+    std::vector<double> load(std::size_t(r.experts), 0.0);
+    const bool smooth = !r.noise_std.empty() && r.k < r.experts;
+    std::vector<float> sorted(std::size_t(r.experts));
+    for (index_t t = 0; t < r.tokens; ++t) {
+      if (!smooth) {
+        for (int j = 0; j < r.k; ++j)
+          if (r.expert_at(t, j) != no_expert) load[std::size_t(r.expert_at(t, j))] += 1.0;
+        continue;
+      }
+      const float* noisy = r.logits.data() + t * r.experts;
+      std::copy(noisy, noisy + r.experts, sorted.begin());
+      std::sort(sorted.begin(), sorted.end(), std::greater<>());
+      const float kth = sorted[std::size_t(r.k - 1)], next = sorted[std::size_t(r.k)];
+      for (index_t e = 0; e < r.experts; ++e) {
+        // If e is in the top k, the others' k-th largest is the (k+1)-th overall.
+        const double threshold = noisy[e] >= kth ? next : kth;
+        const double z = (double(r.clean_logits[std::size_t(t * r.experts + e)]) - threshold) /
+                         double(r.noise_std[std::size_t(t * r.experts + e)]);
+        load[std::size_t(e)] += 0.5 * std::erfc(-z / std::numbers::sqrt2);  // Φ(z)
+      }
+    }
+    return load;
+  }
+
+  float evaluate(const Routing& r, const RoutingPlan&, RoutingStats& s) const {
+    s.importance_loss = float(cv_squared(importance(r)));
+    s.load_loss = float(cv_squared(load(r)));
+    return w_importance * *s.importance_loss + w_load * *s.load_loss;
+  }
+};
+
+}  // namespace moe

@@ -1,0 +1,28 @@
+#pragma once
+/// \file losses.hpp
+/// Losses<A, B, ...>: several balance losses at once (Switch = balance + z).
+
+#include <tuple>
+
+#include "moe/loss/balance_loss.hpp"
+
+namespace moe {
+
+template <BalanceLossPolicy... Ls>
+struct Losses {
+  std::tuple<Ls...> parts;
+
+  Losses() = default;
+  explicit Losses(Ls... ls) : parts(ls...) {}
+
+  void validate() const {
+    std::apply([](const auto&... l) { (l.validate(), ...); }, parts);
+  }
+  float evaluate(const Routing& r, const RoutingPlan& p, RoutingStats& s) const {
+    return std::apply([&](const auto&... l) { return (0.0f + ... + l.evaluate(r, p, s)); }, parts);
+  }
+  template <class L>
+  const L& get() const noexcept { return std::get<L>(parts); }
+};
+
+}  // namespace moe

@@ -1,0 +1,68 @@
+#pragma once
+/// \file switch_balance.hpp
+/// Load-balancing loss of Switch Transformers (Fedus et al. 2021, eq. 4):
+///
+///   L = E · Σ_e f_e · P_e,   P_e = mean_t p[t, e],   f_e = share of routing to e
+///
+/// f is a count (no gradient flows through it); P carries the gradient.
+/// Systems disagree on what f counts, and so on the value of a perfectly
+/// balanced router; `counting` names the variant (see ANCHORS.md):
+///   every_slot    - all k slots (HF Mixtral, f sums to k): balanced = k
+///   top1          - first choice only, before capacity (Switch paper,
+///                   Mesh-TF, Tutel): balanced = 1
+///   top1_hf_quirk - first choice after capacity, a dropped token counted as
+///                   expert 0 (what HF SwitchTransformers computes)
+
+#include <cmath>
+#include <vector>
+
+#include "moe/core/error.hpp"
+#include "moe/loss/balance_loss.hpp"
+
+namespace moe {
+
+enum class SlotCounting { every_slot, top1, top1_hf_quirk };
+
+struct SwitchBalanceLoss {
+  float alpha = 0.01f;  ///< coefficient (Switch 1e-2; HF Mixtral router_aux_loss_coef 1e-3, Mixtral-8x7B 2e-2)
+  SlotCounting counting = SlotCounting::every_slot;
+
+  void validate() const {
+    detail::require(std::isfinite(alpha) && alpha >= 0, ErrorCode::invalid_argument,
+                    "SwitchBalanceLoss: alpha must be finite and >= 0, got ", alpha);
+  }
+
+  /// f_e: the routing share of each expert under the chosen counting.
+  std::vector<double> fractions(const Routing& r, const RoutingPlan& p) const {
+    std::vector<double> f(std::size_t(r.experts), 0.0);
+    for (index_t t = 0; t < r.tokens; ++t) {
+      const int slots = counting == SlotCounting::every_slot ? r.k : 1;
+      for (int j = 0; j < slots; ++j) {
+        std::int32_t e = r.expert_at(t, j);
+        if (counting == SlotCounting::top1_hf_quirk && p.slot_dropped(t, j)) e = 0;
+        if (e != no_expert) f[std::size_t(e)] += 1.0;
+      }
+    }
+    for (double& v : f) v /= double(r.tokens);
+    return f;
+  }
+
+  float value(const Routing& r, const RoutingPlan& p) const {
+    if (r.tokens == 0) return 0.0f;
+    const std::vector<double> f = fractions(r, p);
+    double loss = 0;
+    for (index_t e = 0; e < r.experts; ++e) {
+      double P = 0;
+      for (index_t t = 0; t < r.tokens; ++t) P += r.prob(t, e);
+      loss += f[std::size_t(e)] * (P / double(r.tokens));
+    }
+    return float(double(r.experts) * loss);
+  }
+
+  float evaluate(const Routing& r, const RoutingPlan& p, RoutingStats& s) const {
+    s.balance_loss = value(r, p);
+    return alpha * *s.balance_loss;
+  }
+};
+
+}  // namespace moe

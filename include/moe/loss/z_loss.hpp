@@ -1,0 +1,49 @@
+#pragma once
+/// \file z_loss.hpp
+/// Router z-loss (ST-MoE, Zoph et al. 2022, eq. 5):
+///
+///   L_z = mean_t ( log Σ_e exp(logits[t, e]) )²
+///
+/// It penalises large logits, which make the router's softmax brittle in
+/// low precision. ST-MoE uses beta = 1e-3.
+
+#include <algorithm>
+#include <cmath>
+
+#include "moe/core/error.hpp"
+#include "moe/loss/balance_loss.hpp"
+
+namespace moe {
+
+struct RouterZLoss {
+  float beta = 1e-3f;
+
+  void validate() const {
+    detail::require(std::isfinite(beta) && beta >= 0, ErrorCode::invalid_argument,
+                    "RouterZLoss: beta must be finite and >= 0, got ", beta);
+  }
+
+  static double logsumexp(const float* v, index_t n) noexcept {
+    const double m = *std::max_element(v, v + n);
+    double s = 0;
+    for (index_t i = 0; i < n; ++i) s += std::exp(double(v[i]) - m);
+    return m + std::log(s);
+  }
+
+  float value(const Routing& r) const {
+    if (r.tokens == 0) return 0.0f;
+    double sum = 0;
+    for (index_t t = 0; t < r.tokens; ++t) {
+      const double lse = logsumexp(r.logits.data() + t * r.experts, r.experts);
+      sum += lse * lse;
+    }
+    return float(sum / double(r.tokens));
+  }
+
+  float evaluate(const Routing& r, const RoutingPlan&, RoutingStats& s) const {
+    s.z_loss = value(r);
+    return beta * *s.z_loss;
+  }
+};
+
+}  // namespace moe

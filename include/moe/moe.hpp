@@ -1,0 +1,42 @@
+#pragma once
+/// \file moe.hpp
+/// The one include a user needs: every public piece of moe.
+///
+///   #include <moe/moe.hpp>
+///   auto layer = moe::make_layer<moe::presets::Mixtral>(config, weights);
+///   moe::Output out = layer.forward(x);
+
+#include "moe/version.hpp"
+
+#include "moe/core/error.hpp"
+#include "moe/core/rng.hpp"
+#include "moe/core/types.hpp"
+#include "moe/core/view.hpp"
+
+#include "moe/routing/noise.hpp"
+#include "moe/routing/router.hpp"
+#include "moe/routing/routing.hpp"
+#include "moe/routing/scoring.hpp"
+#include "moe/routing/selection.hpp"
+
+#include "moe/expert/activation.hpp"
+#include "moe/expert/expert.hpp"
+#include "moe/expert/ffn.hpp"
+
+#include "moe/capacity/capacity.hpp"
+#include "moe/capacity/plan.hpp"
+
+#include "moe/loss/balance_loss.hpp"
+#include "moe/loss/importance_load.hpp"
+#include "moe/loss/losses.hpp"
+#include "moe/loss/switch_balance.hpp"
+#include "moe/loss/z_loss.hpp"
+
+#include "moe/backend/cpu.hpp"
+#include "moe/backend/default.hpp"
+#include "moe/backend/reference.hpp"
+
+#include "moe/layer/moe_layer.hpp"
+#include "moe/layer/presets.hpp"
+#include "moe/layer/stats.hpp"
+#include "moe/layer/weight_store.hpp"
