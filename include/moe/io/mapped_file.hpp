@@ -1,0 +1,71 @@
+#pragma once
+/// \file mapped_file.hpp
+/// A read-only memory map of a whole file (POSIX). Checkpoints are mapped,
+/// not read: tensors are views into the page cache, and a model costs no
+/// copy and no resident memory until its pages are touched.
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <utility>
+
+#include "moe/core/error.hpp"
+
+namespace moe::io {
+
+class MappedFile {
+ public:
+  MappedFile() = default;
+  explicit MappedFile(const std::filesystem::path& path) : path_(path) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    detail::require(fd >= 0, ErrorCode::bad_file, path.string(), ": cannot open (", std::strerror(errno), ")");
+    struct stat st{};
+    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+      ::close(fd);
+      throw Error(ErrorCode::bad_file, detail::cat(path.string(), ": not a regular file"));
+    }
+    size_ = std::size_t(st.st_size);
+    if (size_ > 0) {
+      void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+      if (p == MAP_FAILED) {
+        const int err = errno;
+        ::close(fd);
+        throw Error(ErrorCode::bad_file, detail::cat(path.string(), ": mmap failed (", std::strerror(err), ")"));
+      }
+      data_ = static_cast<const unsigned char*>(p);
+    }
+    ::close(fd);  // the mapping keeps the file alive
+  }
+  MappedFile(MappedFile&& o) noexcept { swap(o); }
+  MappedFile& operator=(MappedFile&& o) noexcept {
+    MappedFile tmp(std::move(o));
+    swap(tmp);
+    return *this;
+  }
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+  ~MappedFile() {
+    if (data_) ::munmap(const_cast<unsigned char*>(data_), size_);
+  }
+
+  const unsigned char* data() const noexcept { return data_; }
+  std::size_t size() const noexcept { return size_; }
+  const std::filesystem::path& path() const noexcept { return path_; }
+
+ private:
+  void swap(MappedFile& o) noexcept {
+    std::swap(path_, o.path_);
+    std::swap(data_, o.data_);
+    std::swap(size_, o.size_);
+  }
+  std::filesystem::path path_;
+  const unsigned char* data_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+}  // namespace moe::io

@@ -1,0 +1,96 @@
+#pragma once
+/// \file safetensors_writer.hpp
+/// Writing safetensors files. Tensors are laid out widest dtype first, so
+/// each starts at a multiple of its element size from the 8-aligned data
+/// section and a reader can view every one in place.
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "moe/core/error.hpp"
+#include "moe/core/types.hpp"
+
+namespace moe::io {
+
+class SafeTensorsWriter {
+ public:
+  /// Adds a tensor; its bytes are copied now, so `data` may go away.
+  void add(std::string name, DType dtype, std::vector<index_t> shape, const void* data) {
+    detail::require(name != "__metadata__", ErrorCode::invalid_argument,
+                    "SafeTensorsWriter: '__metadata__' is reserved");
+    for (const auto& t : tensors_)
+      detail::require(t.name != name, ErrorCode::invalid_argument, "SafeTensorsWriter: tensor '", name,
+                      "' added twice");
+    index_t n = 1;
+    for (index_t d : shape) {
+      detail::require(d >= 0, ErrorCode::shape_mismatch, "SafeTensorsWriter: tensor '", name,
+                      "' has a negative dimension");
+      n *= d;
+    }
+    Entry e{std::move(name), dtype, std::move(shape), std::vector<unsigned char>(std::size_t(n * size_of(dtype)))};
+    if (!e.bytes.empty()) std::memcpy(e.bytes.data(), data, e.bytes.size());
+    tensors_.push_back(std::move(e));
+  }
+  template <class T>
+  void add(std::string name, std::vector<index_t> shape, const std::vector<T>& values) {
+    add(std::move(name), dtype_code<T>(), std::move(shape), values.data());
+  }
+  void set_metadata(const std::string& key, const std::string& value) { metadata_[key] = value; }
+
+  void write(const std::filesystem::path& path) const {
+    std::vector<const Entry*> order;
+    for (const auto& t : tensors_) order.push_back(&t);
+    std::stable_sort(order.begin(), order.end(),
+                     [](const Entry* a, const Entry* b) { return size_of(a->dtype) > size_of(b->dtype); });
+    nlohmann::json header = nlohmann::json::object();
+    if (!metadata_.empty()) header["__metadata__"] = metadata_;
+    std::uint64_t offset = 0;
+    for (const Entry* t : order) {
+      header[t->name] = {{"dtype", std::string(name(t->dtype))},
+                         {"shape", t->shape},
+                         {"data_offsets", {offset, offset + t->bytes.size()}}};
+      offset += t->bytes.size();
+    }
+    std::string text = header.dump();
+    text.append((8 - text.size() % 8) % 8, ' ');  // 8 + N stays a multiple of 8
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    detail::require(bool(out), ErrorCode::bad_file, path.string(), ": cannot open for writing");
+    unsigned char len[8];
+    for (int i = 0; i < 8; ++i) len[i] = static_cast<unsigned char>(std::uint64_t(text.size()) >> (8 * i));
+    out.write(reinterpret_cast<const char*>(len), 8);
+    out.write(text.data(), std::streamsize(text.size()));
+    for (const Entry* t : order) out.write(reinterpret_cast<const char*>(t->bytes.data()), std::streamsize(t->bytes.size()));
+    detail::require(bool(out), ErrorCode::bad_file, path.string(), ": write failed");
+  }
+
+ private:
+  struct Entry {
+    std::string name;
+    DType dtype;
+    std::vector<index_t> shape;
+    std::vector<unsigned char> bytes;
+  };
+  template <class T>
+  static constexpr DType dtype_code() {
+    if constexpr (std::is_same_v<T, float>) return DType::F32;
+    else if constexpr (std::is_same_v<T, std::int32_t>) return DType::I32;
+    else if constexpr (std::is_same_v<T, std::uint8_t>) return DType::U8;
+    else if constexpr (std::is_same_v<T, std::int64_t>) return DType::I64;
+    else if constexpr (std::is_same_v<T, double>) return DType::F64;
+    else if constexpr (std::is_same_v<T, Eigen::bfloat16>) return DType::BF16;
+    else if constexpr (std::is_same_v<T, Eigen::half>) return DType::F16;
+    else static_assert(sizeof(T) == 0, "SafeTensorsWriter::add: unsupported element type");
+  }
+  std::vector<Entry> tensors_;
+  std::map<std::string, std::string> metadata_;
+};
+
+}  // namespace moe::io

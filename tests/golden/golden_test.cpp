@@ -1,0 +1,156 @@
+// The golden cases (made by an independent implementation) through both
+// backends, the safetensors reader on good and malformed files, the writer.
+#include "test_support.hpp"
+
+#include "../golden/golden.hpp"
+
+#include <cstdlib>
+#include <fstream>
+#include <unistd.h>
+#include <filesystem>
+
+using namespace moe;
+namespace fs = std::filesystem;
+
+namespace {
+const fs::path golden_dir = fs::path(MOE_TEST_DATA_DIR) / "golden";
+
+fs::path temp_file(const std::string& name) {
+  return fs::temp_directory_path() / ("moe-test-" + std::to_string(::getpid()) + "-" + name);
+}
+
+void check_kind(const std::string& folder, golden::BackendChoice b, int expected_cases) {
+  const auto results = golden::check_path(golden_dir / folder, b);
+  CHECK(int(results.size()) == expected_cases);
+  for (const auto& r : results) {
+    CAPTURE(r.path);
+    CHECK_FALSE(r.skipped);
+    std::string failures;
+    for (const auto& f : r.failures) failures += f + "; ";
+    CHECK_MESSAGE(r.passed, failures);
+    CHECK(r.max_error <= 1e-5);
+  }
+}
+}  // namespace
+
+TEST_CASE("golden moe_block cases pass on both backends") {
+  check_kind("moe_block", golden::BackendChoice::reference, 12);
+  check_kind("moe_block", golden::BackendChoice::cpu, 12);
+}
+
+TEST_CASE("golden switch cases pass on both backends (both priorities, jitter, HF aux quirk)") {
+  check_kind("switch", golden::BackendChoice::reference, 8);
+  check_kind("switch", golden::BackendChoice::cpu, 8);
+}
+
+TEST_CASE("a perturbed golden value makes the check fail") {
+  // Rewrite one case with y[0, 0] moved by 1e-3 and with one topk index
+  // changed: the checker must catch both.
+  const fs::path src = golden_dir / "moe_block" / "moe_s4_d64_f128_e8_k2_t33_f32.safetensors";
+  const io::SafeTensors f(src);
+  io::SafeTensorsWriter w;
+  for (const auto& [k, v] : f.metadata()) w.set_metadata(k, v);
+  for (const io::TensorView& t : f.tensors()) {
+    std::vector<unsigned char> bytes(t.data, t.data + t.nbytes);
+    if (t.name == "y") {
+      float v;
+      std::memcpy(&v, bytes.data(), 4);
+      v += 1e-3f;
+      std::memcpy(bytes.data(), &v, 4);
+    }
+    if (t.name == "topk_idx") bytes[0] ^= 1;
+    w.add(t.name, t.dtype, t.shape, bytes.data());
+  }
+  const fs::path out = temp_file("perturbed.safetensors");
+  w.write(out);
+  const golden::CaseResult r = golden::check_file(out, golden::BackendChoice::reference);
+  fs::remove(out);
+  CHECK_FALSE(r.passed);
+  REQUIRE(r.failures.size() == 2);
+  CHECK(r.failures[0].find("topk_idx: 1 of 66 integers differ") != std::string::npos);
+  CHECK(r.failures[1].find("y: error") != std::string::npos);
+}
+
+TEST_CASE("safetensors reader decodes every dtype of io/dtypes") {
+  const golden::CaseResult r = golden::check_io_file(golden_dir / "io" / "dtypes.safetensors");
+  std::string failures;
+  for (const auto& f : r.failures) failures += f + "; ";
+  CHECK_MESSAGE(r.passed, failures);
+  const io::SafeTensors f(golden_dir / "io" / "dtypes.safetensors");
+  CHECK(f.meta("kind") == "io");
+  CHECK(f.tensor("f32").shape == std::vector<index_t>{3, 5});
+  CHECK(f.tensor("bool").dtype == DType::BOOL);
+  const auto m = f.tensor("matrix_2x3").matrix();
+  CHECK(m.rows == 2);
+  CHECK(m.at(1, 0) == 4.0f);
+  test::require_error([&] { (void)f.tensor("i32").as<float>(); }, ErrorCode::dtype_mismatch,
+                      {"dtypes.safetensors", "'i32'", "I32", "expected F32"});
+  test::require_error([&] { (void)f.tensor("i32").matrix(); }, ErrorCode::dtype_mismatch, {"weight dtype"});
+  test::require_error([&] { (void)f.tensor("nope"); }, ErrorCode::bad_file, {"no tensor named 'nope'"});
+}
+
+TEST_CASE("safetensors reader rejects every malformed file, saying why") {
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {"bad_truncated.safetensors", "truncated"},
+      {"bad_header_length.safetensors", "header length"},
+      {"bad_json.safetensors", "not valid JSON"},
+      {"bad_dtype.safetensors", "unknown dtype F99"},
+      {"bad_shape_bytes.safetensors", "shape [3, 6] of F32 needs 72 bytes, offsets span 60"},
+      {"bad_overlap.safetensors", "overlap"},
+  };
+  for (const auto& [file, why] : bad) {
+    CAPTURE(file);
+    test::require_error([&] { io::SafeTensors f(golden_dir / "io" / file); }, ErrorCode::bad_file, {file, why});
+  }
+  test::require_error([&] { io::SafeTensors f(golden_dir / "io" / "missing.safetensors"); }, ErrorCode::bad_file,
+                      {"missing.safetensors", "cannot open"});
+  // Shorter than the length field, and bytes that belong to no tensor.
+  const fs::path tiny = temp_file("tiny.safetensors");
+  std::ofstream(tiny, std::ios::binary) << "abc";
+  test::require_error([&] { io::SafeTensors f(tiny); }, ErrorCode::bad_file, {"too short"});
+  io::SafeTensorsWriter w;
+  w.add<float>("a", {2}, {1.0f, 2.0f});
+  w.write(tiny);
+  std::ofstream(tiny, std::ios::binary | std::ios::app) << "trailing";
+  test::require_error([&] { io::SafeTensors f(tiny); }, ErrorCode::bad_file, {"cover 8"});
+  fs::remove(tiny);
+}
+
+TEST_CASE("safetensors writer round-trips values, metadata and alignment") {
+  io::SafeTensorsWriter w;
+  w.set_metadata("kind", "test");
+  w.add<std::uint8_t>("mask", {3}, {1, 0, 1});
+  w.add<float>("m", {2, 2}, {1.5f, -2.0f, 3.0f, 0.25f});
+  w.add<std::int32_t>("ids", {3}, {7, -1, 42});
+  w.add<Eigen::bfloat16>("b", {2}, {Eigen::bfloat16(1.0f), Eigen::bfloat16(-0.5f)});
+  w.add<float>("nothing", {0, 4}, {});
+  const fs::path p = temp_file("roundtrip.safetensors");
+  w.write(p);
+  const io::SafeTensors f(p);
+  CHECK(f.meta("kind") == "test");
+  CHECK(f.tensor("m").as<float>()[3] == 0.25f);  // in place: aligned
+  CHECK(f.tensor("ids").to_vector<std::int32_t>() == std::vector<std::int32_t>{7, -1, 42});
+  CHECK(f.tensor("mask").to_vector<std::uint8_t>() == std::vector<std::uint8_t>{1, 0, 1});
+  CHECK(float(f.tensor("b").as<Eigen::bfloat16>()[1]) == -0.5f);
+  CHECK(f.tensor("nothing").numel() == 0);
+  for (const auto& t : f.tensors()) CHECK(reinterpret_cast<std::uintptr_t>(t.data) % std::uintptr_t(size_of(t.dtype)) == 0);
+  fs::remove(p);
+  test::require_error([&] { w.add<float>("m", {1}, {0.0f}); }, ErrorCode::invalid_argument, {"added twice"});
+}
+
+TEST_CASE("moe-golden run output equals what check compares") {
+  const fs::path src = golden_dir / "switch" / "switch_s25_d64_e8_t33_cf1.0_relu_mlp.safetensors";
+  const io::SafeTensors f(src);
+  const golden::Outputs outs = golden::run_switch(f, golden::BackendChoice::cpu);
+  const fs::path p = temp_file("run.safetensors");
+  golden::write(outs, p, {{"kind", "switch"}});
+  const io::SafeTensors written(p);
+  for (const char* name : {"y", "y_by_score", "combine"}) {
+    CAPTURE(name);
+    CHECK(written.tensor(name).shape == f.tensor(name).shape);
+    CHECK(golden::compare_floats(f.tensor(name), outs.at(name)) <= 1e-5);
+  }
+  CHECK(written.tensor("dispatch").to_vector<std::uint8_t>() == f.tensor("dispatch").to_vector<std::uint8_t>());
+  CHECK(written.tensor("kept").dtype == DType::U8);
+  fs::remove(p);
+}

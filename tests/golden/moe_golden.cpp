@@ -1,0 +1,90 @@
+// moe-golden: runs the golden conformance cases through moe.
+//
+//   moe-golden run CASE.safetensors OUT.safetensors [--backend reference|cpu]
+//   moe-golden check PATH... [--backend reference|cpu|both]
+//
+// `run` writes every output the case's kind defines, under the golden names
+// and dtypes. `check` runs cases (files or folders), prints one line per case
+// and backend with its max error, and exits 1 if any case fails.
+#include <cstdio>
+#include <iostream>
+
+#include "golden.hpp"
+
+using namespace moe;
+
+namespace {
+int usage() {
+  std::cerr << "usage: moe-golden run CASE.safetensors OUT.safetensors [--backend reference|cpu]\n"
+               "       moe-golden check PATH... [--backend reference|cpu|both]\n";
+  return 2;
+}
+
+std::vector<golden::BackendChoice> parse_backends(const std::string& v, bool allow_both) {
+  if (v == "reference") return {golden::BackendChoice::reference};
+  if (v == "cpu") return {golden::BackendChoice::cpu};
+  if (v == "both" && allow_both) return {golden::BackendChoice::reference, golden::BackendChoice::cpu};
+  throw Error(ErrorCode::invalid_argument, "--backend: expected reference, cpu" + std::string(allow_both ? " or both" : "") +
+                                               ", got '" + v + "'");
+}
+}  // namespace
+
+int main(int argc, char** argv) try {
+  if (argc < 2) return usage();
+  const std::string command = argv[1];
+  std::vector<std::string> args;
+  std::string backend = command == "run" ? "cpu" : "both";
+  for (int i = 2; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--backend" && i + 1 < argc) backend = argv[++i];
+    else if (a.rfind("--backend=", 0) == 0) backend = a.substr(10);
+    else args.push_back(a);
+  }
+
+  if (command == "run") {
+    if (args.size() != 2) return usage();
+    const auto b = parse_backends(backend, false).front();
+    const io::SafeTensors f(args[0]);
+    const auto it = golden::kinds().find(f.meta("kind"));
+    if (it == golden::kinds().end())
+      throw Error(ErrorCode::unsupported, args[0] + ": kind '" + f.meta("kind") + "' is not supported by moe-golden run");
+    golden::write(it->second.run(f, b), args[1], {{"kind", f.meta("kind")}, {"backend", std::string(name(b))}});
+    std::cout << "wrote " << args[1] << "\n";
+    return 0;
+  }
+
+  if (command == "check") {
+    if (args.empty()) return usage();
+    int failed = 0, passed = 0, skipped = 0;
+    for (const auto b : parse_backends(backend, true))
+      for (const auto& path : args)
+        for (const auto& r : golden::check_path(path, b)) {
+          if (r.skipped) {
+            ++skipped;
+            std::printf("SKIP  %-9s %-10s %s (kind not supported yet)\n", std::string(name(b)).c_str(), r.kind.c_str(),
+                        r.path.c_str());
+            continue;
+          }
+          r.passed ? ++passed : ++failed;
+          if (r.kind == "io" || r.kind == "io_bad") {
+            std::printf("%s  %-9s %-10s %s%s%s\n", r.passed ? "PASS" : "FAIL", std::string(name(b)).c_str(),
+                        r.kind.c_str(), r.path.c_str(), r.worst.empty() ? "" : "  rejected: ", r.worst.c_str());
+          } else {
+            std::printf("%s  %-9s %-10s %s  max_err %.2e (%s)\n", r.passed ? "PASS" : "FAIL",
+                        std::string(name(b)).c_str(), r.kind.c_str(), r.path.c_str(), r.max_error, r.worst.c_str());
+          }
+          for (const auto& f : r.failures) std::printf("      %s\n", f.c_str());
+          if (!r.unchecked.empty()) {
+            std::string list;
+            for (const auto& u : r.unchecked) list += (list.empty() ? "" : ", ") + u;
+            std::printf("      not computed yet: %s\n", list.c_str());
+          }
+        }
+    std::printf("%d passed, %d failed, %d skipped\n", passed, failed, skipped);
+    return failed == 0 && passed > 0 ? 0 : 1;
+  }
+  return usage();
+} catch (const std::exception& e) {
+  std::cerr << "moe-golden: " << e.what() << "\n";
+  return 1;
+}
