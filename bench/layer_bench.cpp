@@ -30,7 +30,8 @@ struct Fixture {
 moe::Matrix tokens(moe::index_t T) {
   moe::Matrix x(T, d_model);
   for (moe::index_t t = 0; t < T; ++t)
-    for (moe::index_t i = 0; i < d_model; ++i) x(t, i) = moe::normal({7, 0}, moe::RngStream::user, std::uint64_t(t), std::uint64_t(i));
+    for (moe::index_t i = 0; i < d_model; ++i)
+      x(t, i) = moe::normal({7, 0}, moe::RngStream::user, std::uint64_t(t), std::uint64_t(i));
   return x;
 }
 
@@ -76,7 +77,8 @@ void BM_eigen_per_expert(benchmark::State& state) {
       for (std::size_t i = 0; i < rows.size(); ++i) xe.row(moe::index_t(i)) = x.row(rows[i]);
       const auto& we = w.experts[std::size_t(e)];
       const Map w1(static_cast<const float*>(we.gate.data), d_ff, d_model),
-          w3(static_cast<const float*>(we.up.data), d_ff, d_model), w2(static_cast<const float*>(we.down.data), d_model, d_ff);
+          w3(static_cast<const float*>(we.up.data), d_ff, d_model),
+          w2(static_cast<const float*>(we.down.data), d_model, d_ff);
       moe::Matrix h = xe * w1.transpose();
       h = h.unaryExpr([](float z) { return z / (1.0f + std::exp(-z)); }).cwiseProduct(xe * w3.transpose());
       const moe::Matrix out = h * w2.transpose();
@@ -92,9 +94,23 @@ void BM_reference(benchmark::State& state, moe::DType dtype) { BM_layer<moe::bac
 
 }  // namespace
 
-BENCHMARK_CAPTURE(BM_cpu, cpu_f32, moe::DType::F32)->Arg(1)->Arg(32)->Arg(512)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK_CAPTURE(BM_cpu, cpu_bf16, moe::DType::BF16)->Arg(1)->Arg(32)->Arg(512)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_cpu, cpu_f32, moe::DType::F32)
+    ->Arg(1)
+    ->Arg(32)
+    ->Arg(512)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK_CAPTURE(BM_cpu, cpu_bf16, moe::DType::BF16)
+    ->Arg(1)
+    ->Arg(32)
+    ->Arg(512)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 BENCHMARK(BM_eigen_per_expert)->Arg(1)->Arg(32)->Arg(512)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK_CAPTURE(BM_reference, reference_f32, moe::DType::F32)->Arg(1)->Arg(32)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_reference, reference_f32, moe::DType::F32)
+    ->Arg(1)
+    ->Arg(32)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 BENCHMARK_MAIN();

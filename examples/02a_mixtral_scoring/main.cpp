@@ -26,7 +26,8 @@ int main() {
   example::expect(example::near(w[0], e0 / (e0 + e3)) && example::near(w[1], e3 / (e0 + e3)),
                   "weights = softmax over the two chosen logits");
   example::expect(example::near(w[0] + w[1], 1.0), "weights sum to 1");
-  example::expect(example::near(w[0], probs[0] / (probs[0] + probs[3])), "= softmax over all, then divided by the kept sum");
+  example::expect(example::near(w[0], probs[0] / (probs[0] + probs[3])),
+                  "= softmax over all, then divided by the kept sum");
   float one[1];
   scoring.weights(logits, probs, idx, 1, one);
   example::expect(one[0] == 1.0f, "with k = 1 the weight is exactly 1");

@@ -26,7 +26,8 @@ int main() {
   moe::TopK<2>{}.select(logits, 4, idx);
   deepseek.probabilities(logits, 4, sig);
   deepseek.weights(logits, sig, idx, 2, ws);
-  std::printf("Sigmoid top-2: e%d %.4f, e%d %.4f (scores %.4f %.4f)\n", idx[0], ws[0], idx[1], ws[1], sig[idx[0]], sig[idx[1]]);
+  std::printf("Sigmoid top-2: e%d %.4f, e%d %.4f (scores %.4f %.4f)\n", idx[0], ws[0], idx[1], ws[1], sig[idx[0]],
+              sig[idx[1]]);
   example::expect(example::near(sig[0], 1.0 / (1.0 + std::exp(-2.0))), "sigmoid scores are independent per expert");
   example::expect(example::near(ws[0] + ws[1], 1.0), "normalised over the chosen (norm_topk_prob)");
   return example::verdict();

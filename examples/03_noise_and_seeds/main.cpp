@@ -18,7 +18,8 @@ int main() {
   const moe::WeightStore weights = moe::WeightStore::random(config, false, moe::DType::F32, 7, /*noise_weight=*/true);
   moe::Matrix x(100, 32);
   for (int t = 0; t < 100; ++t)
-    for (int i = 0; i < 32; ++i) x(t, i) = moe::normal({1, 0}, moe::RngStream::user, std::uint64_t(t), std::uint64_t(i));
+    for (int i = 0; i < 32; ++i)
+      x(t, i) = moe::normal({1, 0}, moe::RngStream::user, std::uint64_t(t), std::uint64_t(i));
 
   using P = moe::presets::ShazeerNoisyTopK;
   const auto one_thread = moe::make_layer<P>(config, weights.view(), moe::backend::Cpu<>(1));

@@ -19,16 +19,18 @@ int main() {
   const moe::WeightStore weights = moe::WeightStore::random(config, false, moe::DType::F32, 2);
   moe::Matrix x(64, 16);
   for (int t = 0; t < 64; ++t)
-    for (int i = 0; i < 16; ++i) x(t, i) = moe::normal({2, 0}, moe::RngStream::user, std::uint64_t(t), std::uint64_t(i));
+    for (int i = 0; i < 16; ++i)
+      x(t, i) = moe::normal({2, 0}, moe::RngStream::user, std::uint64_t(t), std::uint64_t(i));
 
-  using Layer = moe::MoELayer<moe::Router<moe::TopK<1>, moe::NoNoise, moe::SoftmaxTopKRaw>, moe::Expert<moe::MLP<moe::ReLU>>,
-                              moe::CapacityFactor, moe::NoLoss>;
+  using Layer = moe::MoELayer<moe::Router<moe::TopK<1>, moe::NoNoise, moe::SoftmaxTopKRaw>,
+                              moe::Expert<moe::MLP<moe::ReLU>>, moe::CapacityFactor, moe::NoLoss>;
   for (moe::Priority order : {moe::Priority::token_order, moe::Priority::router_score}) {
-    const Layer layer(config, weights.view(), {}, moe::CapacityFactor{.train = 1.0, .eval = 1.0, .min = 0, .order = order});
+    const Layer layer(config, weights.view(), {},
+                      moe::CapacityFactor{.train = 1.0, .eval = 1.0, .min = 0, .order = order});
     const moe::Output out = layer.forward(x);
     const moe::RoutingStats& s = out.stats;
-    std::printf("%s priority: capacity %lld, routed per expert", order == moe::Priority::token_order ? "token-order" : "router-score",
-                (long long)*s.capacity);
+    std::printf("%s priority: capacity %lld, routed per expert",
+                order == moe::Priority::token_order ? "token-order" : "router-score", (long long)*s.capacity);
     for (auto n : s.routed_per_expert) std::printf(" %lld", (long long)n);
     std::printf(", kept");
     for (auto n : s.tokens_per_expert) std::printf(" %lld", (long long)n);
@@ -42,8 +44,10 @@ int main() {
       within = within && s.tokens_per_expert[std::size_t(e)] <= *s.capacity;
     }
     for (int t = 0; t < 64; ++t) {
-      if (out.plan.slot_dropped(t, 0)) zero_when_dropped = zero_when_dropped && out.y.row(t).isZero(0);
-      else kept_score += out.routing.weight_at(t, 0);
+      if (out.plan.slot_dropped(t, 0))
+        zero_when_dropped = zero_when_dropped && out.y.row(t).isZero(0);
+      else
+        kept_score += out.routing.weight_at(t, 0);
     }
     std::printf("  mean router probability of kept tokens: %.4f\n", kept_score / double(kept));
     example::expect(*s.capacity == 16, "C = ceil(1.0 · 64 · 1 / 4) = 16");

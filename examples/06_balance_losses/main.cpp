@@ -59,6 +59,7 @@ int main() {
   const float z_large = moe::RouterZLoss{}.value(balanced(16, 8, 2, 10.0f));
   std::printf("z-loss: logits 0 → %.4f, logits 10 → %.4f\n", z_small, z_large);
   example::expect(example::near(z_small, std::log(8.0) * std::log(8.0)), "z-loss of zero logits is (log E)²");
-  example::expect(example::near(z_large, (10 + std::log(8.0)) * (10 + std::log(8.0))), "shifting logits by 10 shifts lse by 10");
+  example::expect(example::near(z_large, (10 + std::log(8.0)) * (10 + std::log(8.0))),
+                  "shifting logits by 10 shifts lse by 10");
   return example::verdict();
 }

@@ -15,13 +15,14 @@ int main() {
   const moe::WeightStore weights = moe::WeightStore::random(config, true, moe::DType::BF16, 11);
   moe::Matrix x(40, 48);
   for (int t = 0; t < 40; ++t)
-    for (int i = 0; i < 48; ++i) x(t, i) = moe::normal({3, 0}, moe::RngStream::user, std::uint64_t(t), std::uint64_t(i));
+    for (int i = 0; i < 48; ++i)
+      x(t, i) = moe::normal({3, 0}, moe::RngStream::user, std::uint64_t(t), std::uint64_t(i));
 
   // Mixtral by hand...
   using ByHand = moe::MoELayer<moe::Router<moe::TopK<2>, moe::NoNoise, moe::SoftmaxThenTopK>,  // top-2, renormalised
-                               moe::Expert<moe::SwiGLU>,                                    // w2(silu(w1 x) ⊙ w3 x)
-                               moe::Dropless,                                               // no capacity
-                               moe::SwitchBalanceLoss>;                                     // aux loss, all slots
+                               moe::Expert<moe::SwiGLU>,  // w2(silu(w1 x) ⊙ w3 x)
+                               moe::Dropless,             // no capacity
+                               moe::SwitchBalanceLoss>;   // aux loss, all slots
   const ByHand by_hand(config, weights.view(), {}, {}, moe::SwitchBalanceLoss{.alpha = 0.02f});
   // ...and as the preset.
   const auto preset = moe::make_layer<moe::presets::Mixtral>(config, weights.view());

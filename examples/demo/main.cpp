@@ -42,22 +42,35 @@ Options parse(int argc, char** argv) {
         throw moe::Error(moe::ErrorCode::invalid_argument, a + ": expected a non-negative integer, got '" + v + "'");
       return n;
     };
-    if (a == "--tokens") o.tokens = number();
-    else if (a == "--d-model") o.d_model = number();
-    else if (a == "--d-ff") o.d_ff = number();
-    else if (a == "--experts") o.experts = number();
-    else if (a == "--threads") o.threads = int(number());
-    else if (a == "--seed") o.seed = std::uint64_t(number());
-    else if (a == "--iters") o.iters = std::max(1, int(number()));
-    else if (a == "--full") { o.d_model = 4096; o.d_ff = 14336; }
-    else if (a == "--dtype") {
+    if (a == "--tokens")
+      o.tokens = number();
+    else if (a == "--d-model")
+      o.d_model = number();
+    else if (a == "--d-ff")
+      o.d_ff = number();
+    else if (a == "--experts")
+      o.experts = number();
+    else if (a == "--threads")
+      o.threads = int(number());
+    else if (a == "--seed")
+      o.seed = std::uint64_t(number());
+    else if (a == "--iters")
+      o.iters = std::max(1, int(number()));
+    else if (a == "--full") {
+      o.d_model = 4096;
+      o.d_ff = 14336;
+    } else if (a == "--dtype") {
       const std::string v = value();
-      if (v == "f32") o.dtype = moe::DType::F32;
-      else if (v == "bf16") o.dtype = moe::DType::BF16;
-      else throw moe::Error(moe::ErrorCode::invalid_argument, "--dtype: expected f32 or bf16, got '" + v + "'");
+      if (v == "f32")
+        o.dtype = moe::DType::F32;
+      else if (v == "bf16")
+        o.dtype = moe::DType::BF16;
+      else
+        throw moe::Error(moe::ErrorCode::invalid_argument, "--dtype: expected f32 or bf16, got '" + v + "'");
     } else if (a == "--help" || a == "-h") {
-      std::printf("usage: moe-demo [--tokens N] [--d-model D] [--d-ff F] [--experts E] [--dtype f32|bf16]\n"
-                  "                [--threads N] [--seed S] [--iters N] [--full]\n");
+      std::printf(
+          "usage: moe-demo [--tokens N] [--d-model D] [--d-ff F] [--experts E] [--dtype f32|bf16]\n"
+          "                [--threads N] [--seed S] [--iters N] [--full]\n");
       std::exit(0);
     } else {
       throw moe::Error(moe::ErrorCode::invalid_argument, "unknown option '" + a + "' (try --help)");
@@ -102,7 +115,8 @@ int main(int argc, char** argv) try {
   std::printf("\n");
   for (moe::index_t t = 0; t < std::min<moe::index_t>(8, o.tokens); ++t) {
     std::printf("  %5lld  ", (long long)t);
-    for (int j = 0; j < k; ++j) std::printf("e%-3d %.4f      ", out.routing.expert_at(t, j), out.routing.weight_at(t, j));
+    for (int j = 0; j < k; ++j)
+      std::printf("e%-3d %.4f      ", out.routing.expert_at(t, j), out.routing.weight_at(t, j));
     std::printf("\n");
   }
 

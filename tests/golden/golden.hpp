@@ -29,7 +29,9 @@ struct Tensor {
 };
 using Outputs = std::map<std::string, Tensor>;
 
-inline Tensor floats(std::vector<index_t> shape, std::vector<float> v) { return {DType::F32, std::move(shape), std::move(v), {}}; }
+inline Tensor floats(std::vector<index_t> shape, std::vector<float> v) {
+  return {DType::F32, std::move(shape), std::move(v), {}};
+}
 template <class I>
 Tensor ints(DType d, std::vector<index_t> shape, const std::vector<I>& v) {
   return {d, std::move(shape), {}, std::vector<std::int64_t>(v.begin(), v.end())};
@@ -49,14 +51,22 @@ decltype(auto) with_backend(BackendChoice b, Fn&& fn) {
 template <class Fn>
 decltype(auto) with_k(int k, Fn&& fn) {
   switch (k) {
-    case 1: return fn.template operator()<1>();
-    case 2: return fn.template operator()<2>();
-    case 3: return fn.template operator()<3>();
-    case 4: return fn.template operator()<4>();
-    case 5: return fn.template operator()<5>();
-    case 6: return fn.template operator()<6>();
-    case 7: return fn.template operator()<7>();
-    case 8: return fn.template operator()<8>();
+    case 1:
+      return fn.template operator()<1>();
+    case 2:
+      return fn.template operator()<2>();
+    case 3:
+      return fn.template operator()<3>();
+    case 4:
+      return fn.template operator()<4>();
+    case 5:
+      return fn.template operator()<5>();
+    case 6:
+      return fn.template operator()<6>();
+    case 7:
+      return fn.template operator()<7>();
+    case 8:
+      return fn.template operator()<8>();
   }
   throw Error(ErrorCode::unsupported, detail::cat("moe-golden: top_k = ", k, " (supported: 1 to 8)"));
 }
@@ -137,7 +147,8 @@ inline Outputs run_switch(const io::SafeTensors& f, BackendChoice b) {
   };
   const auto both = [&](auto noise, auto ffn) {
     return with_backend(b, [&](auto backend) {
-      return std::pair{run(backend, noise, ffn, Priority::token_order), run(backend, noise, ffn, Priority::router_score)};
+      return std::pair{run(backend, noise, ffn, Priority::token_order),
+                       run(backend, noise, ffn, Priority::router_score)};
     });
   };
   const auto pick = [&](auto ffn) {
@@ -180,8 +191,8 @@ inline Outputs run_switch(const io::SafeTensors& f, BackendChoice b) {
   o["dispatch"] = ints(DType::U8, {T, E, C}, dispatch);
   o["combine"] = floats({T, E, C}, combine);
   o["aux_loss"] = floats({1}, {*by_token.stats.balance_loss});
-  o["aux_loss_hf"] = floats({1}, {SwitchBalanceLoss{.counting = SlotCounting::top1_hf_quirk}.value(
-                                     by_token.routing, by_token.plan)});
+  o["aux_loss_hf"] =
+      floats({1}, {SwitchBalanceLoss{.counting = SlotCounting::top1_hf_quirk}.value(by_token.routing, by_token.plan)});
   o["z_loss"] = floats({1}, {*by_token.stats.z_loss});
   return o;
 }
@@ -211,7 +222,8 @@ inline const std::map<std::string, KindSpec>& kinds() {
 }
 
 /// Writes outputs as a safetensors file (names and dtypes of the golden ones).
-inline void write(const Outputs& outs, const std::filesystem::path& path, const std::map<std::string, std::string>& meta) {
+inline void write(const Outputs& outs, const std::filesystem::path& path,
+                  const std::map<std::string, std::string>& meta) {
   io::SafeTensorsWriter w;
   for (const auto& [k, v] : meta) w.set_metadata(k, v);
   for (const auto& [name, t] : outs) {
@@ -232,8 +244,8 @@ struct CaseResult {
   std::string kind;
   bool passed = true;
   bool skipped = false;
-  double max_error = 0;     ///< worst relative float error over the outputs
-  std::string worst;        ///< the tensor it came from
+  double max_error = 0;  ///< worst relative float error over the outputs
+  std::string worst;     ///< the tensor it came from
   std::vector<std::string> failures;
   std::vector<std::string> unchecked;  ///< stored outputs not computed yet
 };
@@ -335,7 +347,8 @@ inline CaseResult check_io_file(const std::filesystem::path& path) {
     const auto w = f.tensor(wide).to_vector<float>();
     for (std::size_t i = 0; i < h.size(); ++i) {
       const float v = float(h[i]);
-      if (std::memcmp(&v, &w[i], 4) != 0) r.failures.push_back(detail::cat(narrow, "[", i, "] decodes to ", v, ", stored ", w[i]));
+      if (std::memcmp(&v, &w[i], 4) != 0)
+        r.failures.push_back(detail::cat(narrow, "[", i, "] decodes to ", v, ", stored ", w[i]));
     }
   };
   same_bits("f16", "f16_as_f32", Eigen::half{});
@@ -344,11 +357,15 @@ inline CaseResult check_io_file(const std::filesystem::path& path) {
     r.failures.push_back("i64 values");
   if (f.tensor("i32").to_vector<std::int32_t>() != std::vector<std::int32_t>{-7, 0, 2147483647, -2147483647 - 1})
     r.failures.push_back("i32 values");
-  if (f.tensor("u8").to_vector<std::uint8_t>() != std::vector<std::uint8_t>{0, 1, 255}) r.failures.push_back("u8 values");
+  if (f.tensor("u8").to_vector<std::uint8_t>() != std::vector<std::uint8_t>{0, 1, 255})
+    r.failures.push_back("u8 values");
   const io::TensorView& scalar = f.tensor("scalar");
-  if (!scalar.shape.empty() || scalar.to_vector<float>() != std::vector<float>{42.5f}) r.failures.push_back("0-d scalar");
-  if (f.tensor("empty").numel() != 0 || f.tensor("empty").shape != std::vector<index_t>{0, 4}) r.failures.push_back("empty");
-  if (f.tensor("matrix_2x3").to_vector<float>() != std::vector<float>{1, 2, 3, 4, 5, 6}) r.failures.push_back("row-major");
+  if (!scalar.shape.empty() || scalar.to_vector<float>() != std::vector<float>{42.5f})
+    r.failures.push_back("0-d scalar");
+  if (f.tensor("empty").numel() != 0 || f.tensor("empty").shape != std::vector<index_t>{0, 4})
+    r.failures.push_back("empty");
+  if (f.tensor("matrix_2x3").to_vector<float>() != std::vector<float>{1, 2, 3, 4, 5, 6})
+    r.failures.push_back("row-major");
   r.passed = r.failures.empty();
   return r;
 }

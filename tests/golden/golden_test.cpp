@@ -133,7 +133,8 @@ TEST_CASE("safetensors writer round-trips values, metadata and alignment") {
   CHECK(f.tensor("mask").to_vector<std::uint8_t>() == std::vector<std::uint8_t>{1, 0, 1});
   CHECK(float(f.tensor("b").as<Eigen::bfloat16>()[1]) == -0.5f);
   CHECK(f.tensor("nothing").numel() == 0);
-  for (const auto& t : f.tensors()) CHECK(reinterpret_cast<std::uintptr_t>(t.data) % std::uintptr_t(size_of(t.dtype)) == 0);
+  for (const auto& t : f.tensors())
+    CHECK(reinterpret_cast<std::uintptr_t>(t.data) % std::uintptr_t(size_of(t.dtype)) == 0);
   fs::remove(p);
   test::require_error([&] { w.add<float>("m", {1}, {0.0f}); }, ErrorCode::invalid_argument, {"added twice"});
 }

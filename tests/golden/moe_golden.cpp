@@ -24,8 +24,8 @@ std::vector<golden::BackendChoice> parse_backends(const std::string& v, bool all
   if (v == "reference") return {golden::BackendChoice::reference};
   if (v == "cpu") return {golden::BackendChoice::cpu};
   if (v == "both" && allow_both) return {golden::BackendChoice::reference, golden::BackendChoice::cpu};
-  throw Error(ErrorCode::invalid_argument, "--backend: expected reference, cpu" + std::string(allow_both ? " or both" : "") +
-                                               ", got '" + v + "'");
+  throw Error(ErrorCode::invalid_argument,
+              "--backend: expected reference, cpu" + std::string(allow_both ? " or both" : "") + ", got '" + v + "'");
 }
 }  // namespace
 
@@ -36,9 +36,12 @@ int main(int argc, char** argv) try {
   std::string backend = command == "run" ? "cpu" : "both";
   for (int i = 2; i < argc; ++i) {
     const std::string a = argv[i];
-    if (a == "--backend" && i + 1 < argc) backend = argv[++i];
-    else if (a.rfind("--backend=", 0) == 0) backend = a.substr(10);
-    else args.push_back(a);
+    if (a == "--backend" && i + 1 < argc)
+      backend = argv[++i];
+    else if (a.rfind("--backend=", 0) == 0)
+      backend = a.substr(10);
+    else
+      args.push_back(a);
   }
 
   if (command == "run") {
@@ -47,7 +50,8 @@ int main(int argc, char** argv) try {
     const io::SafeTensors f(args[0]);
     const auto it = golden::kinds().find(f.meta("kind"));
     if (it == golden::kinds().end())
-      throw Error(ErrorCode::unsupported, args[0] + ": kind '" + f.meta("kind") + "' is not supported by moe-golden run");
+      throw Error(ErrorCode::unsupported,
+                  args[0] + ": kind '" + f.meta("kind") + "' is not supported by moe-golden run");
     golden::write(it->second.run(f, b), args[1], {{"kind", f.meta("kind")}, {"backend", std::string(name(b))}});
     std::cout << "wrote " << args[1] << "\n";
     return 0;

@@ -28,8 +28,8 @@ void require_error(F&& f, ErrorCode code, std::initializer_list<std::string> fra
   } catch (const Error& e) {
     CHECK_MESSAGE(e.code() == code, "code ", to_string(e.code()), ": ", e.what());
     for (const auto& frag : fragments)
-      CHECK_MESSAGE(std::string(e.what()).find(frag) != std::string::npos, "message '", e.what(),
-                    "' lacks '", frag, "'");
+      CHECK_MESSAGE(std::string(e.what()).find(frag) != std::string::npos, "message '", e.what(), "' lacks '", frag,
+                    "'");
   }
 }
 

@@ -23,8 +23,7 @@ void compare(const Shape& s, DType dtype, Capacity capacity, std::uint64_t seed)
   const WeightStore store = WeightStore::random(c, F::gated, dtype, seed);
   using R = Router<TopK<K>, Jitter, SoftmaxThenTopK>;
   const R router(Jitter{.eps = 0.05f});
-  const MoELayer<R, Expert<F>, Capacity, SwitchBalanceLoss, backend::Reference> ref(c, store.view(), router,
-                                                                                    capacity);
+  const MoELayer<R, Expert<F>, Capacity, SwitchBalanceLoss, backend::Reference> ref(c, store.view(), router, capacity);
   const MoELayer<R, Expert<F>, Capacity, SwitchBalanceLoss, backend::Cpu<>> cpu(c, store.view(), router, capacity);
   const Matrix x = random_matrix(s.T, s.d, seed + 1);
   for (Mode mode : {Mode::eval, Mode::train}) {
@@ -43,7 +42,7 @@ void compare(const Shape& s, DType dtype, Capacity capacity, std::uint64_t seed)
 }  // namespace
 
 TEST_CASE("Cpu matches Reference: odd sizes, many experts, k up to 8, T = 0 and 1") {
-  const std::vector<Shape> shapes = {{0, 16, 32, 4},  {1, 16, 32, 4},  {1, 7, 5, 8},    {5, 1, 3, 2},
+  const std::vector<Shape> shapes = {{0, 16, 32, 4},  {1, 16, 32, 4},   {1, 7, 5, 8},     {5, 1, 3, 2},
                                      {33, 13, 29, 8}, {17, 67, 45, 64}, {64, 33, 70, 16}, {100, 24, 40, 64}};
   std::uint64_t seed = 10;
   for (const Shape& s : shapes) {

@@ -21,7 +21,7 @@ Routing make_routing(index_t E, int k, std::vector<std::int32_t> expert, std::ve
 
 TEST_CASE("CapacityFactor: C = max(min, ceil(cf·T·k/E)) per mode") {
   const CapacityFactor switch_rule{.train = 1.0, .eval = 2.0, .min = 0};
-  CHECK(switch_rule.capacity({33, 4, 1}, Mode::train) == 9);   // golden switch_s20
+  CHECK(switch_rule.capacity({33, 4, 1}, Mode::train) == 9);  // golden switch_s20
   CHECK(switch_rule.capacity({33, 4, 1}, Mode::eval) == 17);
   CHECK(CapacityFactor{.train = 0.5, .eval = 0.5, .min = 0}.capacity({33, 4, 1}, Mode::eval) == 5);
   CHECK(CapacityFactor{.train = 0.25, .eval = 0.25, .min = 5}.capacity({33, 4, 1}, Mode::eval) == 5);
@@ -31,10 +31,9 @@ TEST_CASE("CapacityFactor: C = max(min, ceil(cf·T·k/E)) per mode") {
   CHECK(CapacityFactor{.train = 1.0, .eval = 1.0, .min = 4}.capacity({0, 8, 2}, Mode::eval) == 4);
   CHECK_FALSE(Dropless{}.capacity({100, 8, 2}, Mode::train).has_value());
   require_error([] { CapacityFactor{.train = 0.0}.validate(); }, ErrorCode::invalid_argument, {"train", "> 0"});
-  require_error([] { CapacityFactor{.train = 1.0, .eval = -1.0}.validate(); }, ErrorCode::invalid_argument,
-                {"eval"});
-  require_error([] { CapacityFactor{.train = 1.0, .eval = 1.0, .min = -1}.validate(); },
-                ErrorCode::invalid_argument, {"min"});
+  require_error([] { CapacityFactor{.train = 1.0, .eval = -1.0}.validate(); }, ErrorCode::invalid_argument, {"eval"});
+  require_error([] { CapacityFactor{.train = 1.0, .eval = 1.0, .min = -1}.validate(); }, ErrorCode::invalid_argument,
+                {"min"});
 }
 
 TEST_CASE("plan: counting sort by expert, token order within an expert") {

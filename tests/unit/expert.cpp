@@ -61,8 +61,7 @@ void check_against_eigen(DType dtype) {
 }
 }  // namespace
 
-TEST_CASE_TEMPLATE("Expert<FFN>::apply equals the three-line Eigen version", F, SwiGLU, GeGLU, MLP<ReLU>,
-                   MLP<GeLU>) {
+TEST_CASE_TEMPLATE("Expert<FFN>::apply equals the three-line Eigen version", F, SwiGLU, GeGLU, MLP<ReLU>, MLP<GeLU>) {
   check_against_eigen<F>(DType::F32);
   check_against_eigen<F>(DType::BF16);
   check_against_eigen<F>(DType::F16);

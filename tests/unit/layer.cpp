@@ -23,7 +23,8 @@ TEST_CASE("forward equals Σ_j w_j · expert_j(x), by hand") {
     for (int j = 0; j < 2; ++j) {
       Expert<SwiGLU>::apply(store.view().experts[std::size_t(out.routing.expert_at(t, j))], x.row(t).data(),
                             e_out.data());
-      for (index_t i = 0; i < small.d_model; ++i) expected[std::size_t(i)] += out.routing.weight_at(t, j) * e_out[std::size_t(i)];
+      for (index_t i = 0; i < small.d_model; ++i)
+        expected[std::size_t(i)] += out.routing.weight_at(t, j) * e_out[std::size_t(i)];
     }
     for (index_t i = 0; i < small.d_model; ++i) CHECK(out.y(t, i) == doctest::Approx(expected[std::size_t(i)]));
   }
@@ -55,8 +56,8 @@ TEST_CASE("T = 0 and T = 1 work") {
 TEST_CASE("dropped tokens give exactly zero output, so x + y passes them through") {
   const LayerConfig c{.d_model = 8, .d_ff = 16, .num_experts = 4, .seed = 1};
   const WeightStore store = WeightStore::random(c, false, DType::F32, 4);
-  using Layer = MoELayer<Router<TopK<1>, NoNoise, SoftmaxTopKRaw>, Expert<MLP<ReLU>>, CapacityFactor, NoLoss,
-                         backend::Reference>;
+  using Layer =
+      MoELayer<Router<TopK<1>, NoNoise, SoftmaxTopKRaw>, Expert<MLP<ReLU>>, CapacityFactor, NoLoss, backend::Reference>;
   const Layer layer(c, store.view(), {}, CapacityFactor{.train = 0.25, .eval = 0.25, .min = 1});
   const Matrix x = random_matrix(40, c.d_model, 5);
   const Output out = layer.forward(x);
@@ -96,7 +97,7 @@ TEST_CASE("every preset builds and runs in both modes, and training noise is key
 
   const auto sw = make_layer<presets::Switch>(c, plain.view());
   CHECK(sw.forward(x, {Mode::train, 1}).routing.logits != sw.forward(x, {Mode::train, 2}).routing.logits);
-  CHECK(sw.forward(x).stats.capacity == 13);                  // eval factor 2.0: ceil(2·50/8)
+  CHECK(sw.forward(x).stats.capacity == 13);                   // eval factor 2.0: ceil(2·50/8)
   CHECK(sw.forward(x, {Mode::train, 0}).stats.capacity == 8);  // train 1.25: ceil(1.25·50/8)
   const auto sh = make_layer<presets::ShazeerNoisyTopK>(c, plain.view());
   const Output noisy = sh.forward(x, {Mode::train, 0});
@@ -125,13 +126,13 @@ TEST_CASE("construction errors name what was expected and what came") {
   require_error(
       [&] {
         MoELayer<Router<TopK<1>>, Expert<SwiGLU>, CapacityFactor, NoLoss>(two, two_store.view(), {},
-                                                                         CapacityFactor{.train = 0.0});
+                                                                          CapacityFactor{.train = 0.0});
       },
       ErrorCode::invalid_argument, {"train factor", "> 0"});
   require_error(
       [&] {
         MoELayer<Router<TopK<1>>, Expert<SwiGLU>, Dropless, SwitchBalanceLoss>(two, two_store.view(), {}, {},
-                                                                              {.alpha = NAN});
+                                                                               {.alpha = NAN});
       },
       ErrorCode::invalid_argument, {"alpha"});
 

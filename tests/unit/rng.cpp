@@ -39,6 +39,6 @@ TEST_CASE("uniform is in [0, 1) and normal has mean 0, variance 1") {
   CHECK(umin >= 0.0f);
   CHECK(umax < 1.0f);
   CHECK(usum / n == doctest::Approx(0.5).epsilon(0.01));
-  CHECK(std::abs(sum / n) < 0.01);                      // 4.5 standard errors
+  CHECK(std::abs(sum / n) < 0.01);  // 4.5 standard errors
   CHECK(sq / n == doctest::Approx(1.0).epsilon(0.015));
 }

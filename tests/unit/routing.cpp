@@ -63,8 +63,7 @@ TEST_CASE("SoftmaxThenTopK renormalises over the chosen; Raw keeps p; Sigmoid is
   Sigmoid ds{.normalize = true, .scale = 2.5f};
   ds.weights(logits, probs, idx, 2, w);
   CHECK(w[0] + w[1] == doctest::Approx(2.5));
-  require_error([] { Sigmoid{.normalize = true, .scale = 0.0f}.validate(); }, ErrorCode::invalid_argument,
-                {"scale"});
+  require_error([] { Sigmoid{.normalize = true, .scale = 0.0f}.validate(); }, ErrorCode::invalid_argument, {"scale"});
 }
 
 namespace {

@@ -22,9 +22,8 @@
 namespace moe {
 
 template <class B>
-concept BackendPolicy = requires(const B& b, const RoutingPlan& plan, const Routing& r,
-                                 MatrixView<const float> in, MatrixView<float> out,
-                                 std::span<const ExpertWeights> w) {
+concept BackendPolicy = requires(const B& b, const RoutingPlan& plan, const Routing& r, MatrixView<const float> in,
+                                 MatrixView<float> out, std::span<const ExpertWeights> w) {
   { B::name() } -> std::convertible_to<std::string_view>;
   b.gather(plan, in, out);
   b.template expert_ffn<SwiGLU>(plan, in, w, out);

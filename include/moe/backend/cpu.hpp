@@ -63,8 +63,7 @@ class Cpu {
         s.gated.resize(std::size_t(n * nf));
         const float* gate = widen(we.gate, f0, nf, s.gate);
         cpu::gemm_nt<Arch>(packed.row(r0), packed.row_stride, n, gate, d_model, nf, d_model, s.gated.data(), nf);
-        for (index_t i = 0; i < n; ++i)
-          apply_gated(act, s.gated.data() + i * nf, h + i * d_ff, nf);
+        for (index_t i = 0; i < n; ++i) apply_gated(act, s.gated.data() + i * nf, h + i * d_ff, nf);
       } else {
         for (index_t i = 0; i < n; ++i) apply_act(act, h + i * d_ff, nf);
       }
@@ -73,8 +72,7 @@ class Cpu {
     run_tiles(plan, d_model, [&](index_t e, index_t o0, index_t no, Scratch& s) {
       const index_t r0 = plan.offsets[std::size_t(e)], n = plan.kept(e);
       const float* down = widen(w[std::size_t(e)].down, o0, no, s.up);
-      cpu::gemm_nt<Arch>(hidden.data() + r0 * d_ff, d_ff, n, down, d_ff, no, d_ff, out.row(r0) + o0,
-                         out.row_stride);
+      cpu::gemm_nt<Arch>(hidden.data() + r0 * d_ff, d_ff, n, down, d_ff, no, d_ff, out.row(r0) + o0, out.row_stride);
     });
   }
 

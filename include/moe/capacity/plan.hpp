@@ -41,21 +41,19 @@ struct RoutingPlan {
   index_t tokens = 0;
   index_t experts = 0;
   int k = 0;
-  std::optional<index_t> capacity;           ///< rows an expert may take; nullopt = dropless
-  std::vector<index_t> offsets;              ///< [E + 1] expert e owns rows offsets[e] .. offsets[e+1]
-  std::vector<std::int32_t> row_token;       ///< [rows] token of each gathered row
-  std::vector<std::int32_t> row_slot;        ///< [rows] which of the token's k slots it is
-  std::vector<std::int32_t> slot_row;        ///< [T, k] gathered row of each (token, slot); -1 if none
-  std::vector<std::int32_t> slot_position;   ///< [T, k] place in its expert's buffer; -1 if dropped/empty
+  std::optional<index_t> capacity;              ///< rows an expert may take; nullopt = dropless
+  std::vector<index_t> offsets;                 ///< [E + 1] expert e owns rows offsets[e] .. offsets[e+1]
+  std::vector<std::int32_t> row_token;          ///< [rows] token of each gathered row
+  std::vector<std::int32_t> row_slot;           ///< [rows] which of the token's k slots it is
+  std::vector<std::int32_t> slot_row;           ///< [T, k] gathered row of each (token, slot); -1 if none
+  std::vector<std::int32_t> slot_position;      ///< [T, k] place in its expert's buffer; -1 if dropped/empty
   std::vector<std::int32_t> routed_per_expert;  ///< [E] pairs routed to each expert before capacity
   index_t dropped = 0;      ///< (token, slot) pairs over capacity: zero output, the residual carries them
   index_t empty_slots = 0;  ///< slots the selection left empty on purpose (GShard's random second)
 
   index_t rows() const noexcept { return offsets.empty() ? 0 : offsets.back(); }
   index_t kept(index_t e) const noexcept { return offsets[std::size_t(e + 1)] - offsets[std::size_t(e)]; }
-  bool slot_dropped(index_t t, int j) const noexcept {
-    return slot_row[std::size_t(t * k + j)] < 0;
-  }
+  bool slot_dropped(index_t t, int j) const noexcept { return slot_row[std::size_t(t * k + j)] < 0; }
 };
 
 /// Builds the plan: visits pairs in priority order, gives each a place in its

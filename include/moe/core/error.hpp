@@ -23,12 +23,18 @@ enum class ErrorCode {
 
 inline constexpr std::string_view to_string(ErrorCode c) noexcept {
   switch (c) {
-    case ErrorCode::invalid_argument: return "invalid_argument";
-    case ErrorCode::shape_mismatch: return "shape_mismatch";
-    case ErrorCode::dtype_mismatch: return "dtype_mismatch";
-    case ErrorCode::non_finite: return "non_finite";
-    case ErrorCode::bad_file: return "bad_file";
-    case ErrorCode::unsupported: return "unsupported";
+    case ErrorCode::invalid_argument:
+      return "invalid_argument";
+    case ErrorCode::shape_mismatch:
+      return "shape_mismatch";
+    case ErrorCode::dtype_mismatch:
+      return "dtype_mismatch";
+    case ErrorCode::non_finite:
+      return "non_finite";
+    case ErrorCode::bad_file:
+      return "bad_file";
+    case ErrorCode::unsupported:
+      return "unsupported";
   }
   return "unknown";
 }
@@ -36,8 +42,7 @@ inline constexpr std::string_view to_string(ErrorCode c) noexcept {
 /// The one exception type of the library.
 class Error : public std::runtime_error {
  public:
-  Error(ErrorCode code, const std::string& message)
-      : std::runtime_error(message), code_(code) {}
+  Error(ErrorCode code, const std::string& message) : std::runtime_error(message), code_(code) {}
   ErrorCode code() const noexcept { return code_; }
 
  private:

@@ -23,8 +23,7 @@ inline float dot(const float* a, const float* b, index_t n) noexcept {
 
 /// out[t, o] = Σ_i x[t, i] · W[o, i], out is [x.rows, W.rows] contiguous.
 /// `scratch` holds W widened to fp32 when W is BF16 or F16.
-inline void linear_small(MatrixView<const float> x, const WeightMatrix& w, float* out,
-                         std::vector<float>& scratch) {
+inline void linear_small(MatrixView<const float> x, const WeightMatrix& w, float* out, std::vector<float>& scratch) {
   const float* wf = static_cast<const float*>(w.data);
   if (w.dtype != DType::F32) {
     scratch.resize(std::size_t(w.rows * w.cols));

@@ -20,8 +20,8 @@ enum class RngStream : std::uint32_t {
   jitter = 1,
   noisy_top_k = 2,
   gshard_second = 3,
-  init = 4,       ///< weight initialisation helpers
-  user = 0x100,   ///< first stream free for user code
+  init = 4,      ///< weight initialisation helpers
+  user = 0x100,  ///< first stream free for user code
 };
 
 /// Identifies one forward call: the layer's seed and the training step.
@@ -39,8 +39,8 @@ inline std::array<std::uint32_t, 4> philox4x32_10(std::array<std::uint32_t, 4> c
   for (int round = 0; round < 10; ++round) {
     const std::uint64_t p0 = std::uint64_t(M0) * ctr[0];
     const std::uint64_t p1 = std::uint64_t(M1) * ctr[2];
-    ctr = {std::uint32_t(p1 >> 32) ^ ctr[1] ^ key[0], std::uint32_t(p1),
-           std::uint32_t(p0 >> 32) ^ ctr[3] ^ key[1], std::uint32_t(p0)};
+    ctr = {std::uint32_t(p1 >> 32) ^ ctr[1] ^ key[0], std::uint32_t(p1), std::uint32_t(p0 >> 32) ^ ctr[3] ^ key[1],
+           std::uint32_t(p0)};
     key[0] += W0;
     key[1] += W1;
   }
@@ -54,8 +54,8 @@ inline std::array<std::uint32_t, 4> philox4x32_10(std::array<std::uint32_t, 4> c
 inline std::array<std::uint32_t, 4> random_bits(RngKey key, RngStream stream, std::uint64_t row,
                                                 std::uint64_t column) noexcept {
   const std::array<std::uint32_t, 4> ctr = {
-      std::uint32_t(row), std::uint32_t(column) ^ std::uint32_t(row >> 32) * 0x85EBCA6Bu,
-      std::uint32_t(key.step), std::uint32_t(stream) ^ (std::uint32_t(key.step >> 32) << 12)};
+      std::uint32_t(row), std::uint32_t(column) ^ std::uint32_t(row >> 32) * 0x85EBCA6Bu, std::uint32_t(key.step),
+      std::uint32_t(stream) ^ (std::uint32_t(key.step >> 32) << 12)};
   return detail::philox4x32_10(ctr, {std::uint32_t(key.seed), std::uint32_t(key.seed >> 32)});
 }
 

@@ -31,14 +31,14 @@ struct MatrixView {
 
   /// Views any row-major Eigen matrix (or a const one, for MatrixView<const float>).
   template <class Derived>
-    requires(std::is_same_v<std::remove_const_t<T>, typename Derived::Scalar> &&
-             (static_cast<int>(Derived::Flags) & Eigen::RowMajorBit) != 0)
-  MatrixView(Eigen::PlainObjectBase<Derived>& m)  // NOLINT: implicit on purpose
+  requires(std::is_same_v<std::remove_const_t<T>, typename Derived::Scalar> &&
+           (static_cast<int>(Derived::Flags) & Eigen::RowMajorBit) != 0)
+      MatrixView(Eigen::PlainObjectBase<Derived>& m)  // NOLINT: implicit on purpose
       : data(m.data()), rows(m.rows()), cols(m.cols()), row_stride(m.cols()) {}
   template <class Derived>
-    requires(std::is_const_v<T> && std::is_same_v<std::remove_const_t<T>, typename Derived::Scalar> &&
-             (static_cast<int>(Derived::Flags) & Eigen::RowMajorBit) != 0)
-  MatrixView(const Eigen::PlainObjectBase<Derived>& m)  // NOLINT: implicit on purpose
+  requires(std::is_const_v<T>&& std::is_same_v<std::remove_const_t<T>, typename Derived::Scalar> &&
+           (static_cast<int>(Derived::Flags) & Eigen::RowMajorBit) != 0)
+      MatrixView(const Eigen::PlainObjectBase<Derived>& m)  // NOLINT: implicit on purpose
       : data(m.data()), rows(m.rows()), cols(m.cols()), row_stride(m.cols()) {}
 
   /// A mutable view converts to a const one.
@@ -82,8 +82,8 @@ inline void require_weight(const WeightMatrix& w, std::string_view what, index_t
           shape_str(rows, cols));
   require(is_weight_dtype(w.dtype), ErrorCode::dtype_mismatch, what, ": dtype ", name(w.dtype),
           " is not a weight dtype (F32, BF16 or F16)");
-  require(w.rows == rows && w.cols == cols, ErrorCode::shape_mismatch, what, ": shape ",
-          shape_str(w.rows, w.cols), ", expected ", shape_str(rows, cols));
+  require(w.rows == rows && w.cols == cols, ErrorCode::shape_mismatch, what, ": shape ", shape_str(w.rows, w.cols),
+          ", expected ", shape_str(rows, cols));
 }
 }  // namespace detail
 

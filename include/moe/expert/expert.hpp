@@ -25,8 +25,8 @@ struct Expert {
     detail::require_weight(w.up, label(F::gated ? "up (w3)" : "up (wi)"), d_ff, d_model);
     detail::require_weight(w.down, label(F::gated ? "down (w2)" : "down (wo)"), d_model, d_ff);
     if constexpr (F::gated)
-      detail::require(w.gate.dtype == w.up.dtype, ErrorCode::dtype_mismatch, label("weights"),
-                      ": gate is ", name(w.gate.dtype), " but up is ", name(w.up.dtype));
+      detail::require(w.gate.dtype == w.up.dtype, ErrorCode::dtype_mismatch, label("weights"), ": gate is ",
+                      name(w.gate.dtype), " but up is ", name(w.up.dtype));
     detail::require(w.down.dtype == w.up.dtype, ErrorCode::dtype_mismatch, label("weights"), ": up is ",
                     name(w.up.dtype), " but down is ", name(w.down.dtype));
   }

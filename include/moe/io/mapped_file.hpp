@@ -24,7 +24,7 @@ class MappedFile {
   explicit MappedFile(const std::filesystem::path& path) : path_(path) {
     const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     detail::require(fd >= 0, ErrorCode::bad_file, path.string(), ": cannot open (", std::strerror(errno), ")");
-    struct stat st{};
+    struct stat st {};
     if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
       ::close(fd);
       throw Error(ErrorCode::bad_file, detail::cat(path.string(), ": not a regular file"));

@@ -63,8 +63,8 @@ struct TensorView {
   template <class T>
   std::span<const T> as() const {
     expect_dtype(element_dtype<T>());
-    detail::require(reinterpret_cast<std::uintptr_t>(data) % alignof(T) == 0, ErrorCode::bad_file, file,
-                    ": tensor '", name, "' is not aligned for ", sizeof(T), "-byte elements; use to_vector()");
+    detail::require(reinterpret_cast<std::uintptr_t>(data) % alignof(T) == 0, ErrorCode::bad_file, file, ": tensor '",
+                    name, "' is not aligned for ", sizeof(T), "-byte elements; use to_vector()");
     return {reinterpret_cast<const T*>(data), std::size_t(numel())};
   }
   /// The elements as T, copied (works whatever the alignment).
@@ -102,16 +102,26 @@ struct TensorView {
  private:
   template <class T>
   static constexpr DType element_dtype() {
-    if constexpr (std::is_same_v<T, float>) return DType::F32;
-    else if constexpr (std::is_same_v<T, double>) return DType::F64;
-    else if constexpr (std::is_same_v<T, Eigen::bfloat16>) return DType::BF16;
-    else if constexpr (std::is_same_v<T, Eigen::half>) return DType::F16;
-    else if constexpr (std::is_same_v<T, std::int64_t>) return DType::I64;
-    else if constexpr (std::is_same_v<T, std::int32_t>) return DType::I32;
-    else if constexpr (std::is_same_v<T, std::int16_t>) return DType::I16;
-    else if constexpr (std::is_same_v<T, std::int8_t>) return DType::I8;
-    else if constexpr (std::is_same_v<T, std::uint8_t>) return DType::U8;
-    else static_assert(sizeof(T) == 0, "TensorView::as<T>: T is not a safetensors element type");
+    if constexpr (std::is_same_v<T, float>)
+      return DType::F32;
+    else if constexpr (std::is_same_v<T, double>)
+      return DType::F64;
+    else if constexpr (std::is_same_v<T, Eigen::bfloat16>)
+      return DType::BF16;
+    else if constexpr (std::is_same_v<T, Eigen::half>)
+      return DType::F16;
+    else if constexpr (std::is_same_v<T, std::int64_t>)
+      return DType::I64;
+    else if constexpr (std::is_same_v<T, std::int32_t>)
+      return DType::I32;
+    else if constexpr (std::is_same_v<T, std::int16_t>)
+      return DType::I16;
+    else if constexpr (std::is_same_v<T, std::int8_t>)
+      return DType::I8;
+    else if constexpr (std::is_same_v<T, std::uint8_t>)
+      return DType::U8;
+    else
+      static_assert(sizeof(T) == 0, "TensorView::as<T>: T is not a safetensors element type");
   }
 };
 
@@ -201,11 +211,11 @@ class SafeTensors {
     if (begin > end) fail(where(detail::cat("data_offsets [", begin, ", ", end, "] run backwards")));
     const std::uint64_t need = std::uint64_t(t.numel()) * std::uint64_t(size_of(t.dtype));
     if (end - begin != need)
-      fail(where(detail::cat("shape ", shape_string(t.shape), " of ", code, " needs ", need,
-                             " bytes, offsets span ", end - begin)));
+      fail(where(detail::cat("shape ", shape_string(t.shape), " of ", code, " needs ", need, " bytes, offsets span ",
+                             end - begin)));
     if (end > data_size)
-      fail(where(detail::cat("data ends at byte ", end, " but the data section has ", data_size,
-                             " bytes (truncated file?)")));
+      fail(where(
+          detail::cat("data ends at byte ", end, " but the data section has ", data_size, " bytes (truncated file?)")));
     t.data = data + begin;
     t.nbytes = std::size_t(need);
     return t;
@@ -224,8 +234,8 @@ class SafeTensors {
     for (const TensorView* t : order) {
       const std::size_t begin = std::size_t(t->data - data);
       if (begin < covered && t->nbytes > 0)
-        fail(detail::cat("tensors '", last->name, "' and '", t->name, "' overlap (bytes ", begin, " to ", covered,
-                         ")"));
+        fail(
+            detail::cat("tensors '", last->name, "' and '", t->name, "' overlap (bytes ", begin, " to ", covered, ")"));
       if (begin > covered)
         fail(detail::cat("bytes ", covered, " to ", begin, " of the data section belong to no tensor (before '",
                          t->name, "')"));

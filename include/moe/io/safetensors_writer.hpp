@@ -67,7 +67,8 @@ class SafeTensorsWriter {
     for (int i = 0; i < 8; ++i) len[i] = static_cast<unsigned char>(std::uint64_t(text.size()) >> (8 * i));
     out.write(reinterpret_cast<const char*>(len), 8);
     out.write(text.data(), std::streamsize(text.size()));
-    for (const Entry* t : order) out.write(reinterpret_cast<const char*>(t->bytes.data()), std::streamsize(t->bytes.size()));
+    for (const Entry* t : order)
+      out.write(reinterpret_cast<const char*>(t->bytes.data()), std::streamsize(t->bytes.size()));
     detail::require(bool(out), ErrorCode::bad_file, path.string(), ": write failed");
   }
 
@@ -80,14 +81,22 @@ class SafeTensorsWriter {
   };
   template <class T>
   static constexpr DType dtype_code() {
-    if constexpr (std::is_same_v<T, float>) return DType::F32;
-    else if constexpr (std::is_same_v<T, std::int32_t>) return DType::I32;
-    else if constexpr (std::is_same_v<T, std::uint8_t>) return DType::U8;
-    else if constexpr (std::is_same_v<T, std::int64_t>) return DType::I64;
-    else if constexpr (std::is_same_v<T, double>) return DType::F64;
-    else if constexpr (std::is_same_v<T, Eigen::bfloat16>) return DType::BF16;
-    else if constexpr (std::is_same_v<T, Eigen::half>) return DType::F16;
-    else static_assert(sizeof(T) == 0, "SafeTensorsWriter::add: unsupported element type");
+    if constexpr (std::is_same_v<T, float>)
+      return DType::F32;
+    else if constexpr (std::is_same_v<T, std::int32_t>)
+      return DType::I32;
+    else if constexpr (std::is_same_v<T, std::uint8_t>)
+      return DType::U8;
+    else if constexpr (std::is_same_v<T, std::int64_t>)
+      return DType::I64;
+    else if constexpr (std::is_same_v<T, double>)
+      return DType::F64;
+    else if constexpr (std::is_same_v<T, Eigen::bfloat16>)
+      return DType::BF16;
+    else if constexpr (std::is_same_v<T, Eigen::half>)
+      return DType::F16;
+    else
+      static_assert(sizeof(T) == 0, "SafeTensorsWriter::add: unsupported element type");
   }
   std::vector<Entry> tensors_;
   std::map<std::string, std::string> metadata_;

@@ -67,8 +67,8 @@ class MoELayer {
     detail::require(config_.d_model > 0 && config_.d_ff > 0, ErrorCode::invalid_argument,
                     "MoELayer: d_model and d_ff must be > 0, got d_model = ", config_.d_model,
                     ", d_ff = ", config_.d_ff);
-    detail::require(config_.num_experts > 0, ErrorCode::invalid_argument,
-                    "MoELayer: num_experts must be > 0, got ", config_.num_experts);
+    detail::require(config_.num_experts > 0, ErrorCode::invalid_argument, "MoELayer: num_experts must be > 0, got ",
+                    config_.num_experts);
     detail::require(index_t(weights_.experts.size()) == config_.num_experts, ErrorCode::shape_mismatch,
                     "MoELayer: ", weights_.experts.size(), " expert weight sets given, num_experts is ",
                     config_.num_experts);
@@ -76,9 +76,9 @@ class MoELayer {
     for (index_t e = 0; e < config_.num_experts; ++e) {
       const ExpertWeights& w = weights_.experts[std::size_t(e)];
       X::validate(w, config_.d_model, config_.d_ff, e);
-      detail::require(w.up.dtype == weights_.experts[0].up.dtype, ErrorCode::dtype_mismatch, "MoELayer: expert ",
-                      e, " weights are ", name(w.up.dtype), " but expert 0's are ",
-                      name(weights_.experts[0].up.dtype), " (one dtype for all experts)");
+      detail::require(w.up.dtype == weights_.experts[0].up.dtype, ErrorCode::dtype_mismatch, "MoELayer: expert ", e,
+                      " weights are ", name(w.up.dtype), " but expert 0's are ", name(weights_.experts[0].up.dtype),
+                      " (one dtype for all experts)");
     }
     capacity_.validate();
     loss_.validate();
@@ -106,9 +106,9 @@ class MoELayer {
     out.stats = make_stats(out.routing, out.plan);
     out.stats.weighted_loss = loss_.evaluate(out.routing, out.plan, out.stats);
 
-    Matrix packed(out.plan.rows(), config_.d_model);       // [rows, d] tokens grouped by expert
-    Matrix expert_out(out.plan.rows(), config_.d_model);   // [rows, d] each row's expert output
-    out.y.resize(x.rows, config_.d_model);                 // [T, d]
+    Matrix packed(out.plan.rows(), config_.d_model);      // [rows, d] tokens grouped by expert
+    Matrix expert_out(out.plan.rows(), config_.d_model);  // [rows, d] each row's expert output
+    out.y.resize(x.rows, config_.d_model);                // [T, d]
     const std::span<const ExpertWeights> experts(weights_.experts);
     backend_.gather(out.plan, x, packed);
     backend_.template expert_ffn<typename X::ffn>(out.plan, packed, experts, expert_out);
@@ -122,8 +122,8 @@ class MoELayer {
                     " columns, layer d_model is ", config_.d_model);
     detail::require(x.rows >= 0 && (x.rows == 0 || x.data != nullptr), ErrorCode::invalid_argument,
                     "MoELayer::forward: x has ", x.rows, " rows and ", x.data ? "data" : "no data");
-    detail::require(x.row_stride >= x.cols, ErrorCode::shape_mismatch, "MoELayer::forward: x row stride ",
-                    x.row_stride, " is smaller than its ", x.cols, " columns");
+    detail::require(x.row_stride >= x.cols, ErrorCode::shape_mismatch, "MoELayer::forward: x row stride ", x.row_stride,
+                    " is smaller than its ", x.cols, " columns");
   }
 
   LayerConfig config_;

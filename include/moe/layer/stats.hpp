@@ -17,13 +17,13 @@ struct RoutingStats {
   index_t tokens = 0;
   index_t experts = 0;
   int k = 0;
-  std::optional<index_t> capacity;          ///< per-expert capacity; nullopt = dropless
-  std::vector<index_t> tokens_per_expert;   ///< [E] (token, slot) pairs each expert computed
-  std::vector<index_t> routed_per_expert;   ///< [E] pairs routed to each expert, before capacity
-  index_t dropped_slots = 0;   ///< pairs over capacity (their output is 0; the residual carries them)
-  index_t dropped_tokens = 0;  ///< tokens that lost every slot (the layer passes them through untouched)
-  index_t empty_slots = 0;     ///< slots the selection chose to leave empty (GShard random second)
-  float router_entropy = 0;    ///< mean over tokens of −Σ_e p log p, in nats (log E = uniform)
+  std::optional<index_t> capacity;         ///< per-expert capacity; nullopt = dropless
+  std::vector<index_t> tokens_per_expert;  ///< [E] (token, slot) pairs each expert computed
+  std::vector<index_t> routed_per_expert;  ///< [E] pairs routed to each expert, before capacity
+  index_t dropped_slots = 0;               ///< pairs over capacity (their output is 0; the residual carries them)
+  index_t dropped_tokens = 0;              ///< tokens that lost every slot (the layer passes them through untouched)
+  index_t empty_slots = 0;                 ///< slots the selection chose to leave empty (GShard random second)
+  float router_entropy = 0;                ///< mean over tokens of −Σ_e p log p, in nats (log E = uniform)
 
   // Loss values, raw (no coefficient); set by the layer's BalanceLoss policy.
   std::optional<float> balance_loss;     ///< E · Σ_e f_e · P_e (Switch / HF Mixtral aux loss)

@@ -21,8 +21,8 @@ class WeightStore {
   /// Expert matrices are stored in `dtype`; the router is always F32.
   static WeightStore random(const LayerConfig& c, bool gated, DType dtype, std::uint64_t seed,
                             bool noise_weight = false) {
-    detail::require(is_weight_dtype(dtype), ErrorCode::dtype_mismatch, "WeightStore::random: dtype ",
-                    name(dtype), " is not a weight dtype");
+    detail::require(is_weight_dtype(dtype), ErrorCode::dtype_mismatch, "WeightStore::random: dtype ", name(dtype),
+                    " is not a weight dtype");
     WeightStore s;
     s.config_ = c;
     std::uint64_t id = 0;
@@ -74,7 +74,9 @@ class WeightStore {
     return int(tensors_.size()) - 1;
   }
   template <class H>
-  static void store16(unsigned char* dst, H h) { std::memcpy(dst, &h, 2); }
+  static void store16(unsigned char* dst, H h) {
+    std::memcpy(dst, &h, 2);
+  }
 
   WeightMatrix matrix(int i) const {
     if (i < 0) return {};

@@ -22,7 +22,9 @@ struct Losses {
     return std::apply([&](const auto&... l) { return (0.0f + ... + l.evaluate(r, p, s)); }, parts);
   }
   template <class L>
-  const L& get() const noexcept { return std::get<L>(parts); }
+  const L& get() const noexcept {
+    return std::get<L>(parts);
+  }
 };
 
 }  // namespace moe

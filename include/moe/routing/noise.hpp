@@ -68,8 +68,8 @@ struct StoredJitter {
   void validate() const {}
   void perturb_input(MatrixView<float> r, const RouteContext&, index_t first_token = 0) const {
     detail::require(factors.rows >= first_token + r.rows && factors.cols == r.cols, ErrorCode::shape_mismatch,
-                    "StoredJitter: factors are ", detail::shape_str(factors.rows, factors.cols),
-                    ", router input is ", detail::shape_str(r.rows, r.cols));
+                    "StoredJitter: factors are ", detail::shape_str(factors.rows, factors.cols), ", router input is ",
+                    detail::shape_str(r.rows, r.cols));
     for (index_t t = 0; t < r.rows; ++t)
       for (index_t i = 0; i < r.cols; ++i) r(t, i) *= factors(first_token + t, i);
   }
@@ -101,8 +101,8 @@ struct NoisyTopK {
       for (index_t e = 0; e < E; ++e) {
         const index_t i = t * E + e;
         std_out[i] = softplus(noise_logits[i]) + min_std;
-        logits[i] += normal(ctx.key, RngStream::noisy_top_k, std::uint64_t(first_token + t), std::uint64_t(e)) *
-                     std_out[i];
+        logits[i] +=
+            normal(ctx.key, RngStream::noisy_top_k, std::uint64_t(first_token + t), std::uint64_t(e)) * std_out[i];
       }
   }
 };

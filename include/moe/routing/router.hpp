@@ -101,8 +101,8 @@ class Router {
     for (index_t t = 0; t < T; ++t) {
       const float* lt = r.logits.data() + t * E;
       for (index_t e = 0; e < E; ++e)
-        detail::require(std::isfinite(lt[e]), ErrorCode::non_finite, "Router: logit of token ", t, " for expert ",
-                        e, " is ", lt[e], " (check the input row and the gate weight for NaN/Inf)");
+        detail::require(std::isfinite(lt[e]), ErrorCode::non_finite, "Router: logit of token ", t, " for expert ", e,
+                        " is ", lt[e], " (check the input row and the gate weight for NaN/Inf)");
       float* pt = r.probs.data() + t * E;
       std::int32_t* it = r.expert.data() + t * k;
       float* wt = r.weight.data() + t * k;
@@ -122,8 +122,8 @@ class Router {
 
 /// A routing policy: what MoELayer needs of a router.
 template <class R>
-concept RoutingPolicy = requires(const R& r, MatrixView<const float> x, const RouterWeights& w,
-                                 const RouteContext& ctx, index_t n) {
+concept RoutingPolicy = requires(const R& r, MatrixView<const float> x, const RouterWeights& w, const RouteContext& ctx,
+                                 index_t n) {
   { R::top_k } -> std::convertible_to<int>;
   { r.route(x, w, ctx) } -> std::same_as<Routing>;
   r.validate(w, n, n);

@@ -15,8 +15,8 @@
 namespace moe {
 
 template <class C>
-concept ScoringPolicy = requires(const C& c, const float* logits, float* probs, const std::int32_t* idx,
-                                 float* w, index_t E, int k) {
+concept ScoringPolicy = requires(const C& c, const float* logits, float* probs, const std::int32_t* idx, float* w,
+                                 index_t E, int k) {
   { C::name } -> std::convertible_to<std::string_view>;
   c.probabilities(logits, E, probs);
   c.weights(logits, probs, idx, k, w);

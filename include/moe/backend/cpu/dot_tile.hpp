@@ -18,8 +18,7 @@
 namespace moe::backend::cpu {
 
 template <class Arch, int MR, int NR>
-void dot_tile(const float* a, index_t lda, const float* b, index_t ldb, index_t K, float* c,
-              index_t ldc) noexcept {
+void dot_tile(const float* a, index_t lda, const float* b, index_t ldb, index_t K, float* c, index_t ldc) noexcept {
   using batch = xsimd::batch<float, Arch>;
   constexpr index_t W = index_t(batch::size);
   batch acc[MR][NR];
@@ -57,16 +56,30 @@ void gemm_nt(const float* A, index_t lda, index_t M, const float* B, index_t ldb
       // Dispatch the runtime tail sizes to compile-time tiles.
       const auto tile = [&]<int R>() {
         switch (nr) {
-          case 4: dot_tile<Arch, R, 4>(a, lda, b, ldb, K, c, ldc); break;
-          case 3: dot_tile<Arch, R, 3>(a, lda, b, ldb, K, c, ldc); break;
-          case 2: dot_tile<Arch, R, 2>(a, lda, b, ldb, K, c, ldc); break;
-          default: dot_tile<Arch, R, 1>(a, lda, b, ldb, K, c, ldc); break;
+          case 4:
+            dot_tile<Arch, R, 4>(a, lda, b, ldb, K, c, ldc);
+            break;
+          case 3:
+            dot_tile<Arch, R, 3>(a, lda, b, ldb, K, c, ldc);
+            break;
+          case 2:
+            dot_tile<Arch, R, 2>(a, lda, b, ldb, K, c, ldc);
+            break;
+          default:
+            dot_tile<Arch, R, 1>(a, lda, b, ldb, K, c, ldc);
+            break;
         }
       };
       switch (mr) {
-        case 3: tile.template operator()<3>(); break;
-        case 2: tile.template operator()<2>(); break;
-        default: tile.template operator()<1>(); break;
+        case 3:
+          tile.template operator()<3>();
+          break;
+        case 2:
+          tile.template operator()<2>();
+          break;
+        default:
+          tile.template operator()<1>();
+          break;
       }
     }
   }
