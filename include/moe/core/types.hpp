@@ -68,9 +68,11 @@ inline constexpr index_t size_of(DType d) noexcept {
   return 0;
 }
 
-/// The DType of a C++ element type (only the ones weights may have).
+/// The DType of a C++ element type.
 template <class T>
-struct dtype_of;
+struct dtype_of {
+  static_assert(sizeof(T) == 0, "moe::dtype_of<T>: T is not a tensor element type");
+};
 template <>
 struct dtype_of<float> {
   static constexpr DType value = DType::F32;
@@ -82,6 +84,30 @@ struct dtype_of<Eigen::bfloat16> {
 template <>
 struct dtype_of<Eigen::half> {
   static constexpr DType value = DType::F16;
+};
+template <>
+struct dtype_of<double> {
+  static constexpr DType value = DType::F64;
+};
+template <>
+struct dtype_of<std::int64_t> {
+  static constexpr DType value = DType::I64;
+};
+template <>
+struct dtype_of<std::int32_t> {
+  static constexpr DType value = DType::I32;
+};
+template <>
+struct dtype_of<std::int16_t> {
+  static constexpr DType value = DType::I16;
+};
+template <>
+struct dtype_of<std::int8_t> {
+  static constexpr DType value = DType::I8;
+};
+template <>
+struct dtype_of<std::uint8_t> {
+  static constexpr DType value = DType::U8;
 };
 template <class T>
 inline constexpr DType dtype_of_v = dtype_of<T>::value;

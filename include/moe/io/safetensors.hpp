@@ -62,7 +62,7 @@ struct TensorView {
   /// The elements as T, in place. Checks the dtype and alignment.
   template <class T>
   std::span<const T> as() const {
-    expect_dtype(element_dtype<T>());
+    expect_dtype(dtype_of_v<T>);
     detail::require(reinterpret_cast<std::uintptr_t>(data) % alignof(T) == 0, ErrorCode::bad_file, file, ": tensor '",
                     name, "' is not aligned for ", sizeof(T), "-byte elements; use to_vector()");
     return {reinterpret_cast<const T*>(data), std::size_t(numel())};
@@ -70,7 +70,7 @@ struct TensorView {
   /// The elements as T, copied (works whatever the alignment).
   template <class T>
   std::vector<T> to_vector() const {
-    expect_dtype(element_dtype<T>());
+    expect_dtype(dtype_of_v<T>);
     std::vector<T> v(static_cast<std::size_t>(numel()));
     if (nbytes) std::memcpy(v.data(), data, nbytes);
     return v;
@@ -97,31 +97,6 @@ struct TensorView {
   void expect_dtype(DType expected) const {
     detail::require(dtype == expected, ErrorCode::dtype_mismatch, file, ": tensor '", name, "' has dtype ",
                     moe::name(dtype), ", expected ", moe::name(expected));
-  }
-
- private:
-  template <class T>
-  static constexpr DType element_dtype() {
-    if constexpr (std::is_same_v<T, float>)
-      return DType::F32;
-    else if constexpr (std::is_same_v<T, double>)
-      return DType::F64;
-    else if constexpr (std::is_same_v<T, Eigen::bfloat16>)
-      return DType::BF16;
-    else if constexpr (std::is_same_v<T, Eigen::half>)
-      return DType::F16;
-    else if constexpr (std::is_same_v<T, std::int64_t>)
-      return DType::I64;
-    else if constexpr (std::is_same_v<T, std::int32_t>)
-      return DType::I32;
-    else if constexpr (std::is_same_v<T, std::int16_t>)
-      return DType::I16;
-    else if constexpr (std::is_same_v<T, std::int8_t>)
-      return DType::I8;
-    else if constexpr (std::is_same_v<T, std::uint8_t>)
-      return DType::U8;
-    else
-      static_assert(sizeof(T) == 0, "TensorView::as<T>: T is not a safetensors element type");
   }
 };
 

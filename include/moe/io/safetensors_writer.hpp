@@ -41,7 +41,7 @@ class SafeTensorsWriter {
   }
   template <class T>
   void add(std::string name, std::vector<index_t> shape, const std::vector<T>& values) {
-    add(std::move(name), dtype_code<T>(), std::move(shape), values.data());
+    add(std::move(name), dtype_of_v<T>, std::move(shape), values.data());
   }
   void set_metadata(const std::string& key, const std::string& value) { metadata_[key] = value; }
 
@@ -79,25 +79,6 @@ class SafeTensorsWriter {
     std::vector<index_t> shape;
     std::vector<unsigned char> bytes;
   };
-  template <class T>
-  static constexpr DType dtype_code() {
-    if constexpr (std::is_same_v<T, float>)
-      return DType::F32;
-    else if constexpr (std::is_same_v<T, std::int32_t>)
-      return DType::I32;
-    else if constexpr (std::is_same_v<T, std::uint8_t>)
-      return DType::U8;
-    else if constexpr (std::is_same_v<T, std::int64_t>)
-      return DType::I64;
-    else if constexpr (std::is_same_v<T, double>)
-      return DType::F64;
-    else if constexpr (std::is_same_v<T, Eigen::bfloat16>)
-      return DType::BF16;
-    else if constexpr (std::is_same_v<T, Eigen::half>)
-      return DType::F16;
-    else
-      static_assert(sizeof(T) == 0, "SafeTensorsWriter::add: unsupported element type");
-  }
   std::vector<Entry> tensors_;
   std::map<std::string, std::string> metadata_;
 };
