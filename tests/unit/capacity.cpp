@@ -84,3 +84,18 @@ TEST_CASE("plan: empty slots are neither routed nor dropped") {
   CHECK(p.rows() == 3);
   CHECK(p.slot_row[1] == -1);
 }
+
+TEST_CASE("stats: router entropy is log E for a uniform router, 0 for a certain one, any scoring") {
+  Routing r;
+  r.tokens = 2;
+  r.experts = 4;
+  r.k = 1;
+  r.probs = {0.25f, 0.25f, 0.25f, 0.25f, 0.5f, 0.5f, 0.5f, 0.5f};  // row 2: sigmoid scores, sum 2
+  r.expert = {0, 1};
+  r.weight = {1.0f, 1.0f};
+  r.logits = r.probs;
+  const RoutingPlan p = build_plan(r, std::nullopt, Priority::token_order);
+  CHECK(make_stats(r, p).router_entropy == doctest::Approx(std::log(4.0)));
+  r.probs = {1.0f, 0.0f, 0.0f, 0.0f, 0.0f, 1.0f, 0.0f, 0.0f};
+  CHECK(make_stats(r, p).router_entropy == doctest::Approx(0.0));
+}

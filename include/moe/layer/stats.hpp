@@ -60,8 +60,12 @@ inline RoutingStats make_stats(const Routing& r, const RoutingPlan& p) {
     bool any_kept = false;
     for (int j = 0; j < r.k; ++j) any_kept = any_kept || !p.slot_dropped(t, j);
     if (!any_kept) ++s.dropped_tokens;
+    // Normalised per row, so sigmoid scores (which need not sum to 1) get
+    // the entropy of the distribution they imply; softmax rows are unchanged.
+    double sum = 0;
+    for (index_t e = 0; e < r.experts; ++e) sum += r.prob(t, e);
     for (index_t e = 0; e < r.experts; ++e) {
-      const double q = r.prob(t, e);
+      const double q = sum > 0 ? r.prob(t, e) / sum : 0.0;
       if (q > 0) entropy -= q * std::log(q);
     }
   }
