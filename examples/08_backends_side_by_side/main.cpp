@@ -1,0 +1,48 @@
+// 08: Backends side by side.
+//
+// The backend is the last template parameter of MoELayer and is chosen at
+// compile time. backend::Reference is plain loops, one token at a time,
+// written to be read. backend::Cpu runs xsimd kernels on all cores: it
+// splits the work into (expert, block of 32 output features) tiles so both
+// cores stay busy even when one expert gets most tokens, and widens bf16
+// weights block by block into fp32.
+//
+// Routing is computed by the same code for every backend, so the decisions
+// are identical; the expert outputs agree to float rounding. (This is a
+// lesson, not a benchmark: see bench/ for measurements.)
+#include <moe/moe.hpp>
+
+#include <chrono>
+
+#include "../check.hpp"
+
+namespace {
+template <class Layer>
+double seconds(const Layer& layer, const moe::Matrix& x, moe::Output& out) {
+  const auto t0 = std::chrono::steady_clock::now();
+  out = layer.forward(x);
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+}  // namespace
+
+int main() {
+  const moe::LayerConfig config{.d_model = 256, .d_ff = 512, .num_experts = 8, .seed = 2};
+  const moe::WeightStore weights = moe::WeightStore::random(config, true, moe::DType::BF16, 4);
+  moe::Matrix x(64, 256);
+  for (int t = 0; t < 64; ++t)
+    for (int i = 0; i < 256; ++i)
+      x(t, i) = moe::normal({4, 0}, moe::RngStream::user, std::uint64_t(t), std::uint64_t(i));
+
+  const auto reference = moe::make_layer<moe::presets::Mixtral, moe::backend::Reference>(config, weights.view());
+  const auto cpu = moe::make_layer<moe::presets::Mixtral, moe::backend::Cpu<>>(config, weights.view());
+  moe::Output a, b;
+  const double ta = seconds(reference, x, a), tb = seconds(cpu, x, b);
+  const float diff = (a.y - b.y).cwiseAbs().maxCoeff() / a.y.cwiseAbs().maxCoeff();
+  std::printf("reference: %.1f ms, cpu (%d threads): %.1f ms, max relative difference %.2e\n", 1e3 * ta,
+              cpu.backend().threads(), 1e3 * tb, diff);
+  example::expect(a.routing.expert == b.routing.expert && a.plan.slot_row == b.plan.slot_row,
+                  "identical routing decisions and plans");
+  example::expect(diff < 1e-5f, "outputs agree to float rounding");
+  example::expect(a.stats.tokens_per_expert == b.stats.tokens_per_expert, "identical statistics");
+  return example::verdict();
+}

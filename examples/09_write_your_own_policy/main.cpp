@@ -1,0 +1,67 @@
+// 09: Writing your own policy.
+//
+// Every piece of a layer is a C++20 concept; anything that meets it plugs in.
+// A selection policy needs three things (see moe/routing/selection.hpp):
+//   static constexpr int k;                          how many slots
+//   void select(logits, E, idx) const;               the best k ids, best first
+//   void thin(ctx, token, idx, weights) const;       may empty slots afterwards
+//
+// Here: "top-2 with a threshold", which drops the second expert when its
+// combine weight is below a floor (a deterministic cousin of GShard's random
+// second expert). It reuses moe's top-k and leaves the rest to the layer:
+// capacity, losses, statistics and both backends work unchanged.
+//
+// Leave out a member and the compiler names it: MoELayer's constraint
+// `RoutingPolicy<Router<...>>` fails on the unsatisfied requirement
+// `{ S::k } -> std::convertible_to<int>` (tests/compile_fail checks this).
+#include <moe/moe.hpp>
+
+#include "../check.hpp"
+
+/// Top-2, but a second expert with weight below `floor` is not used.
+struct TopTwoWithFloor {
+  static constexpr int k = 2;
+  float floor = 0.2f;
+  void select(const float* logits, moe::index_t E, std::int32_t* idx) const noexcept {
+    moe::detail::top_k_indices(logits, E, k, idx);
+  }
+  void thin(const moe::RouteContext&, moe::index_t, std::int32_t* idx, float* w) const noexcept {
+    if (w[1] < floor) {
+      idx[1] = moe::no_expert;  // an empty slot: counted in stats.empty_slots, not a drop
+      w[1] = 0.0f;
+    }
+  }
+};
+static_assert(moe::SelectionPolicy<TopTwoWithFloor>);
+
+int main() {
+  const moe::LayerConfig config{.d_model = 32, .d_ff = 64, .num_experts = 8, .seed = 1};
+  const moe::WeightStore weights = moe::WeightStore::random(config, true, moe::DType::F32, 6);
+  moe::Matrix x(200, 32);
+  for (int t = 0; t < 200; ++t)
+    for (int i = 0; i < 32; ++i)
+      x(t, i) = 2 * moe::normal({6, 0}, moe::RngStream::user, std::uint64_t(t), std::uint64_t(i));
+
+  using MyRouter = moe::Router<TopTwoWithFloor, moe::NoNoise, moe::SoftmaxThenTopK>;
+  const moe::MoELayer<MyRouter, moe::Expert<moe::SwiGLU>, moe::Dropless, moe::SwitchBalanceLoss> layer(
+      config, weights.view(), MyRouter(moe::NoNoise{}, moe::SoftmaxThenTopK{}, TopTwoWithFloor{.floor = 0.3f}));
+  const moe::Output out = layer.forward(x);
+
+  moe::index_t single = 0;
+  bool floors_hold = true;
+  for (moe::index_t t = 0; t < 200; ++t) {
+    if (out.routing.expert_at(t, 1) == moe::no_expert)
+      ++single;
+    else
+      floors_hold = floors_hold && out.routing.weight_at(t, 1) >= 0.3f;
+  }
+  moe::index_t computed = 0;
+  for (auto n : out.stats.tokens_per_expert) computed += n;
+  std::printf("%lld of 200 tokens used one expert; %lld (token, slot) pairs computed\n", (long long)single,
+              (long long)computed);
+  example::expect(single > 0 && single < 200, "the floor removes some second experts, not all");
+  example::expect(floors_hold, "every kept second expert has weight >= 0.3");
+  example::expect(out.stats.empty_slots == single, "empty slots are counted in the stats");
+  example::expect(computed == 2 * 200 - single, "and their compute is saved");
+  return example::verdict();
+}
