@@ -27,13 +27,7 @@ struct Fixture {
   }
 };
 
-moe::Matrix tokens(moe::index_t T) {
-  moe::Matrix x(T, d_model);
-  for (moe::index_t t = 0; t < T; ++t)
-    for (moe::index_t i = 0; i < d_model; ++i)
-      x(t, i) = moe::normal({7, 0}, moe::RngStream::user, std::uint64_t(t), std::uint64_t(i));
-  return x;
-}
+moe::Matrix tokens(moe::index_t T) { return moe::random_normal_matrix(T, d_model, 7); }
 
 void set_counters(benchmark::State& state, moe::index_t T) {
   const double flops = 2.0 * 3.0 * double(d_model) * double(d_ff) * double(T) * k;

@@ -16,10 +16,7 @@
 int main() {
   const moe::LayerConfig config{.d_model = 32, .d_ff = 64, .num_experts = 8, .seed = 1234};
   const moe::WeightStore weights = moe::WeightStore::random(config, false, moe::DType::F32, 7, /*noise_weight=*/true);
-  moe::Matrix x(100, 32);
-  for (int t = 0; t < 100; ++t)
-    for (int i = 0; i < 32; ++i)
-      x(t, i) = moe::normal({1, 0}, moe::RngStream::user, std::uint64_t(t), std::uint64_t(i));
+  const moe::Matrix x = moe::random_normal_matrix(100, 32, 1);
 
   using P = moe::presets::ShazeerNoisyTopK;
   const auto one_thread = moe::make_layer<P>(config, weights.view(), moe::backend::Cpu<>(1));

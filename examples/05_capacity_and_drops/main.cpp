@@ -17,10 +17,7 @@
 int main() {
   const moe::LayerConfig config{.d_model = 16, .d_ff = 32, .num_experts = 4, .seed = 9};
   const moe::WeightStore weights = moe::WeightStore::random(config, false, moe::DType::F32, 2);
-  moe::Matrix x(64, 16);
-  for (int t = 0; t < 64; ++t)
-    for (int i = 0; i < 16; ++i)
-      x(t, i) = moe::normal({2, 0}, moe::RngStream::user, std::uint64_t(t), std::uint64_t(i));
+  const moe::Matrix x = moe::random_normal_matrix(64, 16, 2);
 
   using Layer = moe::MoELayer<moe::Router<moe::TopK<1>, moe::NoNoise, moe::SoftmaxTopKRaw>,
                               moe::Expert<moe::MLP<moe::ReLU>>, moe::CapacityFactor, moe::NoLoss>;

@@ -13,10 +13,7 @@
 int main() {
   const moe::LayerConfig config{.d_model = 48, .d_ff = 96, .num_experts = 8, .seed = 5};
   const moe::WeightStore weights = moe::WeightStore::random(config, true, moe::DType::BF16, 11);
-  moe::Matrix x(40, 48);
-  for (int t = 0; t < 40; ++t)
-    for (int i = 0; i < 48; ++i)
-      x(t, i) = moe::normal({3, 0}, moe::RngStream::user, std::uint64_t(t), std::uint64_t(i));
+  const moe::Matrix x = moe::random_normal_matrix(40, 48, 3);
 
   // Mixtral by hand...
   using ByHand = moe::MoELayer<moe::Router<moe::TopK<2>, moe::NoNoise, moe::SoftmaxThenTopK>,  // top-2, renormalised

@@ -28,10 +28,7 @@ double seconds(const Layer& layer, const moe::Matrix& x, moe::Output& out) {
 int main() {
   const moe::LayerConfig config{.d_model = 256, .d_ff = 512, .num_experts = 8, .seed = 2};
   const moe::WeightStore weights = moe::WeightStore::random(config, true, moe::DType::BF16, 4);
-  moe::Matrix x(64, 256);
-  for (int t = 0; t < 64; ++t)
-    for (int i = 0; i < 256; ++i)
-      x(t, i) = moe::normal({4, 0}, moe::RngStream::user, std::uint64_t(t), std::uint64_t(i));
+  const moe::Matrix x = moe::random_normal_matrix(64, 256, 4);
 
   const auto reference = moe::make_layer<moe::presets::Mixtral, moe::backend::Reference>(config, weights.view());
   const auto cpu = moe::make_layer<moe::presets::Mixtral, moe::backend::Cpu<>>(config, weights.view());

@@ -37,10 +37,7 @@ static_assert(moe::SelectionPolicy<TopTwoWithFloor>);
 int main() {
   const moe::LayerConfig config{.d_model = 32, .d_ff = 64, .num_experts = 8, .seed = 1};
   const moe::WeightStore weights = moe::WeightStore::random(config, true, moe::DType::F32, 6);
-  moe::Matrix x(200, 32);
-  for (int t = 0; t < 200; ++t)
-    for (int i = 0; i < 32; ++i)
-      x(t, i) = 2 * moe::normal({6, 0}, moe::RngStream::user, std::uint64_t(t), std::uint64_t(i));
+  const moe::Matrix x = moe::random_normal_matrix(200, 32, 6, 2.0f);
 
   using MyRouter = moe::Router<TopTwoWithFloor, moe::NoNoise, moe::SoftmaxThenTopK>;
   const moe::MoELayer<MyRouter, moe::Expert<moe::SwiGLU>, moe::Dropless, moe::SwitchBalanceLoss> layer(

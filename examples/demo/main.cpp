@@ -103,10 +103,7 @@ int main(int argc, char** argv) try {
   const moe::backend::Cpu<> cpu = o.threads > 0 ? moe::backend::Cpu<>(o.threads) : moe::backend::Cpu<>();
   const auto layer = make(config, weights, cpu);
   // Tokens: seeded N(0, 1) activations, as after an RMSNorm.
-  moe::Matrix x(o.tokens, o.d_model);
-  for (moe::index_t t = 0; t < o.tokens; ++t)
-    for (moe::index_t i = 0; i < o.d_model; ++i)
-      x(t, i) = moe::normal({o.seed, 1}, moe::RngStream::user, std::uint64_t(t), std::uint64_t(i));
+  const moe::Matrix x = moe::random_normal_matrix(o.tokens, o.d_model, o.seed + 1);
 
   const moe::Output out = layer.forward(x);
 

@@ -9,13 +9,9 @@
 
 namespace moe::test {
 
-/// [rows, cols] of N(0, scale²) from the counter-based generator.
+/// [rows, cols] of N(0, scale²), seeded.
 inline Matrix random_matrix(index_t rows, index_t cols, std::uint64_t seed, float scale = 1.0f) {
-  Matrix m(rows, cols);
-  for (index_t r = 0; r < rows; ++r)
-    for (index_t c = 0; c < cols; ++c)
-      m(r, c) = scale * normal({seed, 99}, RngStream::user, std::uint64_t(r), std::uint64_t(c));
-  return m;
+  return random_normal_matrix(rows, cols, seed, scale);
 }
 
 /// Runs f and checks it throws moe::Error with this code and a message

@@ -13,6 +13,17 @@
 
 namespace moe {
 
+/// [rows, cols] of N(0, scale²) drawn from the counter-based generator: seeded
+/// inputs for examples, tests and benchmarks (element (r, c) depends only on
+/// the seed, r and c).
+inline Matrix random_normal_matrix(index_t rows, index_t cols, std::uint64_t seed, float scale = 1.0f) {
+  Matrix m(rows, cols);
+  for (index_t r = 0; r < rows; ++r)
+    for (index_t c = 0; c < cols; ++c)
+      m(r, c) = scale * normal({seed, 0}, RngStream::user, std::uint64_t(r), std::uint64_t(c));
+  return m;
+}
+
 class WeightStore {
  public:
   /// Random weights: N(0, 1/d_in) for every matrix (variance-preserving, so
