@@ -9,11 +9,6 @@
 
 namespace moe::test {
 
-/// [rows, cols] of N(0, scale²), seeded.
-inline Matrix random_matrix(index_t rows, index_t cols, std::uint64_t seed, float scale = 1.0f) {
-  return random_normal_matrix(rows, cols, seed, scale);
-}
-
 /// Runs f and checks it throws moe::Error with this code and a message
 /// containing every fragment.
 template <class F>

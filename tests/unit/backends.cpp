@@ -3,7 +3,6 @@
 #include "test_support.hpp"
 
 using namespace moe;
-using test::random_matrix;
 
 namespace {
 
@@ -25,7 +24,7 @@ void compare(const Shape& s, DType dtype, Capacity capacity, std::uint64_t seed)
   const R router(Jitter{.eps = 0.05f});
   const MoELayer<R, Expert<F>, Capacity, SwitchBalanceLoss, backend::Reference> ref(c, store.view(), router, capacity);
   const MoELayer<R, Expert<F>, Capacity, SwitchBalanceLoss, backend::Cpu<>> cpu(c, store.view(), router, capacity);
-  const Matrix x = random_matrix(s.T, s.d, seed + 1);
+  const Matrix x = random_normal_matrix(s.T, s.d, seed + 1);
   for (Mode mode : {Mode::eval, Mode::train}) {
     const Output a = ref.forward(x, {mode, 3});
     const Output b = cpu.forward(x, {mode, 3});
@@ -58,7 +57,7 @@ TEST_CASE("Cpu matches Reference: odd sizes, many experts, k up to 8, T = 0 and 
 TEST_CASE("same seed, same output, whatever the thread count (bitwise)") {
   const LayerConfig c{.d_model = 40, .d_ff = 72, .num_experts = 8, .seed = 77};
   const WeightStore store = WeightStore::random(c, false, DType::BF16, 2, /*noise_weight=*/true);
-  const Matrix x = random_matrix(129, c.d_model, 3);
+  const Matrix x = random_normal_matrix(129, c.d_model, 3);
   using P = presets::ShazeerNoisyTopK;
   std::vector<Output> outs;
   for (int threads : {1, 2, 3, 7})

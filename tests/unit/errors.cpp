@@ -11,7 +11,6 @@
 #include <unistd.h>
 
 using namespace moe;
-using test::random_matrix;
 using test::require_error;
 namespace fs = std::filesystem;
 
@@ -95,7 +94,7 @@ TEST_CASE("policy parameters out of their domain") {
   require_error([] { (void)WeightStore::random({.d_model = 2, .d_ff = 2, .num_experts = 1}, true, DType::I8, 0); },
                 ErrorCode::dtype_mismatch, {"I8"});
   // StoredJitter with factors of the wrong shape.
-  const Matrix factors = Matrix::Ones(3, 4), x = random_matrix(5, 4, 1), gate = random_matrix(2, 4, 2);
+  const Matrix factors = Matrix::Ones(3, 4), x = random_normal_matrix(5, 4, 1), gate = random_normal_matrix(2, 4, 2);
   const Router<TopK<1>, StoredJitter> router(StoredJitter{factors});
   require_error(
       [&] {
@@ -105,7 +104,7 @@ TEST_CASE("policy parameters out of their domain") {
 }
 
 TEST_CASE("expert weights: gate and up in different dtypes; a padded input with a short stride") {
-  const Matrix a = random_matrix(8, 4, 1), b = random_matrix(4, 8, 2);
+  const Matrix a = random_normal_matrix(8, 4, 1), b = random_normal_matrix(4, 8, 2);
   std::vector<Eigen::half> h(32);
   const ExpertWeights w{weight_view(a.data(), 8, 4), weight_view(h.data(), 8, 4), weight_view(b.data(), 4, 8)};
   require_error([&] { Expert<SwiGLU>::validate(w, 4, 8, 5); }, ErrorCode::dtype_mismatch,
@@ -118,7 +117,7 @@ TEST_CASE("expert weights: gate and up in different dtypes; a padded input with 
   require_error([&] { layer.forward(MatrixView<const float>(buf.data(), 2, 4, 3)); }, ErrorCode::shape_mismatch,
                 {"row stride 3"});
   // A padded view (stride 6 > 4 columns) is fine and reads the right rows.
-  const Matrix x = random_matrix(2, 4, 3);
+  const Matrix x = random_normal_matrix(2, 4, 3);
   std::vector<float> padded(12, 99.0f);
   for (int t = 0; t < 2; ++t)
     for (int i = 0; i < 4; ++i) padded[std::size_t(t * 6 + i)] = x(t, i);

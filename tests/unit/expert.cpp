@@ -4,7 +4,6 @@
 #include <cmath>
 
 using namespace moe;
-using test::random_matrix;
 
 TEST_CASE("activations match their formulas") {
   for (float z : {-6.0f, -1.5f, -0.1f, 0.0f, 0.3f, 2.0f, 8.0f}) {
@@ -20,8 +19,8 @@ namespace {
 template <class F>
 void check_against_eigen(DType dtype) {
   const index_t d = 19, f = 23;
-  const Matrix w_gate = random_matrix(f, d, 1, 0.3f), w_up = random_matrix(f, d, 2, 0.3f),
-               w_down = random_matrix(d, f, 3, 0.3f);
+  const Matrix w_gate = random_normal_matrix(f, d, 1, 0.3f), w_up = random_normal_matrix(f, d, 2, 0.3f),
+               w_down = random_normal_matrix(d, f, 3, 0.3f);
   // Store in `dtype`, then compare with Eigen on the rounded values.
   auto rounded = [&](const Matrix& m, std::vector<std::uint16_t>& bits) {
     Matrix r = m;
@@ -50,7 +49,7 @@ void check_against_eigen(DType dtype) {
   ExpertWeights w{F::gated ? view(w_gate, bg) : WeightMatrix{}, view(w_up, bu), view(w_down, bd)};
   Expert<F>::validate(w, d, f, 0);
 
-  const Matrix x = random_matrix(1, d, 4);
+  const Matrix x = random_normal_matrix(1, d, 4);
   Matrix y(1, d);
   Expert<F>::apply(w, x.data(), y.data());
   const typename F::activation act{};
@@ -68,7 +67,7 @@ TEST_CASE_TEMPLATE("Expert<FFN>::apply equals the three-line Eigen version", F, 
 }
 
 TEST_CASE("Expert::validate names the expert, the matrix and the shapes") {
-  const Matrix a = random_matrix(8, 4, 1), b = random_matrix(4, 8, 2);
+  const Matrix a = random_normal_matrix(8, 4, 1), b = random_normal_matrix(4, 8, 2);
   ExpertWeights w{weight_view(a.data(), 8, 4), weight_view(a.data(), 8, 4), weight_view(b.data(), 4, 8)};
   Expert<SwiGLU>::validate(w, 4, 8, 0);
   test::require_error([&] { Expert<SwiGLU>::validate(w, 4, 9, 3); }, ErrorCode::shape_mismatch,

@@ -4,7 +4,6 @@
 #include <cmath>
 
 using namespace moe;
-using test::random_matrix;
 using test::require_error;
 
 namespace {
@@ -15,7 +14,7 @@ using RefMixtral = PresetLayer<presets::Mixtral, backend::Reference>;
 TEST_CASE("forward equals Σ_j w_j · expert_j(x), by hand") {
   const WeightStore store = WeightStore::random(small, true, DType::F32, 1);
   const auto layer = make_layer<presets::Mixtral, backend::Reference>(small, store.view());
-  const Matrix x = random_matrix(9, small.d_model, 2);
+  const Matrix x = random_normal_matrix(9, small.d_model, 2);
   const Output out = layer.forward(x);
   REQUIRE(out.y.rows() == 9);
   for (index_t t = 0; t < 9; ++t) {
@@ -47,7 +46,7 @@ TEST_CASE("T = 0 and T = 1 work") {
   CHECK(empty.y.rows() == 0);
   CHECK(empty.stats.tokens == 0);
   CHECK(*empty.stats.balance_loss == 0.0f);
-  const Matrix one = random_matrix(1, small.d_model, 3);
+  const Matrix one = random_normal_matrix(1, small.d_model, 3);
   const Output single = layer.forward(one);
   CHECK(single.y.rows() == 1);
   CHECK(single.stats.tokens_per_expert[std::size_t(single.routing.expert_at(0, 0))] == 1);
@@ -59,7 +58,7 @@ TEST_CASE("dropped tokens give exactly zero output, so x + y passes them through
   using Layer =
       MoELayer<Router<TopK<1>, NoNoise, SoftmaxTopKRaw>, Expert<MLP<ReLU>>, CapacityFactor, NoLoss, backend::Reference>;
   const Layer layer(c, store.view(), {}, CapacityFactor{.train = 0.25, .eval = 0.25, .min = 1});
-  const Matrix x = random_matrix(40, c.d_model, 5);
+  const Matrix x = random_normal_matrix(40, c.d_model, 5);
   const Output out = layer.forward(x);
   CHECK(out.stats.capacity == 3);  // ceil(0.25·40/4)
   CHECK(out.stats.dropped_slots > 0);
@@ -79,7 +78,7 @@ TEST_CASE("dropped tokens give exactly zero output, so x + y passes them through
 
 TEST_CASE("every preset builds and runs in both modes, and training noise is keyed by the step") {
   const LayerConfig c{.d_model = 16, .d_ff = 24, .num_experts = 8, .seed = 3};
-  const Matrix x = random_matrix(50, c.d_model, 6);
+  const Matrix x = random_normal_matrix(50, c.d_model, 6);
   const WeightStore gated = WeightStore::random(c, true, DType::F32, 1);
   const WeightStore plain = WeightStore::random(c, false, DType::F32, 1, /*noise_weight=*/true);
   const auto check = [&](const auto& layer) {
@@ -150,9 +149,9 @@ TEST_CASE("construction errors name what was expected and what came") {
 TEST_CASE("forward errors: wrong input width, non-finite input") {
   const WeightStore store = WeightStore::random(small, true, DType::F32, 1);
   const RefMixtral layer(small, store.view());
-  const Matrix wide = random_matrix(3, 13, 1);
+  const Matrix wide = random_normal_matrix(3, 13, 1);
   require_error([&] { layer.forward(wide); }, ErrorCode::shape_mismatch, {"13 columns", "d_model is 12"});
-  Matrix x = random_matrix(4, 12, 1);
+  Matrix x = random_normal_matrix(4, 12, 1);
   x(2, 5) = NAN;
   require_error([&] { layer.forward(x); }, ErrorCode::non_finite, {"token 2"});
   require_error([&] { layer.forward(MatrixView<const float>(nullptr, 2, 12)); }, ErrorCode::invalid_argument,

@@ -4,7 +4,6 @@
 #include <cmath>
 
 using namespace moe;
-using test::random_matrix;
 using test::require_error;
 
 namespace {

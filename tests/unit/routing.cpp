@@ -5,7 +5,6 @@
 #include <numeric>
 
 using namespace moe;
-using test::random_matrix;
 using test::require_error;
 
 namespace {
@@ -69,9 +68,9 @@ TEST_CASE("SoftmaxThenTopK renormalises over the chosen; Raw keeps p; Sigmoid is
 namespace {
 struct RouterFixture {
   index_t T = 64, E = 8, d = 24;
-  Matrix x = random_matrix(T, d, 1);
-  Matrix gate = random_matrix(E, d, 2, 0.3f);
-  Matrix noise = random_matrix(E, d, 3, 0.3f);
+  Matrix x = random_normal_matrix(T, d, 1);
+  Matrix gate = random_normal_matrix(E, d, 2, 0.3f);
+  Matrix noise = random_normal_matrix(E, d, 3, 0.3f);
   RouterWeights w() const { return {weight_view(gate.data(), E, d), weight_view(noise.data(), E, d)}; }
 };
 }  // namespace
@@ -151,7 +150,7 @@ TEST_CASE("NoisyTopK: logits + N(0,1)·softplus(x·W_noise), training only, repr
 TEST_CASE("GShardTop2 keeps the second expert with probability min(1, 2·w2)") {
   RouterFixture f;
   f.T = 4000;
-  f.x = random_matrix(f.T, f.d, 11);
+  f.x = random_normal_matrix(f.T, f.d, 11);
   const Router<GShardTop2, NoNoise, SoftmaxThenTopK> router;
   const Routing r = router.route(f.x, f.w(), {Mode::train, {9, 0}});
   double expected = 0;

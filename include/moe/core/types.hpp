@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstring>
 #include <string_view>
+#include <type_traits>
 
 #include "moe/core/error.hpp"
 
@@ -68,49 +69,33 @@ inline constexpr index_t size_of(DType d) noexcept {
   return 0;
 }
 
-/// The DType of a C++ element type.
+/// The DType of a C++ element type: dtype_of_v<float> == DType::F32.
 template <class T>
-struct dtype_of {
-  static_assert(sizeof(T) == 0, "moe::dtype_of<T>: T is not a tensor element type");
-};
-template <>
-struct dtype_of<float> {
-  static constexpr DType value = DType::F32;
-};
-template <>
-struct dtype_of<Eigen::bfloat16> {
-  static constexpr DType value = DType::BF16;
-};
-template <>
-struct dtype_of<Eigen::half> {
-  static constexpr DType value = DType::F16;
-};
-template <>
-struct dtype_of<double> {
-  static constexpr DType value = DType::F64;
-};
-template <>
-struct dtype_of<std::int64_t> {
-  static constexpr DType value = DType::I64;
-};
-template <>
-struct dtype_of<std::int32_t> {
-  static constexpr DType value = DType::I32;
-};
-template <>
-struct dtype_of<std::int16_t> {
-  static constexpr DType value = DType::I16;
-};
-template <>
-struct dtype_of<std::int8_t> {
-  static constexpr DType value = DType::I8;
-};
-template <>
-struct dtype_of<std::uint8_t> {
-  static constexpr DType value = DType::U8;
-};
+constexpr DType dtype_of() {
+  using std::is_same_v;
+  if constexpr (is_same_v<T, float>)
+    return DType::F32;
+  else if constexpr (is_same_v<T, Eigen::bfloat16>)
+    return DType::BF16;
+  else if constexpr (is_same_v<T, Eigen::half>)
+    return DType::F16;
+  else if constexpr (is_same_v<T, double>)
+    return DType::F64;
+  else if constexpr (is_same_v<T, std::int64_t>)
+    return DType::I64;
+  else if constexpr (is_same_v<T, std::int32_t>)
+    return DType::I32;
+  else if constexpr (is_same_v<T, std::int16_t>)
+    return DType::I16;
+  else if constexpr (is_same_v<T, std::int8_t>)
+    return DType::I8;
+  else if constexpr (is_same_v<T, std::uint8_t>)
+    return DType::U8;
+  else
+    static_assert(sizeof(T) == 0, "moe::dtype_of<T>: T is not a tensor element type");
+}
 template <class T>
-inline constexpr DType dtype_of_v = dtype_of<T>::value;
+inline constexpr DType dtype_of_v = dtype_of<T>();
 
 /// Weight element types the layer computes with; routing and accumulation
 /// stay fp32 whatever the weights are.
