@@ -40,3 +40,9 @@
 #include "moe/layer/presets.hpp"
 #include "moe/layer/stats.hpp"
 #include "moe/layer/weight_store.hpp"
+
+#include "moe/io/checkpoint.hpp"
+#include "moe/io/safetensors.hpp"
+#include "moe/io/safetensors_writer.hpp"
+
+#include "moe/models/mixtral.hpp"

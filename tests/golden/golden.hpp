@@ -197,6 +197,12 @@ inline Outputs run_switch(const io::SafeTensors& f, BackendChoice b) {
   return o;
 }
 
+}  // namespace moe::golden
+
+#include "decoder_cases.hpp"
+
+namespace moe::golden {
+
 /// What a kind reads, and what it produces that a later issue will cover.
 struct KindSpec {
   std::function<Outputs(const io::SafeTensors&, BackendChoice)> run;
@@ -217,6 +223,9 @@ inline const std::map<std::string, KindSpec>& kinds() {
         {"x", "gate_w", "w1", "w2", "w3", "wi", "wo", "jitter", "capacity_factor", "min_capacity"},
         {},
         1e-5}},
+      {"rmsnorm", {run_rmsnorm, {"x", "weight"}, {}, 1e-5}},
+      {"attention", {run_attention, {"x", "wq", "wk", "wv", "wo", "positions"}, {}, 1e-5}},
+      {"model", {run_model, {"input_ids"}, {}, 1e-4}},
   };
   return k;
 }
@@ -387,14 +396,9 @@ inline std::vector<CaseResult> check_path(const std::filesystem::path& path, Bac
       results.push_back(check_io_file(file));
       continue;
     }
-    if (file.filename() == "expected.safetensors" || file.filename().string().rfind("model", 0) == 0) {
-      CaseResult skip;  // model checkpoints: the decoder kinds are not implemented yet
-      skip.path = file.string();
-      skip.kind = "model";
-      skip.skipped = true;
-      results.push_back(skip);
+    // A checkpoint folder is one case, checked through its expected.safetensors.
+    if (file.filename().string().rfind("model", 0) == 0 && std::filesystem::exists(file.parent_path() / "config.json"))
       continue;
-    }
     try {
       results.push_back(check_file(file, b));
     } catch (const Error& e) {

@@ -30,6 +30,12 @@ concept BackendPolicy = requires(const B& b, const RoutingPlan& plan, const Rout
   b.combine(plan, r, in, out);
 };
 
+/// A backend that also runs dense layers (attention projections, lm_head):
+/// out[T, N] = x[T, K] · Wᵀ for W [N, K] of any weight dtype.
+template <class B>
+concept LinearBackend = BackendPolicy<B> && requires(const B& b, MatrixView<const float> x, const WeightMatrix& w,
+                                                     MatrixView<float> out) { b.linear(x, w, out); };
+
 namespace detail {
 
 /// Copies token row_token[row]'s activations into packed row `row`.

@@ -44,6 +44,19 @@ class Cpu {
     pool_->parallel_for(plan.tokens, [&](std::int64_t t, int) { detail::combine_token(plan, r, expert_out, y, t); });
   }
 
+  /// out = x · Wᵀ: tasks are blocks of output features, each widened once
+  /// and applied to every row of x.
+  void linear(MatrixView<const float> x, const WeightMatrix& w, MatrixView<float> out) const {
+    if (x.rows == 0) return;
+    const index_t blocks = (w.rows + block - 1) / block;
+    std::vector<Scratch> scratch(std::size_t(pool_->size()));
+    pool_->parallel_for(blocks, [&](std::int64_t b, int thread) {
+      const index_t o0 = index_t(b) * block, n = std::min(block, w.rows - o0);
+      const float* wb = widen(w, o0, n, scratch[std::size_t(thread)].up);
+      cpu::gemm_nt<Arch>(x.data, x.row_stride, x.rows, wb, w.cols, n, w.cols, out.row(0) + o0, out.row_stride);
+    });
+  }
+
   template <FFN F>
   void expert_ffn(const RoutingPlan& plan, MatrixView<const float> packed, std::span<const ExpertWeights> w,
                   MatrixView<float> out) const {

@@ -6,7 +6,10 @@
 #include <span>
 #include <string_view>
 
+#include <vector>
+
 #include "moe/backend/backend.hpp"
+#include "moe/core/linear.hpp"
 #include "moe/expert/expert.hpp"
 
 namespace moe::backend {
@@ -30,6 +33,15 @@ struct Reference {
   void combine(const RoutingPlan& plan, const Routing& r, MatrixView<const float> expert_out,
                MatrixView<float> y) const {
     for (index_t t = 0; t < plan.tokens; ++t) detail::combine_token(plan, r, expert_out, y, t);
+  }
+
+  /// out[t, o] = Σ_i x[t, i] · W[o, i], one output row of W at a time.
+  void linear(MatrixView<const float> x, const WeightMatrix& w, MatrixView<float> out) const {
+    std::vector<float> row(static_cast<std::size_t>(w.cols));
+    for (index_t o = 0; o < w.rows; ++o) {
+      widen_to_float(w.data, w.dtype, o * w.cols, w.cols, row.data());
+      for (index_t t = 0; t < x.rows; ++t) out(t, o) = detail::dot(x.row(t), row.data(), w.cols);
+    }
   }
 };
 

@@ -21,6 +21,7 @@ enum class RngStream : std::uint32_t {
   noisy_top_k = 2,
   gshard_second = 3,
   init = 4,      ///< weight initialisation helpers
+  sampling = 5,  ///< next-token sampling in generation
   user = 0x100,  ///< first stream free for user code
 };
 

@@ -18,9 +18,11 @@ namespace presets {
 
 /// Mixtral-8x7B's sparse block (HF MixtralSparseMoeBlock): top-2 of 8,
 /// softmax renormalised over the two, SwiGLU experts, dropless; aux loss
-/// counted over both slots with Mixtral-8x7B's router_aux_loss_coef 0.02.
-struct Mixtral {
-  using router = Router<TopK<2>, NoNoise, SoftmaxThenTopK>;
+/// counted over every slot with Mixtral-8x7B's router_aux_loss_coef 0.02.
+/// MixtralTopK<K> is the same block with another num_experts_per_tok.
+template <int K>
+struct MixtralTopK {
+  using router = Router<TopK<K>, NoNoise, SoftmaxThenTopK>;
   using expert = Expert<SwiGLU>;
   using capacity = Dropless;
   using loss = SwitchBalanceLoss;
@@ -28,6 +30,7 @@ struct Mixtral {
   static capacity make_capacity() { return {}; }
   static loss make_loss() { return {.alpha = 0.02f, .counting = SlotCounting::every_slot}; }
 };
+using Mixtral = MixtralTopK<2>;
 
 /// Switch Transformer (Fedus et al. 2021): top-1, p_max as the weight,
 /// jitter 1e-2 in training, capacity factor 1.25 train / 2.0 eval, ReLU

@@ -1,0 +1,127 @@
+#pragma once
+/// \file checkpoint.hpp
+/// A Hugging Face checkpoint folder: its tensors, wherever they are stored.
+///
+/// Two layouts exist:
+///   model.safetensors                          one file holds every tensor
+///   model.safetensors.index.json               {"weight_map": {tensor: shard}}
+///   model-00001-of-0000N.safetensors ...       the shards it names
+/// Every file is mapped (no copy) and validated on open. For a sharded
+/// folder the index and the shards must agree exactly: each tensor sits in
+/// the shard the index names, no shard holds a tensor the index does not
+/// list, no tensor is stored twice.
+
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "moe/core/error.hpp"
+#include "moe/io/safetensors.hpp"
+
+namespace moe::io {
+
+/// Reads a whole JSON file, naming the file in every error.
+inline nlohmann::json read_json(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  detail::require(bool(in), ErrorCode::bad_file, path.string(), ": cannot open");
+  try {
+    return nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(ErrorCode::bad_file, detail::cat(path.string(), ": not valid JSON (", e.what(), ")"));
+  }
+}
+
+class Checkpoint {
+ public:
+  static constexpr std::string_view single_file = "model.safetensors";
+  static constexpr std::string_view index_file = "model.safetensors.index.json";
+
+  explicit Checkpoint(const std::filesystem::path& dir) : dir_(dir) {
+    namespace fs = std::filesystem;
+    detail::require(fs::is_directory(dir), ErrorCode::bad_file, dir.string(), ": not a checkpoint folder (",
+                    fs::exists(dir) ? "not a directory" : "does not exist", ")");
+    if (fs::exists(dir / index_file)) {
+      open_sharded();
+    } else {
+      detail::require(fs::exists(dir / single_file), ErrorCode::bad_file, dir.string(), ": holds neither ",
+                      single_file, " nor ", index_file);
+      open_file(dir / single_file);
+    }
+  }
+
+  const std::filesystem::path& dir() const noexcept { return dir_; }
+  std::size_t file_count() const noexcept { return files_.size(); }
+
+  /// Every tensor name, sorted.
+  std::vector<std::string> names() const {
+    std::vector<std::string> n;
+    for (const auto& [name, view] : tensors_) n.push_back(name);
+    return n;
+  }
+  const TensorView* find(std::string_view name) const {
+    const auto it = tensors_.find(std::string(name));
+    return it == tensors_.end() ? nullptr : it->second;
+  }
+  const TensorView& tensor(std::string_view name) const {
+    const TensorView* t = find(name);
+    detail::require(t != nullptr, ErrorCode::bad_file, dir_.string(), ": no tensor named '", name, "'");
+    return *t;
+  }
+  /// Bytes of tensor data over all files (what index.json calls total_size).
+  std::size_t tensor_bytes() const {
+    std::size_t n = 0;
+    for (const auto& [name, view] : tensors_) n += view->nbytes;
+    return n;
+  }
+
+ private:
+  const SafeTensors& open_file(const std::filesystem::path& path) {
+    files_.push_back(std::make_unique<SafeTensors>(path));
+    const SafeTensors& f = *files_.back();
+    for (const TensorView& t : f.tensors()) {
+      const auto [it, inserted] = tensors_.emplace(t.name, &t);
+      detail::require(inserted, ErrorCode::bad_file, dir_.string(), ": tensor '", t.name, "' is stored twice (in ",
+                      it->second->file, " and ", t.file, ")");
+    }
+    return f;
+  }
+
+  void open_sharded() {
+    const std::filesystem::path index_path = dir_ / index_file;
+    const nlohmann::json index = read_json(index_path);
+    detail::require(index.is_object() && index.contains("weight_map") && index["weight_map"].is_object(),
+                    ErrorCode::bad_file, index_path.string(), ": expected an object with a \"weight_map\" object");
+    std::map<std::string, std::set<std::string>> by_shard;  // shard file -> tensors the index puts there
+    for (const auto& [tensor, shard] : index["weight_map"].items()) {
+      detail::require(shard.is_string(), ErrorCode::bad_file, index_path.string(), ": weight_map entry '", tensor,
+                      "' is not a file name");
+      const std::string file = shard.get<std::string>();
+      detail::require(std::filesystem::path(file).filename() == file, ErrorCode::bad_file, index_path.string(),
+                      ": weight_map entry '", tensor, "' names '", file, "', expected a file in the same folder");
+      by_shard[file].insert(tensor);
+    }
+    detail::require(!by_shard.empty(), ErrorCode::bad_file, index_path.string(), ": weight_map is empty");
+    for (const auto& [file, listed] : by_shard) {
+      const SafeTensors& f = open_file(dir_ / file);
+      for (const std::string& name : listed)
+        detail::require(f.contains(name), ErrorCode::bad_file, index_path.string(), ": says tensor '", name,
+                        "' is in ", file, ", which does not hold it");
+      for (const TensorView& t : f.tensors())
+        detail::require(listed.count(t.name) > 0, ErrorCode::bad_file, f.path().string(), ": holds tensor '", t.name,
+                        "', which ", index_file, " does not list for this shard");
+    }
+  }
+
+  std::filesystem::path dir_;
+  std::vector<std::unique_ptr<SafeTensors>> files_;  // stable addresses: tensors_ points into them
+  std::map<std::string, const TensorView*> tensors_;
+};
+
+}  // namespace moe::io

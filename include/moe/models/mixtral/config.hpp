@@ -1,0 +1,161 @@
+#pragma once
+/// \file config.hpp
+/// Mixtral's hyper-parameters, read from a Hugging Face config.json.
+///
+/// The sizes must be present; the rest default as in transformers'
+/// MixtralConfig. Every value is checked for type and range, and every
+/// error names the file and the key, so a wrong config is caught before
+/// any tensor is read.
+
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+
+#include "moe/core/error.hpp"
+#include "moe/core/types.hpp"
+#include "moe/io/checkpoint.hpp"
+
+namespace moe::mixtral {
+
+struct Config {
+  index_t vocab_size = 0;
+  index_t hidden_size = 0;        ///< H, the residual stream width
+  index_t intermediate_size = 0;  ///< F, each expert's hidden width
+  index_t num_layers = 0;
+  index_t num_heads = 0;               ///< query heads
+  index_t num_kv_heads = 0;            ///< key/value heads (grouped-query attention)
+  index_t head_dim = 0;                ///< explicit in config.json, or hidden_size / num_heads
+  index_t num_experts = 0;             ///< num_local_experts
+  index_t experts_per_token = 0;       ///< k of top-k
+  double rms_norm_eps = 1e-5;
+  double rope_theta = 1e6;
+  std::optional<index_t> sliding_window;  ///< keys a query may see, itself included; none = full causal
+  index_t max_positions = 131072;         ///< max_position_embeddings: the context limit
+  bool tie_word_embeddings = false;       ///< lm_head is embed_tokens
+  std::optional<DType> dtype;             ///< torch_dtype: the stored weights' dtype, when the config names it
+  std::optional<std::int32_t> bos_token_id;
+  std::optional<std::int32_t> eos_token_id;
+
+  index_t group_size() const noexcept { return num_heads / num_kv_heads; }  ///< query heads per kv head
+  index_t q_width() const noexcept { return num_heads * head_dim; }
+  index_t kv_width() const noexcept { return num_kv_heads * head_dim; }
+};
+
+namespace detail {
+
+using moe::detail::cat;
+using moe::detail::require;
+
+inline std::string json_text(const nlohmann::json& v) { return v.dump(); }
+
+/// A positive integer under `key`; `fallback` when absent (or an error if none).
+inline index_t positive_int(const nlohmann::json& j, const std::string& file, const char* key,
+                            std::optional<index_t> fallback = std::nullopt) {
+  if (!j.contains(key) || j[key].is_null()) {
+    require(fallback.has_value(), ErrorCode::bad_file, file, ": missing key \"", key, "\" (a positive integer)");
+    return *fallback;
+  }
+  const nlohmann::json& v = j[key];
+  require(v.is_number_integer() && v.get<std::int64_t>() > 0, ErrorCode::bad_file, file, ": \"", key,
+          "\" must be a positive integer, found ", json_text(v));
+  return index_t(v.get<std::int64_t>());
+}
+
+inline double positive_number(const nlohmann::json& j, const std::string& file, const char* key, double fallback) {
+  if (!j.contains(key) || j[key].is_null()) return fallback;
+  const nlohmann::json& v = j[key];
+  require(v.is_number() && v.get<double>() > 0 && std::isfinite(v.get<double>()), ErrorCode::bad_file, file, ": \"",
+          key, "\" must be a positive number, found ", json_text(v));
+  return v.get<double>();
+}
+
+inline std::optional<std::int32_t> token_id(const nlohmann::json& j, const char* key) {
+  // Some configs list several ids; the first is the one generation stops on by default.
+  if (!j.contains(key)) return std::nullopt;
+  const nlohmann::json& v = j[key];
+  if (v.is_number_integer()) return std::int32_t(v.get<std::int64_t>());
+  if (v.is_array() && !v.empty() && v[0].is_number_integer()) return std::int32_t(v[0].get<std::int64_t>());
+  return std::nullopt;
+}
+
+inline DType torch_dtype(const nlohmann::json& v, const std::string& file) {
+  require(v.is_string(), ErrorCode::bad_file, file, ": \"torch_dtype\" must be a string, found ", json_text(v));
+  const std::string s = v.get<std::string>();
+  if (s == "float32") return DType::F32;
+  if (s == "bfloat16") return DType::BF16;
+  if (s == "float16") return DType::F16;
+  throw Error(ErrorCode::unsupported,
+              cat(file, ": torch_dtype \"", s, "\" is not supported (expected float32, bfloat16 or float16)"));
+}
+
+}  // namespace detail
+
+/// Parses and checks a config already read as JSON (`file` names it in errors).
+inline Config parse_config(const nlohmann::json& j, const std::string& file) {
+  using detail::positive_int;
+  using moe::detail::require;
+  require(j.is_object(), ErrorCode::bad_file, file, ": expected a JSON object");
+  if (j.contains("model_type"))
+    require(j["model_type"] == "mixtral", ErrorCode::unsupported, file, ": model_type is ",
+            detail::json_text(j["model_type"]), ", expected \"mixtral\"");
+  if (j.contains("hidden_act"))
+    require(j["hidden_act"] == "silu", ErrorCode::unsupported, file, ": hidden_act is ",
+            detail::json_text(j["hidden_act"]), ", only \"silu\" (SwiGLU experts) is supported");
+  if (j.contains("rope_scaling"))
+    require(j["rope_scaling"].is_null(), ErrorCode::unsupported, file, ": rope_scaling ",
+            detail::json_text(j["rope_scaling"]), " is not supported (plain RoPE only)");
+
+  Config c;
+  c.vocab_size = positive_int(j, file, "vocab_size");
+  c.hidden_size = positive_int(j, file, "hidden_size");
+  c.intermediate_size = positive_int(j, file, "intermediate_size");
+  c.num_layers = positive_int(j, file, "num_hidden_layers");
+  c.num_heads = positive_int(j, file, "num_attention_heads");
+  c.num_kv_heads = positive_int(j, file, "num_key_value_heads", c.num_heads);
+  c.num_experts = positive_int(j, file, "num_local_experts");
+  c.experts_per_token = positive_int(j, file, "num_experts_per_tok", 2);
+  c.max_positions = positive_int(j, file, "max_position_embeddings", 131072);
+  c.rms_norm_eps = detail::positive_number(j, file, "rms_norm_eps", 1e-5);
+  c.rope_theta = detail::positive_number(j, file, "rope_theta", 1e6);
+  if (j.contains("sliding_window") && !j["sliding_window"].is_null())
+    c.sliding_window = positive_int(j, file, "sliding_window");
+  if (j.contains("tie_word_embeddings")) {
+    require(j["tie_word_embeddings"].is_boolean(), ErrorCode::bad_file, file,
+            ": \"tie_word_embeddings\" must be true or false, found ", detail::json_text(j["tie_word_embeddings"]));
+    c.tie_word_embeddings = j["tie_word_embeddings"].get<bool>();
+  }
+  // Newer transformers write "dtype", older ones "torch_dtype".
+  for (const char* key : {"torch_dtype", "dtype"})
+    if (j.contains(key) && !j[key].is_null()) c.dtype = detail::torch_dtype(j[key], file);
+  c.bos_token_id = detail::token_id(j, "bos_token_id");
+  c.eos_token_id = detail::token_id(j, "eos_token_id");
+
+  // head_dim: explicit, or the hidden size split evenly over the heads.
+  if (j.contains("head_dim") && !j["head_dim"].is_null()) {
+    c.head_dim = positive_int(j, file, "head_dim");
+  } else {
+    require(c.hidden_size % c.num_heads == 0, ErrorCode::bad_file, file, ": hidden_size ", c.hidden_size,
+            " is not divisible by num_attention_heads ", c.num_heads, " (and no head_dim is given)");
+    c.head_dim = c.hidden_size / c.num_heads;
+  }
+  require(c.head_dim % 2 == 0, ErrorCode::bad_file, file, ": head_dim ", c.head_dim,
+          " must be even (RoPE rotates pairs of halves)");
+  require(c.num_heads % c.num_kv_heads == 0, ErrorCode::bad_file, file, ": num_attention_heads ", c.num_heads,
+          " is not a multiple of num_key_value_heads ", c.num_kv_heads);
+  require(c.experts_per_token <= c.num_experts, ErrorCode::bad_file, file, ": num_experts_per_tok ",
+          c.experts_per_token, " exceeds num_local_experts ", c.num_experts);
+  return c;
+}
+
+/// Reads `dir`/config.json.
+inline Config load_config(const std::filesystem::path& dir) {
+  const std::filesystem::path path = dir / "config.json";
+  moe::detail::require(std::filesystem::exists(path), ErrorCode::bad_file, dir.string(), ": has no config.json");
+  return parse_config(io::read_json(path), path.string());
+}
+
+}  // namespace moe::mixtral
