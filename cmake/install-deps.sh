@@ -6,6 +6,7 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 packages=(cmake make g++ git
           libeigen3-dev libxsimd-dev nlohmann-json3-dev   # the library's dependencies
+          libcli11-dev libsentencepiece-dev pkg-config      # moe-mixtral: command line, tokenizer
           doctest-dev libbenchmark-dev)                   # tests and benchmarks
 missing=()
 for p in "${packages[@]}"; do

@@ -24,20 +24,22 @@ class SafeTensorsWriter {
  public:
   /// Adds a tensor; its bytes are copied now, so `data` may go away.
   void add(std::string name, DType dtype, std::vector<index_t> shape, const void* data) {
-    detail::require(name != "__metadata__", ErrorCode::invalid_argument,
-                    "SafeTensorsWriter: '__metadata__' is reserved");
-    for (const auto& t : tensors_)
-      detail::require(t.name != name, ErrorCode::invalid_argument, "SafeTensorsWriter: tensor '", name,
-                      "' added twice");
-    index_t n = 1;
-    for (index_t d : shape) {
-      detail::require(d >= 0, ErrorCode::shape_mismatch, "SafeTensorsWriter: tensor '", name,
-                      "' has a negative dimension");
-      n *= d;
-    }
-    Entry e{std::move(name), dtype, std::move(shape), std::vector<unsigned char>(std::size_t(n * size_of(dtype)))};
-    if (!e.bytes.empty()) std::memcpy(e.bytes.data(), data, e.bytes.size());
-    tensors_.push_back(std::move(e));
+    std::vector<unsigned char> bytes(element_count(name, shape) * std::size_t(size_of(dtype)));
+    if (!bytes.empty()) std::memcpy(bytes.data(), data, bytes.size());
+    tensors_.push_back({std::move(name), dtype, std::move(shape), std::move(bytes)});
+  }
+  /// Adds a tensor whose bytes the writer takes over (no copy).
+  void add(std::string name, DType dtype, std::vector<index_t> shape, std::vector<unsigned char>&& bytes) {
+    const std::size_t need = element_count(name, shape) * std::size_t(size_of(dtype));
+    detail::require(bytes.size() == need, ErrorCode::shape_mismatch, "SafeTensorsWriter: tensor '", name, "' needs ",
+                    need, " bytes, got ", bytes.size());
+    tensors_.push_back({std::move(name), dtype, std::move(shape), std::move(bytes)});
+  }
+  /// Bytes of tensor data added so far.
+  std::size_t data_bytes() const noexcept {
+    std::size_t n = 0;
+    for (const auto& t : tensors_) n += t.bytes.size();
+    return n;
   }
   template <class T>
   void add(std::string name, std::vector<index_t> shape, const std::vector<T>& values) {
@@ -79,6 +81,22 @@ class SafeTensorsWriter {
     std::vector<index_t> shape;
     std::vector<unsigned char> bytes;
   };
+  /// Checks a new tensor's name and shape; returns its element count.
+  std::size_t element_count(const std::string& name, const std::vector<index_t>& shape) const {
+    detail::require(name != "__metadata__", ErrorCode::invalid_argument,
+                    "SafeTensorsWriter: '__metadata__' is reserved");
+    for (const auto& t : tensors_)
+      detail::require(t.name != name, ErrorCode::invalid_argument, "SafeTensorsWriter: tensor '", name,
+                      "' added twice");
+    std::size_t n = 1;
+    for (index_t d : shape) {
+      detail::require(d >= 0, ErrorCode::shape_mismatch, "SafeTensorsWriter: tensor '", name,
+                      "' has a negative dimension");
+      n *= std::size_t(d);
+    }
+    return n;
+  }
+
   std::vector<Entry> tensors_;
   std::map<std::string, std::string> metadata_;
 };

@@ -24,6 +24,35 @@ inline Matrix random_normal_matrix(index_t rows, index_t cols, std::uint64_t see
   return m;
 }
 
+namespace detail {
+/// Stores one float as `dtype` (F32, BF16 or F16, rounded to nearest even).
+inline void store_as(DType dtype, float v, unsigned char* dst) noexcept {
+  if (dtype == DType::F32) std::memcpy(dst, &v, 4);
+  if (dtype == DType::BF16) {
+    const Eigen::bfloat16 h(v);
+    std::memcpy(dst, &h, 2);
+  }
+  if (dtype == DType::F16) {
+    const Eigen::half h(v);
+    std::memcpy(dst, &h, 2);
+  }
+}
+
+/// The bytes of a [rows, cols] matrix of N(0, 1/cols) values in `dtype`:
+/// element (r, c) depends only on (seed, id, r, c).
+inline std::vector<unsigned char> random_weight_bytes(DType dtype, index_t rows, index_t cols, std::uint64_t seed,
+                                                      std::uint64_t id) {
+  const std::size_t width = std::size_t(size_of(dtype));
+  std::vector<unsigned char> bytes(std::size_t(rows * cols) * width);
+  const float scale = 1.0f / std::sqrt(float(cols));
+  for (index_t r = 0; r < rows; ++r)
+    for (index_t c = 0; c < cols; ++c)
+      store_as(dtype, scale * normal({seed, id}, RngStream::init, std::uint64_t(r), std::uint64_t(c)),
+               bytes.data() + std::size_t(r * cols + c) * width);
+  return bytes;
+}
+}  // namespace detail
+
 class WeightStore {
  public:
   /// Random weights: N(0, 1/d_in) for every matrix (variance-preserving, so
@@ -71,22 +100,8 @@ class WeightStore {
   };
 
   int add(DType dtype, index_t rows, index_t cols, std::uint64_t seed, std::uint64_t id) {
-    Tensor t{std::vector<unsigned char>(std::size_t(rows * cols * size_of(dtype))), dtype, rows, cols};
-    const float scale = 1.0f / std::sqrt(float(cols));
-    for (index_t r = 0; r < rows; ++r)
-      for (index_t c = 0; c < cols; ++c) {
-        const float v = scale * normal({seed, id}, RngStream::init, std::uint64_t(r), std::uint64_t(c));
-        const std::size_t i = std::size_t(r * cols + c);
-        if (dtype == DType::F32) std::memcpy(t.bytes.data() + 4 * i, &v, 4);
-        if (dtype == DType::BF16) store16(t.bytes.data() + 2 * i, Eigen::bfloat16(v));
-        if (dtype == DType::F16) store16(t.bytes.data() + 2 * i, Eigen::half(v));
-      }
-    tensors_.push_back(std::move(t));
+    tensors_.push_back({detail::random_weight_bytes(dtype, rows, cols, seed, id), dtype, rows, cols});
     return int(tensors_.size()) - 1;
-  }
-  template <class H>
-  static void store16(unsigned char* dst, H h) {
-    std::memcpy(dst, &h, 2);
   }
 
   WeightMatrix matrix(int i) const {

@@ -16,3 +16,4 @@
 #include "moe/models/mixtral/rope.hpp"
 #include "moe/models/mixtral/sampler.hpp"
 #include "moe/models/mixtral/weights.hpp"
+#include "moe/models/mixtral/random_checkpoint.hpp"

@@ -151,9 +151,40 @@ inline Config parse_config(const nlohmann::json& j, const std::string& file) {
   return c;
 }
 
+/// The config.json that describes `c` (the keys transformers writes).
+inline nlohmann::json to_json(const Config& c) {
+  nlohmann::json j = {{"architectures", {"MixtralForCausalLM"}},
+                      {"model_type", "mixtral"},
+                      {"vocab_size", c.vocab_size},
+                      {"hidden_size", c.hidden_size},
+                      {"intermediate_size", c.intermediate_size},
+                      {"num_hidden_layers", c.num_layers},
+                      {"num_attention_heads", c.num_heads},
+                      {"num_key_value_heads", c.num_kv_heads},
+                      {"head_dim", c.head_dim},
+                      {"num_local_experts", c.num_experts},
+                      {"num_experts_per_tok", c.experts_per_token},
+                      {"hidden_act", "silu"},
+                      {"max_position_embeddings", c.max_positions},
+                      {"rms_norm_eps", c.rms_norm_eps},
+                      {"rope_theta", c.rope_theta},
+                      {"sliding_window", nullptr},
+                      {"tie_word_embeddings", c.tie_word_embeddings},
+                      {"router_aux_loss_coef", 0.02},
+                      {"use_cache", true}};
+  if (c.sliding_window) j["sliding_window"] = *c.sliding_window;
+  if (c.dtype) j["torch_dtype"] = *c.dtype == DType::F32 ? "float32" : *c.dtype == DType::BF16 ? "bfloat16" : "float16";
+  if (c.bos_token_id) j["bos_token_id"] = *c.bos_token_id;
+  if (c.eos_token_id) j["eos_token_id"] = *c.eos_token_id;
+  return j;
+}
+
 /// Reads `dir`/config.json.
 inline Config load_config(const std::filesystem::path& dir) {
   const std::filesystem::path path = dir / "config.json";
+  moe::detail::require(std::filesystem::is_directory(dir), ErrorCode::bad_file, dir.string(),
+                       ": not a checkpoint folder (", std::filesystem::exists(dir) ? "not a directory" : "does not exist",
+                       ")");
   moe::detail::require(std::filesystem::exists(path), ErrorCode::bad_file, dir.string(), ": has no config.json");
   return parse_config(io::read_json(path), path.string());
 }

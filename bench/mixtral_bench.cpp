@@ -1,0 +1,140 @@
+// The Mixtral decoder end to end: prefill and decode tokens/s on a
+// Mixtral-shaped model scaled to this machine (hidden 1024, 8 experts top-2,
+// expert width 3584, 4 layers, 8 query / 2 kv heads of 128, vocab 32000),
+// with bf16 and fp32 weights, made by moe's own checkpoint writer.
+//
+//   build/default/bin/moe-mixtral-bench --benchmark_counters_tabular=true
+//
+// Decode is memory-bound: each token reads the attention weights, the router
+// and its k experts of every layer, and lm_head. `bytes/token` counts them;
+// `GB/s` = bytes/token × tokens/s is the weight traffic the decoder achieved
+// and `of_peak` divides it by the read bandwidth BM_memory_read measures in
+// the same run (all threads summing a 1 GiB buffer).
+#include <benchmark/benchmark.h>
+
+#include <moe/moe.hpp>
+
+#include <chrono>
+#include <filesystem>
+#include <thread>
+
+namespace mx = moe::mixtral;
+namespace fs = std::filesystem;
+
+namespace {
+
+mx::Config bench_config(moe::DType dtype) {
+  mx::Config c;
+  c.vocab_size = 32000;
+  c.hidden_size = 1024;
+  c.intermediate_size = 3584;
+  c.num_layers = 4;
+  c.num_heads = 8;
+  c.num_kv_heads = 2;
+  c.head_dim = 128;
+  c.num_experts = 8;
+  c.experts_per_token = 2;
+  c.max_positions = 4096;
+  c.dtype = dtype;
+  return c;
+}
+
+/// The checkpoint folder for `dtype`, written on first use (seeded: the same
+/// bytes every time) and reused by later runs.
+fs::path checkpoint(moe::DType dtype) {
+  const fs::path dir = fs::path(MOE_BENCH_DIR) / ("mixtral-bench-" + std::string(moe::name(dtype)));
+  if (!fs::exists(dir / "config.json")) mx::write_random_checkpoint(dir, bench_config(dtype), 1);
+  return dir;
+}
+
+const mx::Model<>& model(moe::DType dtype) {
+  static const mx::Model<> f32(checkpoint(moe::DType::F32)), bf16(checkpoint(moe::DType::BF16));
+  return dtype == moe::DType::F32 ? f32 : bf16;
+}
+
+std::vector<std::int32_t> prompt(moe::index_t n) {
+  std::vector<std::int32_t> ids;
+  for (moe::index_t i = 0; i < n; ++i) ids.push_back(std::int32_t((i * 7919 + 13) % 32000));
+  return ids;
+}
+
+/// Weight bytes one decoded token reads: per layer q, k, v, o, the router
+/// and k experts (top-k distinct experts), then lm_head and an embedding row.
+double bytes_per_token(const mx::Config& c) {
+  const double b = double(moe::size_of(*c.dtype)), H = double(c.hidden_size), F = double(c.intermediate_size);
+  const double attention = H * double(c.q_width()) * 2 + H * double(c.kv_width()) * 2;
+  const double experts = double(c.experts_per_token) * 3 * H * F;
+  const double per_layer = attention + double(c.num_experts) * H + experts;
+  return b * (double(c.num_layers) * per_layer + double(c.vocab_size) * H + H);
+}
+
+double measured_read_bandwidth = 0;  // bytes/s, set by BM_memory_read
+
+void BM_prefill(benchmark::State& state, moe::DType dtype) {
+  const mx::Model<>& m = model(dtype);
+  const auto ids = prompt(state.range(0));
+  for (auto _ : state) {
+    mx::KvCache cache = m.new_cache();
+    benchmark::DoNotOptimize(m.forward(ids, cache, mx::Logits::last).logits.data());
+  }
+  state.counters["tokens/s"] =
+      benchmark::Counter(double(ids.size()), benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void BM_decode(benchmark::State& state, moe::DType dtype) {
+  const mx::Model<>& m = model(dtype);
+  mx::KvCache cache = m.new_cache();
+  const auto ids = prompt(state.range(0));
+  mx::StepOutput step = m.forward(ids, cache, mx::Logits::last);  // the prompt, not timed
+  for (auto _ : state) {
+    if (cache.next_position() + 1 >= m.config().max_positions) state.SkipWithError("context full");
+    const std::int32_t next = mx::argmax({step.logits.data(), std::size_t(m.config().vocab_size)});
+    step = m.forward(std::span(&next, 1), cache, mx::Logits::last);
+  }
+  const double bytes = bytes_per_token(m.config());
+  state.counters["tokens/s"] = benchmark::Counter(1.0, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["bytes/token"] = bytes;
+  state.counters["GB/s"] = benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  if (measured_read_bandwidth > 0)
+    state.counters["of_peak"] = benchmark::Counter(bytes / measured_read_bandwidth,
+                                                   benchmark::Counter::kIsIterationInvariantRate);
+}
+
+/// The machine's read bandwidth: every thread sums its share of 1 GiB.
+void BM_memory_read(benchmark::State& state) {
+  const std::size_t n = std::size_t(1) << 28;  // floats = 1 GiB
+  static std::vector<float> data(n, 1.0f);
+  const unsigned threads = std::max(1u, std::thread::hardware_concurrency());
+  std::vector<double> sums(threads);
+  double best = 1e30;
+  for (auto _ : state) {
+    const auto t0 = std::chrono::steady_clock::now();
+    std::vector<std::thread> pool;
+    for (unsigned t = 0; t < threads; ++t)
+      pool.emplace_back([&, t] {
+        const std::size_t begin = n / threads * t, end = t + 1 == threads ? n : n / threads * (t + 1);
+        float acc[16] = {};
+        for (std::size_t i = begin; i + 16 <= end; i += 16)
+          for (int j = 0; j < 16; ++j) acc[j] += data[i + std::size_t(j)];
+        double s = 0;
+        for (float a : acc) s += a;
+        sums[t] = s;
+      });
+    for (auto& p : pool) p.join();
+    benchmark::DoNotOptimize(sums.data());
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  const double bytes = double(n * sizeof(float));
+  state.counters["GB/s"] = benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  measured_read_bandwidth = bytes / best;  // the best pass: the ceiling decode is compared with
+}
+
+}  // namespace
+
+BENCHMARK(BM_memory_read)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_prefill, bf16, moe::DType::BF16)->Arg(128)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_prefill, f32, moe::DType::F32)->Arg(128)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_decode, bf16, moe::DType::BF16)->Arg(32)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_decode, f32, moe::DType::F32)->Arg(32)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+BENCHMARK_MAIN();

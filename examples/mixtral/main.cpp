@@ -1,0 +1,303 @@
+// moe-mixtral: run a Hugging Face Mixtral checkpoint folder.
+//
+//   moe-mixtral make-tiny --out DIR [--seed S] [--dtype bf16|f32|f16] [--shards N]
+//   moe-mixtral generate --model DIR (--prompt TEXT | --tokens 1,2,3) [--max-new N]
+//                        [--temperature T] [--top-k K] [--top-p P] [--seed S]
+//   moe-mixtral logits --model DIR --tokens 1,2,3 --out FILE.safetensors [--greedy N]
+//   moe-mixtral info --model DIR
+//
+// Text goes in and out through the folder's tokenizer.model when there is
+// one (and this program was built with SentencePiece); token ids otherwise.
+#include <moe/moe.hpp>
+
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#ifdef MOE_HAVE_SENTENCEPIECE
+#include <moe/text/sentencepiece.hpp>
+#include <sentencepiece_trainer.h>
+#endif
+
+namespace fs = std::filesystem;
+namespace mx = moe::mixtral;
+
+namespace {
+
+std::vector<std::int32_t> parse_tokens(const std::string& list) {
+  std::vector<std::int32_t> ids;
+  std::stringstream in(list);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    std::size_t used = 0;
+    long long v = 0;
+    try {
+      v = std::stoll(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    moe::detail::require(used == item.size() && !item.empty() && v >= INT32_MIN && v <= INT32_MAX,
+                         moe::ErrorCode::invalid_argument, "--tokens: '", item,
+                         "' is not a token id (expected comma-separated integers, e.g. 1,2,3)");
+    ids.push_back(std::int32_t(v));
+  }
+  moe::detail::require(!ids.empty(), moe::ErrorCode::invalid_argument, "--tokens: no token ids given");
+  return ids;
+}
+
+std::string join(const std::vector<std::int32_t>& ids) {
+  std::string s;
+  for (std::size_t i = 0; i < ids.size(); ++i) s += (i ? "," : "") + std::to_string(ids[i]);
+  return s;
+}
+
+moe::DType parse_dtype(const std::string& s) {
+  if (s == "f32" || s == "float32") return moe::DType::F32;
+  if (s == "bf16" || s == "bfloat16") return moe::DType::BF16;
+  if (s == "f16" || s == "float16") return moe::DType::F16;
+  throw moe::Error(moe::ErrorCode::invalid_argument, "--dtype: expected f32, bf16 or f16, got '" + s + "'");
+}
+
+// ---- make-tiny ------------------------------------------------------------------
+
+// What the built-in tokenizer learns from: enough text for a few hundred
+// pieces, and a fair description of what this model is.
+constexpr const char* tiny_corpus = R"(A mixture of experts layer replaces the dense feed forward network of a transformer.
+A router looks at each token and sends it to two of eight experts.
+The experts are small feed forward networks; each token is processed by the experts it was sent to.
+The outputs of the experts are weighted by the router's softmax over the chosen logits and added up.
+Mixtral uses eight experts and two experts per token, with grouped query attention and rotary position embeddings.
+Switch Transformers route each token to one expert, and drop tokens when an expert is over its capacity.
+The load balancing loss keeps the router from sending every token to the same expert.
+This tiny model has random weights, so the text it writes is noise, but every step of the computation is real.
+The quick brown fox jumps over the lazy dog. Numbers: 0 1 2 3 4 5 6 7 8 9 10 100 1000.
+)";
+
+#ifdef MOE_HAVE_SENTENCEPIECE
+/// Trains a small BPE tokenizer into dir/tokenizer.model (no byte fallback:
+/// every piece a random model picks is printable text).
+void train_tiny_tokenizer(const fs::path& dir, int vocab_size) {
+  const fs::path corpus = dir / "tokenizer-corpus.txt";
+  {
+    std::ofstream out(corpus);
+    for (int i = 0; i < 4; ++i) out << tiny_corpus;
+  }
+  const std::string args = moe::detail::cat(
+      "--input=", corpus.string(), " --model_prefix=", (dir / "tokenizer").string(), " --vocab_size=", vocab_size,
+      " --model_type=bpe --character_coverage=1.0 --num_threads=1 --hard_vocab_limit=false",
+      " --unk_id=0 --bos_id=1 --eos_id=2 --pad_id=-1 --minloglevel=2");
+  const auto status = sentencepiece::SentencePieceTrainer::Train(args);
+  fs::remove(corpus);
+  fs::remove(dir / "tokenizer.vocab");
+  moe::detail::require(status.ok(), moe::ErrorCode::bad_file, "training the tiny tokenizer failed: ", status.ToString());
+}
+#endif
+
+int make_tiny(const fs::path& out, std::uint64_t seed, const std::string& dtype, int shards, bool tokenizer) {
+  fs::create_directories(out);
+  mx::Config c = mx::tiny_config();
+  c.dtype = parse_dtype(dtype);
+#ifdef MOE_HAVE_SENTENCEPIECE
+  if (tokenizer) {
+    train_tiny_tokenizer(out, 512);
+    c.vocab_size = moe::text::SentencePiece(out / "tokenizer.model").vocab_size();
+  }
+#else
+  if (tokenizer) std::cerr << "moe-mixtral: built without SentencePiece; writing no tokenizer (token ids only)\n";
+  tokenizer = false;
+#endif
+  if (!tokenizer) fs::remove(out / "tokenizer.model");
+  mx::write_random_checkpoint(out, c, seed, shards);
+  std::printf("wrote %s: Mixtral-style, vocab %lld, hidden %lld, %lld layers, %lld experts top-%lld, %s, seed %llu%s\n",
+              out.string().c_str(), (long long)c.vocab_size, (long long)c.hidden_size, (long long)c.num_layers,
+              (long long)c.num_experts, (long long)c.experts_per_token, std::string(moe::name(*c.dtype)).c_str(),
+              (unsigned long long)seed, tokenizer ? ", with tokenizer.model" : "");
+  return 0;
+}
+
+// ---- generate / logits ------------------------------------------------------------
+
+struct RunOptions {
+  fs::path model;
+  std::optional<std::string> prompt;
+  std::optional<std::string> tokens;
+  std::string backend = "cpu";
+  int threads = 0;
+  bool no_bos = false;
+};
+
+template <class Fn>
+int with_model(const RunOptions& o, Fn&& fn) {
+  if (o.backend == "reference") return fn(mx::Model<moe::backend::Reference>(o.model));
+  moe::detail::require(o.backend == "cpu", moe::ErrorCode::invalid_argument, "--backend: expected cpu or reference, got '",
+                       o.backend, "'");
+  moe::backend::Cpu<> cpu = o.threads > 0 ? moe::backend::Cpu<>(o.threads) : moe::backend::Cpu<>();
+  return fn(mx::Model<moe::backend::Cpu<>>(o.model, cpu));
+}
+
+int generate(const RunOptions& o, const mx::GenerateOptions& g) {
+  return with_model(o, [&](const auto& model) {
+    const mx::Config& c = model.config();
+    std::vector<std::int32_t> prompt;
+#ifdef MOE_HAVE_SENTENCEPIECE
+    std::optional<moe::text::SentencePiece> sp;
+    if (fs::exists(o.model / "tokenizer.model")) sp.emplace(o.model / "tokenizer.model");
+#endif
+    if (o.tokens) {
+      prompt = parse_tokens(*o.tokens);
+    } else {
+#ifdef MOE_HAVE_SENTENCEPIECE
+      moe::detail::require(sp.has_value(), moe::ErrorCode::invalid_argument, o.model.string(),
+                           ": has no tokenizer.model; give --tokens instead of --prompt");
+      prompt = sp->encode(*o.prompt, !o.no_bos);
+#else
+      throw moe::Error(moe::ErrorCode::unsupported,
+                       "--prompt needs SentencePiece, which this build lacks; give --tokens instead");
+#endif
+    }
+    mx::GenerateOptions opts = g;
+    if (opts.stop_tokens.empty() && c.eos_token_id) opts.stop_tokens.push_back(*c.eos_token_id);
+
+    std::function<void(std::int32_t)> print = [first = true](std::int32_t id) mutable {
+      std::printf("%s%d", first ? "" : ",", id);
+      first = false;
+      std::fflush(stdout);
+    };
+#ifdef MOE_HAVE_SENTENCEPIECE
+    std::optional<moe::text::StreamDecoder> stream;
+    if (sp) {
+      stream.emplace(*sp);
+      std::printf("%s", sp->decode(prompt).c_str());
+      print = [&](std::int32_t id) {
+        std::printf("%s", stream->push(id).c_str());
+        std::fflush(stdout);
+      };
+    }
+#endif
+    if (o.tokens || !o.prompt) std::printf("prompt ids: %s\ngenerated ids: ", join(prompt).c_str());
+    const mx::GenerateResult r = mx::generate(model, prompt, opts, print);
+    std::printf("\n\n");
+    const char* why = r.end == mx::GenerateResult::End::stop_token     ? "stop token"
+                      : r.end == mx::GenerateResult::End::context_full ? "context full"
+                                                                       : "max-new reached";
+    std::printf("%zu new tokens (%s); backend %s\n", r.tokens.size(), why, std::string(model.backend().name()).c_str());
+    std::printf("prefill: %lld tokens in %.3f s = %.1f tokens/s\n", (long long)r.prompt_tokens, r.prefill_seconds,
+                r.prefill_tokens_per_second());
+    std::printf("decode:  %zu tokens in %.3f s = %.1f tokens/s\n", r.tokens.size() > 0 ? r.tokens.size() - 1 : 0,
+                r.decode_seconds, r.decode_tokens_per_second());
+    std::printf("experts used per layer (tokens routed to expert 0..%lld, prompt and generated):\n",
+                (long long)c.num_experts - 1);
+    for (std::size_t l = 0; l < r.expert_tokens.size(); ++l) {
+      std::printf("  layer %2zu:", l);
+      for (moe::index_t n : r.expert_tokens[l]) std::printf(" %4lld", (long long)n);
+      std::printf("\n");
+    }
+    return 0;
+  });
+}
+
+int logits(const RunOptions& o, const fs::path& out, int greedy) {
+  moe::detail::require(o.tokens.has_value(), moe::ErrorCode::invalid_argument, "logits: --tokens is required");
+  moe::detail::require(greedy >= 0, moe::ErrorCode::invalid_argument, "--greedy: expected >= 0, got ", greedy);
+  const std::vector<std::int32_t> ids = parse_tokens(*o.tokens);
+  return with_model(o, [&](const auto& model) {
+    const moe::index_t V = model.config().vocab_size;
+    mx::KvCache cache = model.new_cache();
+    const mx::StepOutput prefill = model.forward(ids, cache, mx::Logits::all);
+    std::vector<std::int32_t> greedy_ids;
+    moe::Matrix last = prefill.logits.bottomRows(1);
+    for (int i = 0; i < greedy; ++i) {
+      greedy_ids.push_back(mx::argmax({last.data(), std::size_t(V)}));
+      if (i + 1 < greedy) last = model.forward(std::span(&greedy_ids.back(), 1), cache, mx::Logits::last).logits;
+    }
+    moe::io::SafeTensorsWriter w;
+    w.set_metadata("producer", "moe-mixtral logits");
+    w.set_metadata("input_ids", join(ids));
+    w.add("logits", moe::DType::F32, {moe::index_t(ids.size()), V}, prefill.logits.data());
+    w.add("greedy_ids", {moe::index_t(greedy_ids.size())}, greedy_ids);
+    w.write(out);
+    std::printf("wrote %s: logits [%zu, %lld], greedy_ids [%zu] = %s\n", out.string().c_str(), ids.size(),
+                (long long)V, greedy_ids.size(), join(greedy_ids).c_str());
+    return 0;
+  });
+}
+
+int info(const RunOptions& o) {
+  return with_model(o, [&](const auto& model) {
+    const mx::Config& c = model.config();
+    std::cout << mx::to_json(c).dump(2) << "\n";
+    std::printf("files: %zu, weight bytes: %zu (%.1f MiB)\n", model.checkpoint().file_count(), model.weight_bytes(),
+                double(model.weight_bytes()) / (1 << 20));
+    return 0;
+  });
+}
+
+}  // namespace
+
+int main(int argc, char** argv) try {
+  CLI::App app{"moe-mixtral: run Hugging Face Mixtral checkpoints with the moe library"};
+  app.require_subcommand(1);
+
+  RunOptions run;
+  mx::GenerateOptions gen;
+  const auto add_model = [&](CLI::App* cmd) {
+    cmd->add_option("--model", run.model, "checkpoint folder (config.json + safetensors)")->required();
+    cmd->add_option("--backend", run.backend, "cpu (default) or reference");
+    cmd->add_option("--threads", run.threads, "threads for the cpu backend (default: all)");
+  };
+
+  std::string tiny_out, dtype = "bf16";
+  std::uint64_t tiny_seed = 0;
+  int shards = 1;
+  bool no_tokenizer = false;
+  CLI::App* tiny = app.add_subcommand("make-tiny", "write the built-in tiny Mixtral checkpoint (random weights)");
+  tiny->add_option("--out", tiny_out, "folder to write")->required();
+  tiny->add_option("--seed", tiny_seed, "weight seed");
+  tiny->add_option("--dtype", dtype, "bf16 (default), f32 or f16");
+  tiny->add_option("--shards", shards, "number of safetensors shards")->check(CLI::PositiveNumber);
+  tiny->add_flag("--no-tokenizer", no_tokenizer, "token ids only (no tokenizer.model)");
+
+  CLI::App* g = app.add_subcommand("generate", "continue a prompt, streaming the new tokens");
+  add_model(g);
+  auto* prompt = g->add_option("--prompt", run.prompt, "text (needs tokenizer.model in the folder)");
+  g->add_option("--tokens", run.tokens, "prompt as token ids: 1,2,3")->excludes(prompt);
+  g->add_option("--max-new", gen.max_new_tokens, "tokens to generate")->check(CLI::NonNegativeNumber);
+  g->add_option("--temperature", gen.sampling.temperature, "0 = greedy (default)");
+  g->add_option("--top-k", gen.sampling.top_k, "sample among the k most likely (0 = all)");
+  g->add_option("--top-p", gen.sampling.top_p, "nucleus mass (1 = all)");
+  g->add_option("--seed", gen.sampling.seed, "sampling seed");
+  g->add_option("--stop", gen.stop_tokens, "stop token ids (default: the config's eos)")->delimiter(',');
+  g->add_flag("--no-bos", run.no_bos, "do not put BOS before the prompt text");
+
+  std::string out;
+  int greedy = 0;
+  CLI::App* l = app.add_subcommand("logits", "write the logits of every position (and a greedy continuation)");
+  add_model(l);
+  l->add_option("--tokens", run.tokens, "token ids: 1,2,3")->required();
+  l->add_option("--out", out, "output .safetensors (tensors logits [S, V] and greedy_ids [N])")->required();
+  l->add_option("--greedy", greedy, "greedy tokens to decode with the KV cache");
+
+  CLI::App* i = app.add_subcommand("info", "check a checkpoint folder and print its config");
+  add_model(i);
+
+  CLI11_PARSE(app, argc, argv);
+  if (g->parsed()) {
+    if (!run.prompt && !run.tokens) throw CLI::RequiredError("--prompt or --tokens");
+    return generate(run, gen);
+  }
+  if (l->parsed()) return logits(run, out, greedy);
+  if (i->parsed()) return info(run);
+  return make_tiny(tiny_out, tiny_seed, dtype, shards, !no_tokenizer);
+} catch (const CLI::Error& e) {
+  std::cerr << "moe-mixtral: " << e.what() << "\n";
+  return 2;
+} catch (const std::exception& e) {
+  std::cerr << "moe-mixtral: " << e.what() << "\n";
+  return 1;
+}

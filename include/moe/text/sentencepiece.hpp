@@ -1,0 +1,97 @@
+#pragma once
+/// \file sentencepiece.hpp
+/// Text in and out of a model through SentencePiece, the tokenizer of
+/// Mixtral and Llama checkpoints (their tokenizer.model).
+///
+/// Optional: this header needs libsentencepiece (Debian libsentencepiece-dev)
+/// at link time; nothing else in moe includes it. In CMake, link the
+/// `sentencepiece` pkg-config module (see this project's CMakeLists.txt).
+
+#include <sentencepiece_processor.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "moe/core/error.hpp"
+
+namespace moe::text {
+
+class SentencePiece {
+ public:
+  explicit SentencePiece(const std::filesystem::path& model_file) {
+    const auto status = processor_.Load(model_file.string());
+    moe::detail::require(status.ok(), ErrorCode::bad_file, model_file.string(), ": not a SentencePiece model (",
+                         status.ToString(), ")");
+  }
+
+  std::int32_t vocab_size() const { return processor_.GetPieceSize(); }
+  std::int32_t bos_id() const { return processor_.bos_id(); }  ///< -1 when the model has none
+  std::int32_t eos_id() const { return processor_.eos_id(); }
+
+  /// Token ids of `text`, with BOS first when asked (Mixtral's tokenizer adds it).
+  std::vector<std::int32_t> encode(std::string_view text, bool add_bos = true) const {
+    std::vector<int> ids;
+    const auto status = processor_.Encode(std::string(text), &ids);
+    moe::detail::require(status.ok(), ErrorCode::invalid_argument, "SentencePiece: cannot encode (",
+                         status.ToString(), ")");
+    std::vector<std::int32_t> out;
+    if (add_bos && bos_id() >= 0) out.push_back(bos_id());
+    out.insert(out.end(), ids.begin(), ids.end());
+    return out;
+  }
+
+  /// The text of `ids` (special tokens decode to nothing).
+  std::string decode(std::span<const std::int32_t> ids) const {
+    std::vector<int> v(ids.begin(), ids.end());
+    for (int id : v)
+      moe::detail::require(id >= 0 && id < vocab_size(), ErrorCode::invalid_argument, "SentencePiece: token id ", id,
+                           " is outside the vocabulary [0, ", vocab_size(), ")");
+    std::string text;
+    const auto status = processor_.Decode(v, &text);
+    moe::detail::require(status.ok(), ErrorCode::invalid_argument, "SentencePiece: cannot decode (", status.ToString(),
+                         ")");
+    return text;
+  }
+
+ private:
+  sentencepiece::SentencePieceProcessor processor_;
+};
+
+/// Prints a growing token sequence as text without re-printing: pieces
+/// decode differently in context (the "▁" word marks, byte-fallback
+/// sequences), so the whole sequence is decoded and only the new suffix is
+/// emitted.
+class StreamDecoder {
+ public:
+  explicit StreamDecoder(const SentencePiece& sp) : sp_(sp) {}
+  /// Adds a token; returns the text it completes (may be empty).
+  std::string push(std::int32_t id) {
+    ids_.push_back(id);
+    const std::string text = sp_.decode(ids_);
+    // Hold back output while the text ends in an incomplete UTF-8 sequence.
+    if (text.size() < printed_ || !complete_utf8(text)) return {};
+    std::string fresh = text.substr(printed_);
+    printed_ = text.size();
+    return fresh;
+  }
+
+ private:
+  static bool complete_utf8(const std::string& s) {
+    std::size_t i = s.size(), back = 0;
+    while (i > 0 && back < 4 && (static_cast<unsigned char>(s[i - 1]) & 0xC0) == 0x80) --i, ++back;
+    if (i == 0) return back == 0;
+    const unsigned char lead = static_cast<unsigned char>(s[i - 1]);
+    const std::size_t need = lead < 0x80 ? 0 : lead >= 0xF0 ? 3 : lead >= 0xE0 ? 2 : lead >= 0xC0 ? 1 : 0;
+    return back >= need;
+  }
+
+  const SentencePiece& sp_;
+  std::vector<std::int32_t> ids_;
+  std::size_t printed_ = 0;
+};
+
+}  // namespace moe::text

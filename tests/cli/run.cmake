@@ -1,0 +1,79 @@
+cmake_minimum_required(VERSION 3.23)
+# moe-mixtral end to end: the built-in tiny checkpoint, every golden folder,
+# and every error path the program promises (missing folder, bad config,
+# corrupt file, unknown token ids, a prompt longer than the context).
+# Run: cmake -DMIXTRAL=<moe-mixtral> -DMODELS=<golden/models> -DWORK=<scratch> -P run.cmake
+foreach(var MIXTRAL MODELS WORK)
+  if(NOT ${var})
+    message(FATAL_ERROR "pass -D${var}=...")
+  endif()
+endforeach()
+file(REMOVE_RECURSE "${WORK}")
+file(MAKE_DIRECTORY "${WORK}")
+set(failures "")
+
+# expect(<name> <exit code> <regex the output must match> <args>...)
+function(expect name code regex)
+  execute_process(COMMAND "${MIXTRAL}" ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  set(text "${out}${err}")
+  if(NOT rc EQUAL code OR NOT text MATCHES "${regex}")
+    list(APPEND failures "${name}: exit ${rc} (expected ${code}), output must match '${regex}':\n${text}")
+    set(failures "${failures}" PARENT_SCOPE)
+  else()
+    message(STATUS "ok: ${name}")
+  endif()
+endfunction()
+
+# The built-in default, as the README runs it (sharded here, to cover the writer).
+expect(make-tiny 0 "wrote .*vocab" make-tiny --out "${WORK}/tiny" --shards 2)
+expect(generate-tiny-text 0 "decode: .* tokens/s.*layer  3:" generate --model "${WORK}/tiny" --prompt "Experts" --max-new 8)
+expect(generate-tiny-sampled 0 "8 new tokens" generate --model "${WORK}/tiny" --tokens 1,40,41 --max-new 8
+       --temperature 0.7 --top-k 20 --top-p 0.9 --seed 5 --stop 999999)
+expect(make-tiny-f32-no-tokenizer 0 "F32" make-tiny --out "${WORK}/tiny-f32" --dtype f32 --no-tokenizer)
+expect(prompt-without-tokenizer 1 "has no tokenizer.model; give --tokens" generate --model "${WORK}/tiny-f32" --prompt "hi")
+
+# Every golden checkpoint folder.
+file(GLOB folders LIST_DIRECTORIES true "${MODELS}/*")
+foreach(dir IN LISTS folders)
+  get_filename_component(name "${dir}" NAME)
+  expect(generate-${name} 0 "generated ids: [0-9]+(,[0-9]+)*" generate --model "${dir}" --tokens 1,2,3,4 --max-new 5)
+  expect(logits-${name} 0 "logits \\[4, 257\\], greedy_ids \\[3\\]" logits --model "${dir}" --tokens 1,2,3,4
+         --greedy 3 --out "${WORK}/${name}-logits.safetensors")
+  expect(info-${name} 0 "weight bytes" info --model "${dir}")
+endforeach()
+expect(reference-backend 0 "backend reference" generate --model "${MODELS}/mixtral_tiny_f32" --tokens 5,6 --max-new 2
+       --backend reference)
+
+# Errors: each must say what is wrong and where.
+expect(missing-folder 1 "nowhere: not a checkpoint folder \\(does not exist\\)"
+       generate --model "${WORK}/nowhere" --tokens 1)
+file(MAKE_DIRECTORY "${WORK}/bad-config")
+file(COPY "${MODELS}/mixtral_tiny_f32/model.safetensors" DESTINATION "${WORK}/bad-config")
+file(WRITE "${WORK}/bad-config/config.json" "{\"vocab_size\": 257, \"hidden_size\": ")
+expect(bad-config-json 1 "config.json: not valid JSON" generate --model "${WORK}/bad-config" --tokens 1)
+file(READ "${MODELS}/mixtral_tiny_f32/config.json" config)
+string(REPLACE "\"num_attention_heads\": 4" "\"num_attention_heads\": 3" config "${config}")
+file(WRITE "${WORK}/bad-config/config.json" "${config}")
+expect(bad-config-heads 1 "num_attention_heads 3" generate --model "${WORK}/bad-config" --tokens 1)
+file(MAKE_DIRECTORY "${WORK}/corrupt")
+file(COPY "${MODELS}/mixtral_tiny_f32/config.json" DESTINATION "${WORK}/corrupt")
+file(WRITE "${WORK}/corrupt/model.safetensors" "")
+expect(corrupt-empty-file 1 "model.safetensors: file has 0 bytes" generate --model "${WORK}/corrupt" --tokens 1)
+file(WRITE "${WORK}/corrupt/model.safetensors" "this is not a safetensors file at all")
+expect(corrupt-garbage 1 "model.safetensors: header length [0-9]+ exceeds" generate --model "${WORK}/corrupt" --tokens 1)
+expect(unknown-token 1 "token id 257 at position 1 is outside the vocabulary \\[0, 257\\)"
+       generate --model "${MODELS}/mixtral_tiny_f32" --tokens 3,257)
+expect(not-a-token 1 "'x' is not a token id" generate --model "${MODELS}/mixtral_tiny_f32" --tokens 3,x)
+set(long "1")
+foreach(i RANGE 512)
+  string(APPEND long ",1")
+endforeach()
+expect(prompt-too-long 1 "exceed the model's context of 512" logits --model "${MODELS}/mixtral_tiny_f32" --tokens
+       "${long}" --out "${WORK}/never.safetensors")
+expect(no-prompt 2 "--prompt or --tokens" generate --model "${MODELS}/mixtral_tiny_f32")
+
+if(failures)
+  list(JOIN failures "\n\n" text)
+  message(FATAL_ERROR "moe-mixtral checks failed:\n\n${text}")
+endif()
+message(STATUS "moe-mixtral: all checks passed")

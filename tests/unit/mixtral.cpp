@@ -1,0 +1,349 @@
+// The Mixtral decoder: loading (every error names file, tensor, expected and
+// found), the KV cache (chunked and token-by-token decoding equal one
+// prefill, the rolling window), sampling, backends and threads.
+#include "test_support.hpp"
+
+#include <moe/models/mixtral.hpp>
+
+#include <fstream>
+#include <unistd.h>
+
+using namespace moe;
+using moe::test::max_abs_diff;
+namespace mx = moe::mixtral;
+namespace fs = std::filesystem;
+
+namespace {
+/// f must throw a moe::Error whose message contains `fragment`.
+template <class F>
+void require_error(F&& f, const std::string& fragment) {
+  try {
+    f();
+    FAIL("expected a moe::Error containing '", fragment, "'");
+  } catch (const Error& e) {
+    const std::string message = e.what();
+    CHECK_MESSAGE(message.find(fragment) != std::string::npos, "message '", message, "' lacks '", fragment, "'");
+  }
+}
+
+const fs::path models = fs::path(MOE_TEST_DATA_DIR) / "golden" / "models";
+
+/// A scratch folder removed at scope exit.
+struct TempDir {
+  fs::path path;
+  explicit TempDir(const std::string& name)
+      : path(fs::temp_directory_path() / ("moe-mixtral-test-" + std::to_string(::getpid()) + "-" + name)) {
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~TempDir() { fs::remove_all(path); }
+};
+
+/// Copies a golden checkpoint folder (weights and config) to `dst`.
+void copy_model(const std::string& name, const fs::path& dst) {
+  for (const auto& e : fs::directory_iterator(models / name))
+    if (e.path().filename() != "expected.safetensors")
+      fs::copy_file(e.path(), dst / e.path().filename(), fs::copy_options::overwrite_existing);
+  fs::permissions(dst, fs::perms::owner_all, fs::perm_options::add);
+  for (const auto& e : fs::directory_iterator(dst)) fs::permissions(e.path(), fs::perms::owner_write, fs::perm_options::add);
+}
+
+nlohmann::json read_config(const fs::path& dir) { return io::read_json(dir / "config.json"); }
+void write_config(const fs::path& dir, const nlohmann::json& j) { std::ofstream(dir / "config.json") << j.dump(2); }
+
+/// Rewrites dir/file through `edit`, which may drop, rename or reshape tensors.
+template <class Edit>
+void rewrite(const fs::path& file, Edit&& edit) {
+  io::SafeTensorsWriter w;
+  {
+    const io::SafeTensors f(file);
+    for (const auto& [k, v] : f.metadata()) w.set_metadata(k, v);
+    for (const io::TensorView& t : f.tensors()) {
+      std::string name = t.name;
+      DType dtype = t.dtype;
+      std::vector<index_t> shape = t.shape;
+      std::vector<unsigned char> bytes(t.data, t.data + t.nbytes);
+      if (edit(name, dtype, shape, bytes)) w.add(name, dtype, shape, std::move(bytes));
+    }
+  }
+  w.write(file);
+}
+
+template <class B = backend::Reference>
+Matrix prefill_logits(const mx::Model<B>& model, const std::vector<std::int32_t>& ids) {
+  mx::KvCache cache = model.new_cache();
+  return model.forward(ids, cache).logits;
+}
+
+std::vector<std::int32_t> some_ids(index_t n, index_t vocab) {
+  std::vector<std::int32_t> ids;
+  for (index_t i = 0; i < n; ++i) ids.push_back(std::int32_t((i * 37 + 11) % vocab));
+  return ids;
+}
+}  // namespace
+
+TEST_CASE("config.json: every bad value is named with its file and key") {
+  TempDir dir("config");
+  copy_model("mixtral_tiny_f32", dir.path);
+  const nlohmann::json good = read_config(dir.path);
+  const auto expect = [&](auto&& mutate, const std::string& message) {
+    nlohmann::json j = good;
+    mutate(j);
+    write_config(dir.path, j);
+    CAPTURE(message);
+    require_error([&] { (void)mx::load_config(dir.path); }, message);
+  };
+  expect([](auto& j) { j.erase("hidden_size"); }, "missing key \"hidden_size\"");
+  expect([](auto& j) { j["num_hidden_layers"] = "two"; }, "\"num_hidden_layers\" must be a positive integer, found \"two\"");
+  expect([](auto& j) { j["vocab_size"] = -3; }, "\"vocab_size\" must be a positive integer");
+  expect([](auto& j) { j["model_type"] = "llama"; }, "model_type is \"llama\", expected \"mixtral\"");
+  expect([](auto& j) { j["hidden_act"] = "gelu"; }, "only \"silu\"");
+  expect([](auto& j) { j["num_key_value_heads"] = 3; }, "not a multiple of num_key_value_heads 3");
+  expect([](auto& j) { j["num_experts_per_tok"] = 9; }, "num_experts_per_tok 9 exceeds num_local_experts 4");
+  expect([](auto& j) { j["torch_dtype"] = "int8"; }, "torch_dtype \"int8\" is not supported");
+  expect([](auto& j) { j["rope_scaling"] = {{"type", "linear"}}; }, "rope_scaling");
+  expect([](auto& j) { j["head_dim"] = 15; }, "head_dim 15 must be even");
+  expect([](auto& j) { j["rope_theta"] = 0; }, "\"rope_theta\" must be a positive number");
+  std::ofstream(dir.path / "config.json") << "{\"vocab_size\": 257,";
+  require_error([&] { (void)mx::load_config(dir.path); }, "config.json: not valid JSON");
+  fs::remove(dir.path / "config.json");
+  require_error([&] { (void)mx::load_config(dir.path); }, "has no config.json");
+  require_error([&] { (void)mx::Model<backend::Reference>(dir.path / "nowhere"); }, "does not exist");
+}
+
+TEST_CASE("checkpoint tensors are checked against the config before any compute") {
+  TempDir dir("tensors");
+  const fs::path file = dir.path / "model.safetensors";
+  const auto fresh = [&] { copy_model("mixtral_tiny_f32", dir.path); };
+  const auto load = [&] { (void)mx::Model<backend::Reference>(dir.path); };
+
+  fresh();
+  rewrite(file, [](std::string& n, DType&, auto&, auto&) { return n != "model.layers.1.self_attn.k_proj.weight"; });
+  require_error(load, "tensor 'model.layers.1.self_attn.k_proj.weight' is missing (expected shape [32, 64])");
+
+  fresh();
+  rewrite(file, [](std::string& n, DType&, std::vector<index_t>& shape, auto&) {
+    if (n == "model.layers.0.block_sparse_moe.experts.3.w2.weight") shape = {128, 64};  // transposed
+    return true;
+  });
+  require_error(load, "model.safetensors: tensor 'model.layers.0.block_sparse_moe.experts.3.w2.weight' has shape "
+                      "[128, 64], expected [64, 128]");
+
+  fresh();
+  rewrite(file, [](std::string& n, DType& d, std::vector<index_t>& shape, std::vector<unsigned char>& bytes) {
+    if (n == "model.norm.weight") {  // store it as F16: a valid weight dtype, but not torch_dtype
+      d = DType::F16;
+      bytes.resize(std::size_t(shape[0]) * 2);
+    }
+    return true;
+  });
+  require_error(load, "tensor 'model.norm.weight' has dtype F16 but config.json says torch_dtype F32");
+
+  fresh();
+  rewrite(file, [](std::string& n, DType& d, std::vector<index_t>& shape, std::vector<unsigned char>& bytes) {
+    if (n == "model.norm.weight") {
+      d = DType::I32;
+      bytes.resize(std::size_t(shape[0]) * 4);
+    }
+    return true;
+  });
+  require_error(load, "tensor 'model.norm.weight' has dtype I32, expected F32, BF16 or F16");
+
+  fresh();
+  rewrite(file, [](std::string& n, auto&, auto&, auto&) {
+    if (n == "model.norm.weight") n = "model.layers.2.input_layernorm.weight";  // a third layer the config lacks
+    return true;
+  });
+  require_error(load, "tensor 'model.norm.weight' is missing");
+
+  fresh();
+  {
+    nlohmann::json j = read_config(dir.path);
+    j["num_hidden_layers"] = 1;  // the checkpoint has two: layer 1 is left over
+    write_config(dir.path, j);
+  }
+  require_error(load, "tensor(s) that a Mixtral with this config.json does not have: "
+                      "'model.layers.1.block_sparse_moe.experts.0.w1.weight'");
+
+  fresh();
+  {
+    std::vector<char> bytes(fs::file_size(file));
+    std::ifstream(file, std::ios::binary).read(bytes.data(), std::streamsize(bytes.size()));
+    std::ofstream(file, std::ios::binary | std::ios::trunc).write(bytes.data(), std::streamsize(bytes.size() - 100));
+  }
+  require_error(load, "truncated file?");
+
+  fresh();
+  fs::remove(file);
+  require_error(load, "holds neither model.safetensors nor model.safetensors.index.json");
+}
+
+TEST_CASE("sharded checkpoints: index and shards must agree") {
+  TempDir dir("shards");
+  const auto fresh = [&] { copy_model("mixtral_tiny_bf16_sharded", dir.path); };
+  const auto load = [&] { (void)mx::Model<backend::Reference>(dir.path); };
+  const fs::path index = dir.path / "model.safetensors.index.json";
+  const fs::path shard2 = dir.path / "model-00002-of-00002.safetensors";
+
+  fresh();
+  CHECK(mx::Model<backend::Reference>(dir.path).checkpoint().file_count() == 2);
+
+  fresh();
+  fs::remove(shard2);
+  require_error(load, "model-00002-of-00002.safetensors: cannot open");
+
+  fresh();
+  std::string moved;
+  rewrite(shard2, [&](std::string& n, auto&, auto&, auto&) {
+    if (moved.empty()) moved = n;  // drop the shard's first tensor: the index still places it there
+    return n != moved;
+  });
+  require_error(load, "says tensor '" + moved + "' is in model-00002-of-00002.safetensors, which does not hold it");
+
+  fresh();
+  nlohmann::json j = io::read_json(index);
+  j["weight_map"].erase("model.norm.weight");  // still in shard 2
+  std::ofstream(index) << j.dump();
+  require_error(load, "holds tensor 'model.norm.weight', which model.safetensors.index.json does not list");
+
+  fresh();
+  j = io::read_json(index);
+  j["weight_map"]["model.norm.weight"] = "../elsewhere.safetensors";
+  std::ofstream(index) << j.dump();
+  require_error(load, "expected a file in the same folder");
+
+  fresh();
+  std::ofstream(index) << "{\"metadata\": {}}";
+  require_error(load, "expected an object with a \"weight_map\" object");
+}
+
+TEST_CASE("sharded and single-file checkpoints give the same logits (the project's own writer)") {
+  TempDir one("single"), three("three-shards");
+  mx::Config c = mx::tiny_config(97);
+  c.dtype = DType::F32;
+  c.num_layers = 2;
+  mx::write_random_checkpoint(one.path, c, 7, 1);
+  mx::write_random_checkpoint(three.path, c, 7, 3);
+  CHECK(fs::exists(three.path / "model-00003-of-00003.safetensors"));
+  const mx::Model<backend::Reference> a(one.path), b(three.path);
+  CHECK(b.checkpoint().file_count() == 3);
+  CHECK(mx::load_config(one.path).hidden_size == c.hidden_size);
+  const auto ids = some_ids(9, c.vocab_size);
+  CHECK(prefill_logits(a, ids) == prefill_logits(b, ids));
+}
+
+TEST_CASE("bad token ids and overlong prompts are rejected with their position") {
+  const mx::Model<backend::Reference> model(models / "mixtral_tiny_f32");
+  mx::KvCache cache = model.new_cache();
+  const std::vector<std::int32_t> bad = {5, 257, 9};
+  require_error([&] { (void)model.forward(bad, cache); }, "token id 257 at position 1 is outside the vocabulary [0, 257)");
+  const std::vector<std::int32_t> negative = {-1};
+  require_error([&] { (void)model.forward(negative, cache); }, "token id -1 at position 0");
+  require_error([&] { (void)model.forward({}, cache); }, "no tokens to run");
+  const auto long_prompt = some_ids(model.config().max_positions + 1, model.config().vocab_size);
+  require_error([&] { (void)model.forward(long_prompt, cache); }, "exceed the model's context of 512");
+  CHECK(cache.next_position() == 0);  // nothing ran
+}
+
+TEST_CASE("KV cache: chunked and token-by-token decoding equal one prefill (full and sliding window)") {
+  for (const char* name : {"mixtral_tiny_f32", "mixtral_tiny_sliding_f32", "mixtral_tiny_tied_f16"}) {
+    CAPTURE(name);
+    const mx::Model<backend::Reference> model(models / name);
+    const auto ids = some_ids(23, model.config().vocab_size);  // > 3 windows of 6
+    const Matrix all = prefill_logits(model, ids);
+    for (const std::vector<std::size_t>& chunks :
+         {std::vector<std::size_t>(23, 1), std::vector<std::size_t>{5, 1, 7, 10}, std::vector<std::size_t>{1, 22}}) {
+      mx::KvCache cache = model.new_cache();
+      std::size_t at = 0;
+      for (const std::size_t n : chunks) {
+        const Matrix part = model.forward(std::span(ids).subspan(at, n), cache).logits;
+        CHECK(max_abs_diff(part, all.middleRows(index_t(at), index_t(n))) <= 1e-5f);
+        at += n;
+      }
+      CHECK(cache.next_position() == 23);
+    }
+  }
+}
+
+TEST_CASE("the sliding-window cache holds exactly `window` entries") {
+  mx::LayerKvCache cache(2, 3);
+  const float k[2] = {0, 0}, v[2] = {0, 0};
+  for (index_t p = 0; p < 8; ++p) cache.append(p, k, v);
+  REQUIRE(cache.size() == 3);
+  CHECK(cache.position(0) == 5);
+  CHECK(cache.position(1) == 6);
+  CHECK(cache.position(2) == 7);
+  const mx::AttentionShape s{4, 2, 8, 3};
+  CHECK(s.visible(7, 5));
+  CHECK_FALSE(s.visible(7, 4));
+  CHECK_FALSE(s.visible(5, 6));
+}
+
+TEST_CASE("cpu and reference backends agree; threads do not change a bit") {
+  const auto ids = some_ids(17, 257);
+  const mx::Model<backend::Reference> ref(models / "mixtral_tiny_bf16");
+  const mx::Model<backend::Cpu<>> one(models / "mixtral_tiny_bf16", backend::Cpu<>(1));
+  const mx::Model<backend::Cpu<>> three(models / "mixtral_tiny_bf16", backend::Cpu<>(3));
+  const Matrix a = prefill_logits(ref, ids), b = prefill_logits(one, ids), c = prefill_logits(three, ids);
+  CHECK(max_abs_diff(a, b) <= 1e-5f * std::max(1.0f, a.cwiseAbs().maxCoeff()));
+  CHECK(b == c);
+}
+
+TEST_CASE("sampling: greedy, seeds, top-k, top-p") {
+  const std::vector<float> logits = {0.1f, 2.0f, 1.5f, -1.0f, 2.0f};
+  CHECK(mx::argmax(logits) == 1);  // tie between 1 and 4: the lower id
+  CHECK(mx::sample(logits, {}, 0) == 1);
+  mx::SamplingOptions o{.temperature = 1.0f, .seed = 42};
+  std::vector<int> counts(5, 0);
+  for (std::uint64_t step = 0; step < 20000; ++step) ++counts[std::size_t(mx::sample(logits, o, step))];
+  double total = 0;
+  for (float l : logits) total += std::exp(double(l));
+  for (std::size_t i = 0; i < 5; ++i) {
+    CAPTURE(i);
+    CHECK(std::abs(counts[i] / 20000.0 - std::exp(double(logits[i])) / total) < 0.015);
+  }
+  for (std::uint64_t step = 0; step < 50; ++step) {
+    CHECK(mx::sample(logits, o, step) == mx::sample(logits, o, step));  // same seed and step, same token
+    const int top2 = mx::sample(logits, {.temperature = 1.0f, .top_k = 2, .seed = step}, step);
+    CHECK((top2 == 1 || top2 == 4));
+    CHECK(mx::sample(logits, {.temperature = 1.0f, .top_p = 0.01f, .seed = step}, step) == 1);
+  }
+  std::vector<int> seeds_differ;
+  for (std::uint64_t seed = 0; seed < 16; ++seed)
+    seeds_differ.push_back(mx::sample(logits, {.temperature = 2.0f, .seed = seed}, 0));
+  CHECK(std::set<int>(seeds_differ.begin(), seeds_differ.end()).size() > 1);
+  require_error([&] { mx::SamplingOptions{.top_p = 0.0f}.validate(); }, "top_p must be in (0, 1]");
+  require_error([&] { mx::SamplingOptions{.temperature = -1.0f}.validate(); }, "temperature must be >= 0");
+}
+
+TEST_CASE("generate: greedy continuation equals the golden one; stop tokens end it") {
+  const fs::path dir = models / "mixtral_tiny_sliding_f32";
+  const io::SafeTensors expected(dir / "expected.safetensors");
+  const auto prompt = expected.tensor("input_ids").to_vector<std::int32_t>();
+  const auto golden = expected.tensor("greedy_ids").to_vector<std::int32_t>();
+  const mx::Model<backend::Cpu<>> model(dir);
+  std::vector<std::int32_t> streamed;
+  const mx::GenerateResult r =
+      mx::generate(model, prompt, {.max_new_tokens = 16, .sampling = {}, .stop_tokens = {}}, [&](std::int32_t id) { streamed.push_back(id); });
+  CHECK(r.tokens == golden);
+  CHECK(streamed == golden);
+  CHECK(r.end == mx::GenerateResult::End::length);
+  index_t routed = 0;
+  for (index_t n : r.expert_tokens[0]) routed += n;
+  CHECK(routed == 2 * (index_t(prompt.size()) + 15));  // top-2 over the prompt and 15 decode steps
+
+  const mx::GenerateResult stopped = mx::generate(model, prompt, {.max_new_tokens = 16, .sampling = {}, .stop_tokens = {golden[3]}});
+  CHECK(stopped.end == mx::GenerateResult::End::stop_token);
+  CHECK(stopped.tokens == std::vector<std::int32_t>(golden.begin(), golden.begin() + 4));
+}
+
+TEST_CASE("router losses over all layers match the golden values") {
+  const fs::path dir = models / "mixtral_tiny_bf16";
+  const io::SafeTensors expected(dir / "expected.safetensors");
+  const mx::Model<backend::Reference> model(dir);
+  mx::KvCache cache = model.new_cache();
+  const auto out = model.forward(expected.tensor("input_ids").to_vector<std::int32_t>(), cache);
+  const mx::RouterLosses l = mx::router_losses(out.routing);
+  CHECK(l.balance == doctest::Approx(expected.tensor("aux_loss").to_vector<float>()[0]).epsilon(1e-5));
+  CHECK(l.z == doctest::Approx(expected.tensor("z_loss").to_vector<float>()[0]).epsilon(1e-5));
+}
