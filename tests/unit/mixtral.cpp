@@ -104,6 +104,15 @@ TEST_CASE("config.json: every bad value is named with its file and key") {
   expect([](auto& j) { j["rope_scaling"] = {{"type", "linear"}}; }, "rope_scaling");
   expect([](auto& j) { j["head_dim"] = 15; }, "head_dim 15 must be even");
   expect([](auto& j) { j["rope_theta"] = 0; }, "\"rope_theta\" must be a positive number");
+  expect([](auto& j) { j["rope_parameters"] = {{"rope_type", "yarn"}, {"factor", 4}}; },
+         "rope_parameters.rope_type is \"yarn\"");
+  {  // transformers >= 5 keeps rope_theta inside rope_parameters
+    nlohmann::json j = good;
+    j.erase("rope_theta");
+    j["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 12345.0}};
+    write_config(dir.path, j);
+    CHECK(mx::load_config(dir.path).rope_theta == 12345.0);
+  }
   std::ofstream(dir.path / "config.json") << "{\"vocab_size\": 257,";
   require_error([&] { (void)mx::load_config(dir.path); }, "config.json: not valid JSON");
   fs::remove(dir.path / "config.json");

@@ -121,6 +121,16 @@ inline Config parse_config(const nlohmann::json& j, const std::string& file) {
   c.max_positions = positive_int(j, file, "max_position_embeddings", 131072);
   c.rms_norm_eps = detail::positive_number(j, file, "rms_norm_eps", 1e-5);
   c.rope_theta = detail::positive_number(j, file, "rope_theta", 1e6);
+  // transformers >= 5 writes RoPE's settings as {"rope_parameters": {"rope_type", "rope_theta"}}.
+  if (j.contains("rope_parameters") && !j["rope_parameters"].is_null()) {
+    const nlohmann::json& rope = j["rope_parameters"];
+    require(rope.is_object(), ErrorCode::bad_file, file, ": \"rope_parameters\" must be an object, found ",
+            detail::json_text(rope));
+    if (rope.contains("rope_type"))
+      require(rope["rope_type"] == "default", ErrorCode::unsupported, file, ": rope_parameters.rope_type is ",
+              detail::json_text(rope["rope_type"]), ", only \"default\" (plain RoPE) is supported");
+    c.rope_theta = detail::positive_number(rope, file, "rope_theta", c.rope_theta);
+  }
   if (j.contains("sliding_window") && !j["sliding_window"].is_null())
     c.sliding_window = positive_int(j, file, "sliding_window");
   if (j.contains("tie_word_embeddings")) {
