@@ -77,8 +77,7 @@ void BM_prefill(benchmark::State& state, moe::DType dtype) {
     mx::KvCache cache = m.new_cache();
     benchmark::DoNotOptimize(m.forward(ids, cache, mx::Logits::last).logits.data());
   }
-  state.counters["tokens/s"] =
-      benchmark::Counter(double(ids.size()), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["tokens/s"] = benchmark::Counter(double(ids.size()), benchmark::Counter::kIsIterationInvariantRate);
 }
 
 void BM_decode(benchmark::State& state, moe::DType dtype) {
@@ -96,8 +95,8 @@ void BM_decode(benchmark::State& state, moe::DType dtype) {
   state.counters["bytes/token"] = bytes;
   state.counters["GB/s"] = benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
   if (measured_read_bandwidth > 0)
-    state.counters["of_peak"] = benchmark::Counter(bytes / measured_read_bandwidth,
-                                                   benchmark::Counter::kIsIterationInvariantRate);
+    state.counters["of_peak"] =
+        benchmark::Counter(bytes / measured_read_bandwidth, benchmark::Counter::kIsIterationInvariantRate);
 }
 
 /// The machine's read bandwidth: every thread sums its share of 1 GiB.

@@ -68,7 +68,8 @@ moe::DType parse_dtype(const std::string& s) {
 
 // What the built-in tokenizer learns from: enough text for a few hundred
 // pieces, and a fair description of what this model is.
-constexpr const char* tiny_corpus = R"(A mixture of experts layer replaces the dense feed forward network of a transformer.
+constexpr const char* tiny_corpus =
+    R"(A mixture of experts layer replaces the dense feed forward network of a transformer.
 A router looks at each token and sends it to two of eight experts.
 The experts are small feed forward networks; each token is processed by the experts it was sent to.
 The outputs of the experts are weighted by the router's softmax over the chosen logits and added up.
@@ -95,7 +96,8 @@ void train_tiny_tokenizer(const fs::path& dir, int vocab_size) {
   const auto status = sentencepiece::SentencePieceTrainer::Train(args);
   fs::remove(corpus);
   fs::remove(dir / "tokenizer.vocab");
-  moe::detail::require(status.ok(), moe::ErrorCode::bad_file, "training the tiny tokenizer failed: ", status.ToString());
+  moe::detail::require(status.ok(), moe::ErrorCode::bad_file,
+                       "training the tiny tokenizer failed: ", status.ToString());
 }
 #endif
 
@@ -135,8 +137,8 @@ struct RunOptions {
 template <class Fn>
 int with_model(const RunOptions& o, Fn&& fn) {
   if (o.backend == "reference") return fn(mx::Model<moe::backend::Reference>(o.model));
-  moe::detail::require(o.backend == "cpu", moe::ErrorCode::invalid_argument, "--backend: expected cpu or reference, got '",
-                       o.backend, "'");
+  moe::detail::require(o.backend == "cpu", moe::ErrorCode::invalid_argument,
+                       "--backend: expected cpu or reference, got '", o.backend, "'");
   moe::backend::Cpu<> cpu = o.threads > 0 ? moe::backend::Cpu<>(o.threads) : moe::backend::Cpu<>();
   return fn(mx::Model<moe::backend::Cpu<>>(o.model, cpu));
 }
@@ -222,8 +224,8 @@ int logits(const RunOptions& o, const fs::path& out, int greedy) {
     w.add("logits", moe::DType::F32, {moe::index_t(ids.size()), V}, prefill.logits.data());
     w.add("greedy_ids", {moe::index_t(greedy_ids.size())}, greedy_ids);
     w.write(out);
-    std::printf("wrote %s: logits [%zu, %lld], greedy_ids [%zu] = %s\n", out.string().c_str(), ids.size(),
-                (long long)V, greedy_ids.size(), join(greedy_ids).c_str());
+    std::printf("wrote %s: logits [%zu, %lld], greedy_ids [%zu] = %s\n", out.string().c_str(), ids.size(), (long long)V,
+                greedy_ids.size(), join(greedy_ids).c_str());
     return 0;
   });
 }

@@ -45,7 +45,8 @@ void copy_model(const std::string& name, const fs::path& dst) {
     if (e.path().filename() != "expected.safetensors")
       fs::copy_file(e.path(), dst / e.path().filename(), fs::copy_options::overwrite_existing);
   fs::permissions(dst, fs::perms::owner_all, fs::perm_options::add);
-  for (const auto& e : fs::directory_iterator(dst)) fs::permissions(e.path(), fs::perms::owner_write, fs::perm_options::add);
+  for (const auto& e : fs::directory_iterator(dst))
+    fs::permissions(e.path(), fs::perms::owner_write, fs::perm_options::add);
 }
 
 nlohmann::json read_config(const fs::path& dir) { return io::read_json(dir / "config.json"); }
@@ -94,7 +95,8 @@ TEST_CASE("config.json: every bad value is named with its file and key") {
     require_error([&] { (void)mx::load_config(dir.path); }, message);
   };
   expect([](auto& j) { j.erase("hidden_size"); }, "missing key \"hidden_size\"");
-  expect([](auto& j) { j["num_hidden_layers"] = "two"; }, "\"num_hidden_layers\" must be a positive integer, found \"two\"");
+  expect([](auto& j) { j["num_hidden_layers"] = "two"; },
+         "\"num_hidden_layers\" must be a positive integer, found \"two\"");
   expect([](auto& j) { j["vocab_size"] = -3; }, "\"vocab_size\" must be a positive integer");
   expect([](auto& j) { j["model_type"] = "llama"; }, "model_type is \"llama\", expected \"mixtral\"");
   expect([](auto& j) { j["hidden_act"] = "gelu"; }, "only \"silu\"");
@@ -104,8 +106,11 @@ TEST_CASE("config.json: every bad value is named with its file and key") {
   expect([](auto& j) { j["rope_scaling"] = {{"type", "linear"}}; }, "rope_scaling");
   expect([](auto& j) { j["head_dim"] = 15; }, "head_dim 15 must be even");
   expect([](auto& j) { j["rope_theta"] = 0; }, "\"rope_theta\" must be a positive number");
-  expect([](auto& j) { j["rope_parameters"] = {{"rope_type", "yarn"}, {"factor", 4}}; },
-         "rope_parameters.rope_type is \"yarn\"");
+  expect(
+      [](auto& j) {
+        j["rope_parameters"] = {{"rope_type", "yarn"}, {"factor", 4}};
+      },
+      "rope_parameters.rope_type is \"yarn\"");
   {  // transformers >= 5 keeps rope_theta inside rope_parameters
     nlohmann::json j = good;
     j.erase("rope_theta");
@@ -135,8 +140,9 @@ TEST_CASE("checkpoint tensors are checked against the config before any compute"
     if (n == "model.layers.0.block_sparse_moe.experts.3.w2.weight") shape = {128, 64};  // transposed
     return true;
   });
-  require_error(load, "model.safetensors: tensor 'model.layers.0.block_sparse_moe.experts.3.w2.weight' has shape "
-                      "[128, 64], expected [64, 128]");
+  require_error(load,
+                "model.safetensors: tensor 'model.layers.0.block_sparse_moe.experts.3.w2.weight' has shape "
+                "[128, 64], expected [64, 128]");
 
   fresh();
   rewrite(file, [](std::string& n, DType& d, std::vector<index_t>& shape, std::vector<unsigned char>& bytes) {
@@ -171,8 +177,9 @@ TEST_CASE("checkpoint tensors are checked against the config before any compute"
     j["num_hidden_layers"] = 1;  // the checkpoint has two: layer 1 is left over
     write_config(dir.path, j);
   }
-  require_error(load, "tensor(s) that a Mixtral with this config.json does not have: "
-                      "'model.layers.1.block_sparse_moe.experts.0.w1.weight'");
+  require_error(load,
+                "tensor(s) that a Mixtral with this config.json does not have: "
+                "'model.layers.1.block_sparse_moe.experts.0.w1.weight'");
 
   fresh();
   {
@@ -245,7 +252,8 @@ TEST_CASE("bad token ids and overlong prompts are rejected with their position")
   const mx::Model<backend::Reference> model(models / "mixtral_tiny_f32");
   mx::KvCache cache = model.new_cache();
   const std::vector<std::int32_t> bad = {5, 257, 9};
-  require_error([&] { (void)model.forward(bad, cache); }, "token id 257 at position 1 is outside the vocabulary [0, 257)");
+  require_error([&] { (void)model.forward(bad, cache); },
+                "token id 257 at position 1 is outside the vocabulary [0, 257)");
   const std::vector<std::int32_t> negative = {-1};
   require_error([&] { (void)model.forward(negative, cache); }, "token id -1 at position 0");
   require_error([&] { (void)model.forward({}, cache); }, "no tokens to run");
@@ -332,8 +340,8 @@ TEST_CASE("generate: greedy continuation equals the golden one; stop tokens end 
   const auto golden = expected.tensor("greedy_ids").to_vector<std::int32_t>();
   const mx::Model<backend::Cpu<>> model(dir);
   std::vector<std::int32_t> streamed;
-  const mx::GenerateResult r =
-      mx::generate(model, prompt, {.max_new_tokens = 16, .sampling = {}, .stop_tokens = {}}, [&](std::int32_t id) { streamed.push_back(id); });
+  const mx::GenerateResult r = mx::generate(model, prompt, {.max_new_tokens = 16, .sampling = {}, .stop_tokens = {}},
+                                            [&](std::int32_t id) { streamed.push_back(id); });
   CHECK(r.tokens == golden);
   CHECK(streamed == golden);
   CHECK(r.end == mx::GenerateResult::End::length);
@@ -341,7 +349,8 @@ TEST_CASE("generate: greedy continuation equals the golden one; stop tokens end 
   for (index_t n : r.expert_tokens[0]) routed += n;
   CHECK(routed == 2 * (index_t(prompt.size()) + 15));  // top-2 over the prompt and 15 decode steps
 
-  const mx::GenerateResult stopped = mx::generate(model, prompt, {.max_new_tokens = 16, .sampling = {}, .stop_tokens = {golden[3]}});
+  const mx::GenerateResult stopped =
+      mx::generate(model, prompt, {.max_new_tokens = 16, .sampling = {}, .stop_tokens = {golden[3]}});
   CHECK(stopped.end == mx::GenerateResult::End::stop_token);
   CHECK(stopped.tokens == std::vector<std::int32_t>(golden.begin(), golden.begin() + 4));
 }

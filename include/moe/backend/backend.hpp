@@ -33,8 +33,10 @@ concept BackendPolicy = requires(const B& b, const RoutingPlan& plan, const Rout
 /// A backend that also runs dense layers (attention projections, lm_head):
 /// out[T, N] = x[T, K] · Wᵀ for W [N, K] of any weight dtype.
 template <class B>
-concept LinearBackend = BackendPolicy<B> && requires(const B& b, MatrixView<const float> x, const WeightMatrix& w,
-                                                     MatrixView<float> out) { b.linear(x, w, out); };
+concept LinearBackend = BackendPolicy<B> &&
+    requires(const B& b, MatrixView<const float> x, const WeightMatrix& w, MatrixView<float> out) {
+  b.linear(x, w, out);
+};
 
 namespace detail {
 

@@ -50,8 +50,8 @@ class Checkpoint {
     if (fs::exists(dir / index_file)) {
       open_sharded();
     } else {
-      detail::require(fs::exists(dir / single_file), ErrorCode::bad_file, dir.string(), ": holds neither ",
-                      single_file, " nor ", index_file);
+      detail::require(fs::exists(dir / single_file), ErrorCode::bad_file, dir.string(), ": holds neither ", single_file,
+                      " nor ", index_file);
       open_file(dir / single_file);
     }
   }
@@ -111,8 +111,8 @@ class Checkpoint {
     for (const auto& [file, listed] : by_shard) {
       const SafeTensors& f = open_file(dir_ / file);
       for (const std::string& name : listed)
-        detail::require(f.contains(name), ErrorCode::bad_file, index_path.string(), ": says tensor '", name,
-                        "' is in ", file, ", which does not hold it");
+        detail::require(f.contains(name), ErrorCode::bad_file, index_path.string(), ": says tensor '", name, "' is in ",
+                        file, ", which does not hold it");
       for (const TensorView& t : f.tensors())
         detail::require(listed.count(t.name) > 0, ErrorCode::bad_file, f.path().string(), ": holds tensor '", t.name,
                         "', which ", index_file, " does not list for this shard");

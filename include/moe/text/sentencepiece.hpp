@@ -36,8 +36,8 @@ class SentencePiece {
   std::vector<std::int32_t> encode(std::string_view text, bool add_bos = true) const {
     std::vector<int> ids;
     const auto status = processor_.Encode(std::string(text), &ids);
-    moe::detail::require(status.ok(), ErrorCode::invalid_argument, "SentencePiece: cannot encode (",
-                         status.ToString(), ")");
+    moe::detail::require(status.ok(), ErrorCode::invalid_argument, "SentencePiece: cannot encode (", status.ToString(),
+                         ")");
     std::vector<std::int32_t> out;
     if (add_bos && bos_id() >= 0) out.push_back(bos_id());
     out.insert(out.end(), ids.begin(), ids.end());

@@ -48,8 +48,8 @@ struct AttentionTrace {
 };
 
 inline void validate(const AttentionShape& s, const AttentionWeights& w, index_t hidden) {
-  moe::detail::require(s.num_heads > 0 && s.num_kv_heads > 0 && s.num_heads % s.num_kv_heads == 0 &&
-                           s.head_dim > 0 && s.head_dim % 2 == 0 && (!s.window || *s.window > 0),
+  moe::detail::require(s.num_heads > 0 && s.num_kv_heads > 0 && s.num_heads % s.num_kv_heads == 0 && s.head_dim > 0 &&
+                           s.head_dim % 2 == 0 && (!s.window || *s.window > 0),
                        ErrorCode::invalid_argument, "attention: ", s.num_heads, " heads, ", s.num_kv_heads,
                        " kv heads, head_dim ", s.head_dim, " (heads must be a multiple of kv heads, head_dim even)");
   moe::detail::require_weight(w.q, "attention q_proj", s.num_heads * s.head_dim, hidden);
@@ -95,9 +95,8 @@ void attention(const B& backend, MatrixView<const float> x, const AttentionWeigh
       const float* qh = q.row(t).data() + h * hd;
       float best = -INFINITY;
       for (index_t j = 0; j < cached + t + 1; ++j) {
-        score[std::size_t(j)] = s.visible(pos, key_position(j))
-                                    ? moe::detail::dot(qh, key_row(j) + kv_offset, hd) * scale
-                                    : -INFINITY;
+        score[std::size_t(j)] =
+            s.visible(pos, key_position(j)) ? moe::detail::dot(qh, key_row(j) + kv_offset, hd) * scale : -INFINITY;
         best = std::max(best, score[std::size_t(j)]);
       }
       double total = 0;  // softmax: exp(score − max) / Σ, masked keys give exp(−inf) = 0

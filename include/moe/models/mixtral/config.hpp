@@ -26,11 +26,11 @@ struct Config {
   index_t hidden_size = 0;        ///< H, the residual stream width
   index_t intermediate_size = 0;  ///< F, each expert's hidden width
   index_t num_layers = 0;
-  index_t num_heads = 0;               ///< query heads
-  index_t num_kv_heads = 0;            ///< key/value heads (grouped-query attention)
-  index_t head_dim = 0;                ///< explicit in config.json, or hidden_size / num_heads
-  index_t num_experts = 0;             ///< num_local_experts
-  index_t experts_per_token = 0;       ///< k of top-k
+  index_t num_heads = 0;          ///< query heads
+  index_t num_kv_heads = 0;       ///< key/value heads (grouped-query attention)
+  index_t head_dim = 0;           ///< explicit in config.json, or hidden_size / num_heads
+  index_t num_experts = 0;        ///< num_local_experts
+  index_t experts_per_token = 0;  ///< k of top-k
   double rms_norm_eps = 1e-5;
   double rope_theta = 1e6;
   std::optional<index_t> sliding_window;  ///< keys a query may see, itself included; none = full causal
@@ -193,8 +193,8 @@ inline nlohmann::json to_json(const Config& c) {
 inline Config load_config(const std::filesystem::path& dir) {
   const std::filesystem::path path = dir / "config.json";
   moe::detail::require(std::filesystem::is_directory(dir), ErrorCode::bad_file, dir.string(),
-                       ": not a checkpoint folder (", std::filesystem::exists(dir) ? "not a directory" : "does not exist",
-                       ")");
+                       ": not a checkpoint folder (",
+                       std::filesystem::exists(dir) ? "not a directory" : "does not exist", ")");
   moe::detail::require(std::filesystem::exists(path), ErrorCode::bad_file, dir.string(), ": has no config.json");
   return parse_config(io::read_json(path), path.string());
 }

@@ -61,8 +61,8 @@ GenerateResult generate(const Model<B>& model, std::span<const std::int32_t> pro
 
   t0 = clock::now();
   for (index_t i = 0; i < options.max_new_tokens; ++i) {
-    const std::int32_t next = sample({step.logits.data(), std::size_t(c.vocab_size)}, options.sampling,
-                                     std::uint64_t(i));
+    const std::int32_t next =
+        sample({step.logits.data(), std::size_t(c.vocab_size)}, options.sampling, std::uint64_t(i));
     r.tokens.push_back(next);
     if (on_token) on_token(next);
     if (std::find(options.stop_tokens.begin(), options.stop_tokens.end(), next) != options.stop_tokens.end()) {

@@ -81,9 +81,8 @@ class Model {
   /// or the shards of model.safetensors.index.json.
   explicit Model(const std::filesystem::path& dir, B backend = {})
       : config_(load_config(dir)), checkpoint_(dir), weights_(load_weights(checkpoint_, config_)), backend_(backend) {
-    const LayerConfig moe_config{.d_model = config_.hidden_size,
-                                 .d_ff = config_.intermediate_size,
-                                 .num_experts = config_.num_experts};
+    const LayerConfig moe_config{
+        .d_model = config_.hidden_size, .d_ff = config_.intermediate_size, .num_experts = config_.num_experts};
     for (const DecoderLayerWeights& l : weights_.layers)
       blocks_.emplace_back(int(config_.experts_per_token), moe_config, l.moe, backend_);
   }
@@ -138,8 +137,9 @@ class Model {
 
     rms_norm(x, weights_.final_norm, config_.rms_norm_eps, normed);
     if (trace) trace->final_norm = normed;
-    const MatrixView<const float> head_in =
-        which == Logits::all ? MatrixView<const float>(normed) : MatrixView<const float>(normed.row(S - 1).data(), 1, H);
+    const MatrixView<const float> head_in = which == Logits::all
+                                                ? MatrixView<const float>(normed)
+                                                : MatrixView<const float>(normed.row(S - 1).data(), 1, H);
     out.logits.resize(head_in.rows, config_.vocab_size);
     backend_.linear(head_in, weights_.lm_head, out.logits);
     return out;
@@ -157,8 +157,7 @@ class Model {
                            " is outside the vocabulary [0, ", config_.vocab_size, ")");
     moe::detail::require(first + index_t(ids.size()) <= config_.max_positions, ErrorCode::invalid_argument,
                          "Mixtral: positions ", first, " to ", first + index_t(ids.size()) - 1,
-                         " exceed the model's context of ", config_.max_positions,
-                         " (max_position_embeddings)");
+                         " exceed the model's context of ", config_.max_positions, " (max_position_embeddings)");
   }
 
   Config config_;

@@ -21,7 +21,9 @@ class SparseBlock {
   SparseBlock(int k, LayerConfig config, LayerWeights weights, B backend)
       : layer_(make(k, config, std::move(weights), std::move(backend))) {}
 
-  int k() const noexcept { return std::visit([](const auto& l) { return l.top_k; }, layer_); }
+  int k() const noexcept {
+    return std::visit([](const auto& l) { return l.top_k; }, layer_);
+  }
 
   /// y (no residual), the routing and its statistics for the rows of x.
   Output forward(MatrixView<const float> x) const {

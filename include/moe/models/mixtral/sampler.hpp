@@ -34,8 +34,8 @@ struct SamplingOptions {
     moe::detail::require(std::isfinite(temperature) && temperature >= 0, ErrorCode::invalid_argument,
                          "sampling: temperature must be >= 0, got ", temperature);
     moe::detail::require(top_k >= 0, ErrorCode::invalid_argument, "sampling: top_k must be >= 0, got ", top_k);
-    moe::detail::require(top_p > 0 && top_p <= 1, ErrorCode::invalid_argument, "sampling: top_p must be in (0, 1], got ",
-                         top_p);
+    moe::detail::require(top_p > 0 && top_p <= 1, ErrorCode::invalid_argument,
+                         "sampling: top_p must be in (0, 1], got ", top_p);
   }
 };
 

@@ -87,9 +87,9 @@ class TensorClaims {
     std::string list;
     for (std::size_t i = 0; i < left.size() && i < 5; ++i) list += (i ? ", '" : "'") + left[i] + "'";
     if (left.size() > 5) list += moe::detail::cat(" and ", left.size() - 5, " more");
-    throw Error(ErrorCode::bad_file, moe::detail::cat(ckpt_.dir().string(), ": ", left.size(),
-                                                      " tensor(s) that a Mixtral with this config.json does not have: ",
-                                                      list));
+    throw Error(ErrorCode::bad_file,
+                moe::detail::cat(ckpt_.dir().string(), ": ", left.size(),
+                                 " tensor(s) that a Mixtral with this config.json does not have: ", list));
   }
 
  private:
