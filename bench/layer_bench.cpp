@@ -1,110 +1,253 @@
-// MoE layer forward: backend::Cpu against backend::Reference and against the
-// way one writes it with plain Eigen (one GEMM per expert over gathered
-// rows), on a Mixtral-shaped layer at a quarter of the width
-// (d_model 1024, d_ff 3584, 8 experts, top-2).
+// MoE layer forward on the shapes people run, side by side with its peers
+// and with the machine's limits measured in the same run.
 //
 //   build/default/bin/moe-bench --benchmark_counters_tabular=true
+//   python3 bench/report.py            # runs this and the PyTorch peer, prints the table
 //
-// Counters: GFLOP/s of expert compute (2 · 3 · d_model · d_ff per routed
-// (token, slot) pair) and tokens/s. Compare the rows of one run: the machine
-// is shared and absolute times alone say little.
+// Shapes (T = tokens per call):
+//   mixtral   Mixtral-8x7B layer: d_model 4096, d_ff 14336, 8 experts, top-2
+//   scaled    the same at a quarter width: 1024, 3584, 8, top-2
+//   fine      fine-grained experts: 1024, 896, 64 experts, top-8 (same active compute as scaled)
+//   skewed    scaled, with a router that sends every token to expert 0 (half of all rows)
+// Implementations:
+//   packed    backend::Cpu after layer.pack_weights(): the panel kernel
+//   views     backend::Cpu on the weight views (no packing, what an mmap'ed checkpoint runs)
+//   eigen     the plain-Eigen way: route with moe, one GEMM per expert over its gathered rows
+//             (Eigen's GEMM on all cores through OpenMP when the build has it)
+//   reference backend::Reference (scaled shape, T ≤ 8: it is the readable truth, not fast)
+// dtypes: f32 weights; bf16 weights with fp32 activations.
+//
+// Counters: GFLOP/s of expert compute (2 · projections · d_model · d_ff per
+// kept row), of_fp32_peak (÷ the FP32 FMA peak of limit/fp32_fma), weight_GB/s
+// (bytes of the experts the call touched ÷ time: what decode streams) and
+// of_bandwidth (÷ limit/memory_read).
 #include <benchmark/benchmark.h>
 
 #include <moe/moe.hpp>
 
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "machine_limits.hpp"
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
 namespace {
 
-constexpr moe::index_t d_model = 1024, d_ff = 3584, experts = 8;
-constexpr int k = 2;
+using moe::index_t;
 
+struct Shape {
+  const char* name;
+  index_t d_model, d_ff, experts;
+  int k;
+  bool skewed;
+};
+
+constexpr Shape shapes[] = {
+    {"mixtral", 4096, 14336, 8, 2, false},
+    {"scaled", 1024, 3584, 8, 2, false},
+    {"fine", 1024, 896, 64, 8, false},
+    {"skewed", 1024, 3584, 8, 2, true},
+};
+constexpr index_t token_counts[] = {1, 8, 32, 128, 512, 2048};
+
+/// Fills bytes with uniform values of variance 1/cols (as N(0, 1/cols) in
+/// scale): a fast xorshift in place of the library's Philox normals, since a
+/// Mixtral layer has 1.4 G weights and their values do not change the speed.
+void fill_uniform(std::vector<unsigned char>& bytes, moe::DType dtype, index_t cols, std::uint64_t seed) {
+  const std::size_t width = moe::size_of(dtype), n = bytes.size() / width;
+  const float a = std::sqrt(3.0f / float(cols));
+  const unsigned threads = moe_bench::hardware_threads();
+  std::vector<std::thread> pool;
+  for (unsigned t = 0; t < threads; ++t)
+    pool.emplace_back([&, t] {
+      std::uint64_t s = seed * 0x9E3779B97F4A7C15ull + t + 1;
+      for (std::size_t i = n / threads * t, end = t + 1 == threads ? n : n / threads * (t + 1); i < end; ++i) {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        const float u = float(s >> 40) * (1.0f / 16777216.0f);  // [0, 1)
+        moe::detail::store_as(dtype, a * (2 * u - 1), bytes.data() + i * width);
+      }
+    });
+  for (auto& p : pool) p.join();
+}
+
+/// One shape's weights in one dtype, and a Cpu backend that may hold them packed.
 struct Fixture {
-  moe::LayerConfig config{.d_model = d_model, .d_ff = d_ff, .num_experts = experts, .seed = 1};
-  moe::WeightStore weights;
-  explicit Fixture(moe::DType dtype) : weights(moe::WeightStore::random(config, true, dtype, 1)) {}
-  static const Fixture& get(moe::DType dtype) {
-    static const Fixture f32(moe::DType::F32), bf16(moe::DType::BF16);
-    return dtype == moe::DType::F32 ? f32 : bf16;
+  Shape shape;
+  moe::DType dtype;
+  moe::LayerConfig config;
+  std::vector<std::vector<unsigned char>> buffers;
+  moe::LayerWeights weights;
+  moe::backend::Cpu<> packed_cpu;  // its own state: packing it leaves `views` unpacked
+  bool packed = false;
+
+  Fixture(const Shape& s, moe::DType dt)
+      : shape(s), dtype(dt), config{.d_model = s.d_model, .d_ff = s.d_ff, .num_experts = s.experts, .seed = 1} {
+    const auto add = [&](moe::DType d, index_t rows, index_t cols) {
+      buffers.emplace_back(std::size_t(rows * cols) * moe::size_of(d));
+      fill_uniform(buffers.back(), d, cols, buffers.size());
+      return moe::WeightMatrix{buffers.back().data(), d, rows, cols};
+    };
+    weights.router.gate = add(moe::DType::F32, s.experts, s.d_model);
+    if (s.skewed) {  // x[:, 0] is set to 1 below: expert 0's logit gains 20, it wins every token
+      float g0;
+      std::memcpy(&g0, buffers.back().data(), sizeof g0);
+      g0 += 20.0f;
+      std::memcpy(buffers.back().data(), &g0, sizeof g0);
+    }
+    for (index_t e = 0; e < s.experts; ++e) {
+      moe::ExpertWeights w;
+      w.gate = add(dt, s.d_ff, s.d_model);
+      w.up = add(dt, s.d_ff, s.d_model);
+      w.down = add(dt, s.d_model, s.d_ff);
+      weights.experts.push_back(w);
+    }
+  }
+
+  moe::Matrix tokens(index_t T) const {
+    moe::Matrix x = moe::random_normal_matrix(T, shape.d_model, 7);
+    if (shape.skewed) x.col(0).setOnes();
+    return x;
+  }
+
+  /// Holds one fixture at a time: the Mixtral shape alone is 5.6 GB in fp32
+  /// (and as much again packed).
+  static Fixture& get(const Shape& s, moe::DType dt) {
+    static std::unique_ptr<Fixture> current;
+    if (!current || current->shape.name != s.name || current->dtype != dt) {
+      current.reset();
+      current = std::make_unique<Fixture>(s, dt);
+    }
+    return *current;
   }
 };
 
-moe::Matrix tokens(moe::index_t T) { return moe::random_normal_matrix(T, d_model, 7); }
+template <int K>
+using Preset = moe::presets::MixtralTopK<K>;
 
-void set_counters(benchmark::State& state, moe::index_t T) {
-  const double flops = 2.0 * 3.0 * double(d_model) * double(d_ff) * double(T) * k;
-  state.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
-  state.counters["tokens/s"] = benchmark::Counter(double(T), benchmark::Counter::kIsIterationInvariantRate);
+/// Sets the counters every layer benchmark reports, from one routing of x.
+void set_counters(benchmark::State& state, const Fixture& f, const moe::RoutingPlan& plan) {
+  const double rows = double(plan.rows()), d = double(f.shape.d_model), ff = double(f.shape.d_ff);
+  const double flops = 2.0 * 3.0 * d * ff * rows;
+  index_t touched = 0;
+  for (index_t e = 0; e < plan.experts; ++e) touched += plan.kept(e) > 0;
+  const double bytes = 3.0 * d * ff * double(touched) * double(moe::size_of(f.dtype));
+  const auto& lim = moe_bench::limits();
+  using C = benchmark::Counter;
+  state.counters["T"] = double(plan.tokens);
+  state.counters["GFLOP/s"] = C(flops * 1e-9, C::kIsIterationInvariantRate);
+  state.counters["of_fp32_peak"] = moe_bench::fraction_of(flops, lim.fp32_flops);
+  state.counters["weight_GB/s"] = C(bytes * 1e-9, C::kIsIterationInvariantRate);
+  state.counters["of_bandwidth"] = moe_bench::fraction_of(bytes, lim.read_bytes);
+  state.counters["max_expert_rows"] = [&] {
+    index_t m = 0;
+    for (index_t e = 0; e < plan.experts; ++e) m = std::max(m, plan.kept(e));
+    return double(m);
+  }();
 }
 
-template <class Backend>
-void BM_layer(benchmark::State& state, moe::DType dtype) {
-  const moe::index_t T = state.range(0);
-  const Fixture& f = Fixture::get(dtype);
-  const auto layer = moe::make_layer<moe::presets::Mixtral, Backend>(f.config, f.weights.view());
-  const moe::Matrix x = tokens(T);
+template <int K, class Backend>
+void run_layer(benchmark::State& state, const Shape& s, moe::DType dt, bool pack) {
+  Fixture& f = Fixture::get(s, dt);
+  const index_t T = state.range(0);
+  moe::backend::Cpu<> views_cpu;
+  Backend backend = [&] {
+    if constexpr (std::is_same_v<Backend, moe::backend::Cpu<>>)
+      return pack ? f.packed_cpu : views_cpu;
+    else
+      return Backend{};
+  }();
+  const auto layer = moe::make_layer<Preset<K>, Backend>(f.config, f.weights, backend);
+  if (pack) layer.pack_weights();
+  const moe::Matrix x = f.tokens(T);
+  const moe::Output first = layer.forward(x);  // warm-up, and the plan for the counters
   for (auto _ : state) benchmark::DoNotOptimize(layer.forward(x).y.data());
-  set_counters(state, T);
+  set_counters(state, f, first.plan);
 }
 
 /// The plain-Eigen peer: route with moe, then per expert gather its rows and
 /// run three GEMMs (fp32 weights mapped as Eigen matrices).
-void BM_eigen_per_expert(benchmark::State& state) {
-  const moe::index_t T = state.range(0);
-  const Fixture& f = Fixture::get(moe::DType::F32);
-  const auto layer = moe::make_layer<moe::presets::Mixtral>(f.config, f.weights.view());
-  const moe::LayerWeights w = f.weights.view();
-  const moe::Matrix x = tokens(T);
+template <int K>
+void run_eigen(benchmark::State& state, const Shape& s) {
+  Fixture& f = Fixture::get(s, moe::DType::F32);
+  const index_t T = state.range(0), d = s.d_model, ff = s.d_ff;
+  const auto layer = moe::make_layer<Preset<K>>(f.config, f.weights);
+  const moe::Matrix x = f.tokens(T);
   using Map = Eigen::Map<const moe::Matrix>;
-  for (auto _ : state) {
+  const auto forward = [&] {
     const moe::Routing r = layer.route(x);
-    moe::Matrix y = moe::Matrix::Zero(T, d_model);
-    for (moe::index_t e = 0; e < experts; ++e) {
-      std::vector<moe::index_t> rows;
+    moe::Matrix y = moe::Matrix::Zero(T, d);
+    for (index_t e = 0; e < s.experts; ++e) {
+      std::vector<index_t> rows;
       std::vector<float> weight;
-      for (moe::index_t t = 0; t < T; ++t)
-        for (int j = 0; j < k; ++j)
+      for (index_t t = 0; t < T; ++t)
+        for (int j = 0; j < K; ++j)
           if (r.expert_at(t, j) == e) {
             rows.push_back(t);
             weight.push_back(r.weight_at(t, j));
           }
       if (rows.empty()) continue;
-      moe::Matrix xe(moe::index_t(rows.size()), d_model);
-      for (std::size_t i = 0; i < rows.size(); ++i) xe.row(moe::index_t(i)) = x.row(rows[i]);
-      const auto& we = w.experts[std::size_t(e)];
-      const Map w1(static_cast<const float*>(we.gate.data), d_ff, d_model),
-          w3(static_cast<const float*>(we.up.data), d_ff, d_model),
-          w2(static_cast<const float*>(we.down.data), d_model, d_ff);
+      moe::Matrix xe(index_t(rows.size()), d);
+      for (std::size_t i = 0; i < rows.size(); ++i) xe.row(index_t(i)) = x.row(rows[i]);
+      const auto& we = f.weights.experts[std::size_t(e)];
+      const Map w1(static_cast<const float*>(we.gate.data), ff, d), w3(static_cast<const float*>(we.up.data), ff, d),
+          w2(static_cast<const float*>(we.down.data), d, ff);
       moe::Matrix h = xe * w1.transpose();
       h = h.unaryExpr([](float z) { return z / (1.0f + std::exp(-z)); }).cwiseProduct(xe * w3.transpose());
       const moe::Matrix out = h * w2.transpose();
-      for (std::size_t i = 0; i < rows.size(); ++i) y.row(rows[i]) += weight[i] * out.row(moe::index_t(i));
+      for (std::size_t i = 0; i < rows.size(); ++i) y.row(rows[i]) += weight[i] * out.row(index_t(i));
     }
-    benchmark::DoNotOptimize(y.data());
-  }
-  set_counters(state, T);
+    return y;
+  };
+  forward();
+  for (auto _ : state) benchmark::DoNotOptimize(forward().data());
+  set_counters(state, f, layer.forward(x).plan);
 }
 
-void BM_cpu(benchmark::State& state, moe::DType dtype) { BM_layer<moe::backend::Cpu<>>(state, dtype); }
-void BM_reference(benchmark::State& state, moe::DType dtype) { BM_layer<moe::backend::Reference>(state, dtype); }
+template <int K>
+void register_shape(const Shape& s) {
+  const auto reg = [&](const std::string& impl, moe::DType dt, auto fn, index_t max_T) {
+    const std::string name = std::string("layer/") + s.name + "/" + impl + "/" + (dt == moe::DType::F32 ? "f32" : "bf16");
+    auto* b = benchmark::RegisterBenchmark(name.c_str(), fn)->Unit(benchmark::kMillisecond)->UseRealTime();
+    b->ArgName("T");
+    for (index_t T : token_counts)
+      if (T <= max_T) b->Arg(T);
+  };
+  for (moe::DType dt : {moe::DType::F32, moe::DType::BF16}) {
+    reg("packed", dt, [s, dt](benchmark::State& st) { run_layer<K, moe::backend::Cpu<>>(st, s, dt, true); }, 2048);
+    reg("views", dt, [s, dt](benchmark::State& st) { run_layer<K, moe::backend::Cpu<>>(st, s, dt, false); }, 2048);
+    if (dt == moe::DType::F32) {
+      reg("eigen", dt, [s](benchmark::State& st) { run_eigen<K>(st, s); }, 2048);
+      if (std::string(s.name) == "scaled")
+        reg("reference", dt,
+            [s, dt](benchmark::State& st) { run_layer<K, moe::backend::Reference>(st, s, dt, false); }, 8);
+    }
+  }
+}
 
 }  // namespace
 
-BENCHMARK_CAPTURE(BM_cpu, cpu_f32, moe::DType::F32)
-    ->Arg(1)
-    ->Arg(32)
-    ->Arg(512)
-    ->Unit(benchmark::kMillisecond)
-    ->UseRealTime();
-BENCHMARK_CAPTURE(BM_cpu, cpu_bf16, moe::DType::BF16)
-    ->Arg(1)
-    ->Arg(32)
-    ->Arg(512)
-    ->Unit(benchmark::kMillisecond)
-    ->UseRealTime();
-BENCHMARK(BM_eigen_per_expert)->Arg(1)->Arg(32)->Arg(512)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK_CAPTURE(BM_reference, reference_f32, moe::DType::F32)
-    ->Arg(1)
-    ->Arg(32)
-    ->Unit(benchmark::kMillisecond)
-    ->UseRealTime();
-
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+#if defined(_OPENMP)
+  omp_set_num_threads(int(moe_bench::hardware_threads()));
+#endif
+  moe_bench::register_machine_limits();
+  for (const Shape& s : shapes) {
+    if (s.k == 2)
+      register_shape<2>(s);
+    else
+      register_shape<8>(s);
+  }
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+}

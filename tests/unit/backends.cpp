@@ -24,17 +24,23 @@ void compare(const Shape& s, DType dtype, Capacity capacity, std::uint64_t seed)
   const R router(Jitter{.eps = 0.05f});
   const MoELayer<R, Expert<F>, Capacity, SwitchBalanceLoss, backend::Reference> ref(c, store.view(), router, capacity);
   const MoELayer<R, Expert<F>, Capacity, SwitchBalanceLoss, backend::Cpu<>> cpu(c, store.view(), router, capacity);
+  // A second Cpu layer (its own state) with packed weights: the panel kernel.
+  const MoELayer<R, Expert<F>, Capacity, SwitchBalanceLoss, backend::Cpu<>> packed(c, store.view(), router, capacity);
+  CHECK(packed.pack_weights() >= std::size_t(s.E * s.f * s.d * (F::gated ? 3 : 2)) * (dtype == DType::BF16 ? 2 : 4));
   const Matrix x = random_normal_matrix(s.T, s.d, seed + 1);
   for (Mode mode : {Mode::eval, Mode::train}) {
     const Output a = ref.forward(x, {mode, 3});
-    const Output b = cpu.forward(x, {mode, 3});
-    // Identical routing decisions (routing is backend-independent by design).
-    CHECK(a.routing.expert == b.routing.expert);
-    CHECK(a.plan.slot_row == b.plan.slot_row);
-    CHECK(a.stats.tokens_per_expert == b.stats.tokens_per_expert);
-    CHECK(a.stats.dropped_slots == b.stats.dropped_slots);
-    const float scale = std::max(1.0f, a.y.size() ? a.y.cwiseAbs().maxCoeff() : 0.0f);
-    CHECK(test::max_abs_diff(a.y, b.y) <= 2e-5f * scale);
+    for (const auto* layer : {&cpu, &packed}) {
+      CAPTURE(layer == &packed);
+      const Output b = layer->forward(x, {mode, 3});
+      // Identical routing decisions (routing is backend-independent by design).
+      CHECK(a.routing.expert == b.routing.expert);
+      CHECK(a.plan.slot_row == b.plan.slot_row);
+      CHECK(a.stats.tokens_per_expert == b.stats.tokens_per_expert);
+      CHECK(a.stats.dropped_slots == b.stats.dropped_slots);
+      const float scale = std::max(1.0f, a.y.size() ? a.y.cwiseAbs().maxCoeff() : 0.0f);
+      CHECK(test::max_abs_diff(a.y, b.y) <= 2e-5f * scale);
+    }
   }
 }
 
@@ -54,6 +60,38 @@ TEST_CASE("Cpu matches Reference: odd sizes, many experts, k up to 8, T = 0 and 
   }
 }
 
+TEST_CASE("packed kernel: several depth blocks, panel blocks and row blocks, skewed routing") {
+  // d_model 300 > 256 (two depth blocks in phase 1), d_ff 520 (phase 2 has
+  // three depth blocks; 65 gate/up panels = 5 panel blocks, the last partial),
+  // 260 tokens top-2 over 3 experts (row blocks of at most 96, uneven).
+  compare<2, SwiGLU>({260, 300, 520, 3}, DType::F32, Dropless{}, 901);
+  compare<2, SwiGLU>({260, 300, 520, 3}, DType::BF16, Dropless{}, 902);
+  compare<1, MLP<GeLU>>({150, 270, 300, 2}, DType::F16, Dropless{}, 903);
+}
+
+TEST_CASE("pack: cached per weight set, memory reported, dropped on request") {
+  const LayerConfig c{.d_model = 24, .d_ff = 40, .num_experts = 4, .seed = 1};
+  const WeightStore store = WeightStore::random(c, true, DType::BF16, 5);
+  const backend::Cpu<> cpu(2);
+  const auto layer = make_layer<presets::Mixtral>(c, store.view(), cpu);
+  CHECK(cpu.packed_bytes() == 0);
+  const std::size_t bytes = layer.pack_weights();
+  // gate/up: ceil(40 / W) panels of 2W bf16 × 24; down: ceil(24 / 2W) panels of 2W × 40.
+  constexpr index_t NR = backend::Cpu<>::panel_width, W = NR / 2;
+  const index_t per_expert = ((40 + W - 1) / W) * NR * 24 + ((24 + NR - 1) / NR) * NR * 40;
+  CHECK(bytes == std::size_t(4 * per_expert * 2));
+  CHECK(cpu.packed_bytes() == bytes);  // copies of a backend share its state
+  CHECK(layer.pack_weights() == bytes);
+  CHECK(cpu.packed_bytes() == bytes);  // packing again reuses the cached set
+  const Matrix x = random_normal_matrix(9, c.d_model, 2);
+  const Matrix packed_y = layer.forward(x).y;
+  cpu.drop_packed();
+  CHECK(cpu.packed_bytes() == 0);
+  const Matrix unpacked_y = layer.forward(x).y;
+  CHECK(test::max_abs_diff(packed_y, unpacked_y) <= 1e-5f * std::max(1.0f, unpacked_y.cwiseAbs().maxCoeff()));
+  CHECK(packed_y != unpacked_y);  // two kernels, two summation orders: it really ran packed
+}
+
 TEST_CASE("same seed, same output, whatever the thread count (bitwise)") {
   const LayerConfig c{.d_model = 40, .d_ff = 72, .num_experts = 8, .seed = 77};
   const WeightStore store = WeightStore::random(c, false, DType::BF16, 2, /*noise_weight=*/true);
@@ -62,10 +100,17 @@ TEST_CASE("same seed, same output, whatever the thread count (bitwise)") {
   std::vector<Output> outs;
   for (int threads : {1, 2, 3, 7})
     outs.push_back(make_layer<P>(c, store.view(), backend::Cpu<>(threads)).forward(x, {Mode::train, 4}));
+  for (int threads : {1, 2, 3, 7}) {  // packed: a second kernel, equally deterministic
+    const auto layer = make_layer<P>(c, store.view(), backend::Cpu<>(threads));
+    layer.pack_weights();
+    outs.push_back(layer.forward(x, {Mode::train, 4}));
+  }
   for (std::size_t i = 1; i < outs.size(); ++i) {
-    CHECK(outs[i].routing.logits == outs[0].routing.logits);
-    CHECK(outs[i].routing.expert == outs[0].routing.expert);
-    CHECK(outs[i].y == outs[0].y);  // exact equality, not a tolerance
+    if (i == 4) continue;  // packed vs unpacked differ in rounding; packed compared among itself
+    const Output& base = i < 4 ? outs[0] : outs[4];
+    CHECK(outs[i].routing.logits == base.routing.logits);
+    CHECK(outs[i].routing.expert == base.routing.expert);
+    CHECK(outs[i].y == base.y);  // exact equality, not a tolerance
   }
   // A different seed changes the noise and so the output.
   const Output other = make_layer<P>({.d_model = 40, .d_ff = 72, .num_experts = 8, .seed = 78}, store.view())

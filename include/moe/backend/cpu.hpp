@@ -2,14 +2,27 @@
 /// \file cpu.hpp
 /// backend::Cpu: xsimd kernels on all cores.
 ///
-/// Work is split by tiles, not by expert: a task is (expert, block of 32
-/// output features), so both cores stay busy even when one expert gets most
-/// tokens. BF16/F16 weights are widened block by block into a per-thread
-/// fp32 buffer and reused for all of that expert's rows.
+/// Two ways to run the experts:
+///   packed    after an explicit `pack(experts)`: weights copied once into
+///             panels (cpu/panels.hpp) and run by the register-blocked
+///             kernel of cpu/panel_gemm.hpp, SwiGLU applied as gate/up tiles
+///             are stored. The fast path, for prefill and decode alike.
+///   unpacked  straight on the weight views (an mmap'ed checkpoint, no copy):
+///             dot products of rows (cpu/dot_tile.hpp), BF16/F16 weights
+///             widened block by block into a per-thread buffer.
+/// Work is split by tiles, not by expert: a task is (expert, block of rows,
+/// block of output features), so both cores stay busy even when one expert
+/// gets most tokens.
+///
+/// A Cpu object and its copies share one state: the packed weights and a
+/// workspace (hidden activations, per-thread tiles) that grows to the
+/// largest call and is then reused, so steady-state calls do not allocate
+/// in the expert compute. Calls that share a state run one at a time.
 
 #include <xsimd/xsimd.hpp>
 
 #include <memory>
+#include <mutex>
 #include <span>
 #include <string_view>
 #include <thread>
@@ -17,6 +30,8 @@
 
 #include "moe/backend/backend.hpp"
 #include "moe/backend/cpu/dot_tile.hpp"
+#include "moe/backend/cpu/panel_gemm.hpp"
+#include "moe/backend/cpu/panels.hpp"
 #include "moe/detail/thread_pool.hpp"
 
 namespace moe::backend {
@@ -26,14 +41,55 @@ class Cpu {
  public:
   using arch = Arch;
   static constexpr std::string_view name() { return "cpu"; }
-  static constexpr index_t block = 32;  ///< output features per task
+  static constexpr index_t block = 32;  ///< output features per task (unpacked)
+  static constexpr index_t panel_width = 2 * index_t(xsimd::batch<float, Arch>::size);  ///< NR
+  static constexpr index_t panels_per_task = 16;
+  static constexpr index_t rows_per_task = 96;
 
   /// Uses a process-wide pool with one thread per hardware thread.
-  Cpu() : pool_(default_pool()) {}
+  Cpu() : pool_(default_pool()), state_(std::make_shared<State>()) {}
   /// Uses a pool of its own with `threads` threads (1 = no threading).
-  explicit Cpu(int threads) : pool_(std::make_shared<detail::ThreadPool>(threads)) {}
+  explicit Cpu(int threads)
+      : pool_(std::make_shared<detail::ThreadPool>(threads)), state_(std::make_shared<State>()) {}
 
   int threads() const noexcept { return pool_->size(); }
+
+  /// Packs these experts' weights into panels, once: from now on
+  /// expert_ffn on the same weight views runs the packed kernel. Returns the
+  /// packed set (its bytes() is the memory it costs); packing the same
+  /// views again returns the cached set.
+  std::shared_ptr<const cpu::PackedExperts> pack(std::span<const ExpertWeights> w) const {
+    std::lock_guard lock(state_->mutex);
+    if (auto found = find_packed(w)) return found;
+    auto set = std::make_shared<cpu::PackedExperts>();
+    set->source.assign(w.begin(), w.end());
+    const auto for_each_panel = [this](index_t n, const auto& fn) {
+      pool_->parallel_for(n, [&](std::int64_t p, int) { fn(index_t(p)); });
+    };
+    for (const ExpertWeights& e : w) {
+      cpu::PackedExpert packed;
+      packed.up = cpu::pack_panels(e.gate.empty() ? e.up : e.gate, e.gate.empty() ? nullptr : &e.up, panel_width,
+                                   for_each_panel);
+      packed.down = cpu::pack_panels(e.down, nullptr, panel_width, for_each_panel);
+      set->experts.push_back(std::move(packed));
+    }
+    state_->packed.push_back(set);
+    return set;
+  }
+
+  /// Forgets every packed set (their memory is freed once no one holds them).
+  void drop_packed() const {
+    std::lock_guard lock(state_->mutex);
+    state_->packed.clear();
+  }
+
+  /// Bytes held by packed weights.
+  std::size_t packed_bytes() const {
+    std::lock_guard lock(state_->mutex);
+    std::size_t b = 0;
+    for (const auto& p : state_->packed) b += p->bytes();
+    return b;
+  }
 
   void gather(const RoutingPlan& plan, MatrixView<const float> x, MatrixView<float> packed) const {
     pool_->parallel_for(plan.rows(), [&](std::int64_t row, int) { detail::gather_row(plan, x, packed, row); });
@@ -49,7 +105,8 @@ class Cpu {
   void linear(MatrixView<const float> x, const WeightMatrix& w, MatrixView<float> out) const {
     if (x.rows == 0) return;
     const index_t blocks = (w.rows + block - 1) / block;
-    std::vector<Scratch> scratch(std::size_t(pool_->size()));
+    std::lock_guard lock(state_->mutex);
+    auto& scratch = this->scratch();
     pool_->parallel_for(blocks, [&](std::int64_t b, int thread) {
       const index_t o0 = index_t(b) * block, n = std::min(block, w.rows - o0);
       const float* wb = widen(w, o0, n, scratch[std::size_t(thread)].up);
@@ -61,14 +118,131 @@ class Cpu {
   void expert_ffn(const RoutingPlan& plan, MatrixView<const float> packed, std::span<const ExpertWeights> w,
                   MatrixView<float> out) const {
     if (plan.rows() == 0) return;
+    std::lock_guard lock(state_->mutex);
+    const auto set = find_packed(w);
+    if (set && (set->experts[0].up.layout == cpu::PanelLayout::gate_up) == F::gated)
+      packed_ffn<F>(plan, packed, *set, out);
+    else
+      unpacked_ffn<F>(plan, packed, w, out);
+  }
+
+ private:
+  struct Scratch {
+    std::vector<float> up, gate, gated, tile, rows;
+  };
+  struct State {
+    std::mutex mutex;
+    std::vector<std::shared_ptr<const cpu::PackedExperts>> packed;
+    std::vector<float> hidden;     ///< [rows, d_ff] between the two halves of the FFN
+    std::vector<Scratch> scratch;  ///< one per pool thread
+  };
+
+  std::shared_ptr<const cpu::PackedExperts> find_packed(std::span<const ExpertWeights> w) const {
+    for (const auto& p : state_->packed)
+      if (p->packs(w)) return p;
+    return nullptr;
+  }
+
+  float* hidden_buffer(std::size_t n) const {
+    if (state_->hidden.size() < n) state_->hidden.resize(n);
+    return state_->hidden.data();
+  }
+  std::vector<Scratch>& scratch() const {
+    state_->scratch.resize(std::size_t(pool_->size()));
+    return state_->scratch;
+  }
+
+  /// The packed path. Phase 1: hidden = act(X·W1ᵀ) ⊙ (X·W3ᵀ), each gate/up
+  /// tile reduced to W hidden features as it leaves the kernel. Phase 2:
+  /// out = hidden · W2ᵀ. Tasks are (expert, block of rows, block of panels).
+  template <FFN F>
+  void packed_ffn(const RoutingPlan& plan, MatrixView<const float> x, const cpu::PackedExperts& set,
+                  MatrixView<float> out) const {
+    using batch = xsimd::batch<float, Arch>;
+    constexpr index_t W = index_t(batch::size);
+    const cpu::PanelMatrix& up0 = set.experts[0].up;
+    const index_t d_ff = up0.outputs, d_model = up0.depth;
+    float* hidden = hidden_buffer(std::size_t(plan.rows() * d_ff));
+    const typename F::activation act{};
+
+    run_panel_tasks(plan, up0.panels, d_model, [&](index_t e, index_t r0, index_t n, index_t p0, index_t np, float* tile, float* rows) {
+      const cpu::PanelMatrix& B = set.experts[std::size_t(e)].up;
+      const index_t ldt = np * panel_width;
+      cpu::panel_gemm<Arch>(x.row(r0), x.row_stride, n, B, p0, np, tile, ldt, rows);
+      const index_t per_panel = B.features_per_panel();
+      for (index_t i = 0; i < n; ++i)
+        for (index_t p = 0; p < np; ++p) {
+          const float* t = tile + i * ldt + p * panel_width;
+          const index_t f0 = (p0 + p) * per_panel, nf = std::min(per_panel, d_ff - f0);
+          float* h = hidden + (r0 + i) * d_ff + f0;
+          if constexpr (F::gated) {
+            if (nf == W)
+              (act(batch::load_unaligned(t)) * batch::load_unaligned(t + W)).store_unaligned(h);
+            else
+              for (index_t j = 0; j < nf; ++j) h[j] = act(t[j]) * t[W + j];
+          } else {
+            for (index_t j = 0; j < nf; ++j) h[j] = act(t[j]);
+          }
+        }
+    });
+    run_panel_tasks(plan, set.experts[0].down.panels, d_ff,
+                    [&](index_t e, index_t r0, index_t n, index_t p0, index_t np, float* tile, float* rows) {
+                      const cpu::PanelMatrix& B = set.experts[std::size_t(e)].down;
+                      const index_t ldt = np * panel_width;
+                      cpu::panel_gemm<Arch>(hidden + r0 * d_ff, d_ff, n, B, p0, np, tile, ldt, rows);
+                      const index_t o0 = p0 * panel_width, no = std::min(np * panel_width, d_model - o0);
+                      for (index_t i = 0; i < n; ++i) std::copy(tile + i * ldt, tile + i * ldt + no, out.row(r0 + i) + o0);
+                    });
+  }
+
+  /// Runs fn(expert, first row, rows, first panel, panels, tile, row buffer) over
+  /// every (expert with rows, block of rows, block of panels), in parallel.
+  /// Row blocks split an expert's rows evenly into blocks of at most
+  /// rows_per_task (rounded to the kernel's row group).
+  template <class Fn>
+  void run_panel_tasks(const RoutingPlan& plan, index_t panels, index_t depth, Fn&& fn) const {
+    struct Task {
+      index_t expert, r0, n, p0, np;
+    };
+    std::vector<Task> tasks;
+    for (index_t e = 0; e < plan.experts; ++e) {
+      const index_t rows = plan.kept(e);
+      if (rows == 0) continue;
+      const index_t blocks = (rows + rows_per_task - 1) / rows_per_task;
+      const index_t per_block = (rows + blocks - 1) / blocks;
+      const index_t step = (per_block + cpu::panel_rows - 1) / cpu::panel_rows * cpu::panel_rows;
+      for (index_t r = 0; r < rows; r += step)
+        for (index_t p = 0; p < panels; p += panels_per_task)
+          tasks.push_back({e, plan.offsets[std::size_t(e)] + r, std::min(step, rows - r), p,
+                           std::min(panels_per_task, panels - p)});
+    }
+    auto& scratch = this->scratch();
+    const std::size_t tile_size = std::size_t(rows_per_task + cpu::panel_rows) * panels_per_task * panel_width;
+    std::size_t rows_size = 0;
+    for (const Task& t : tasks) rows_size = std::max(rows_size, cpu::panel_gemm_buffer(t.n, depth));
+    for (auto& s : scratch) {
+      if (s.tile.size() < tile_size) s.tile.resize(tile_size);
+      if (s.rows.size() < rows_size) s.rows.resize(rows_size);
+    }
+    pool_->parallel_for(std::int64_t(tasks.size()), [&](std::int64_t i, int thread) {
+      const Task& t = tasks[std::size_t(i)];
+      Scratch& s = scratch[std::size_t(thread)];
+      fn(t.expert, t.r0, t.n, t.p0, t.np, s.tile.data(), s.rows.data());
+    });
+  }
+
+  /// The unpacked path: dot products straight on the weight views.
+  template <FFN F>
+  void unpacked_ffn(const RoutingPlan& plan, MatrixView<const float> packed, std::span<const ExpertWeights> w,
+                    MatrixView<float> out) const {
     const index_t d_ff = w[0].up.rows, d_model = w[0].up.cols;
-    Matrix hidden(plan.rows(), d_ff);  // [rows, d_ff] act(gate·x) ⊙ up·x
+    MatrixView<float> hidden(hidden_buffer(std::size_t(plan.rows() * d_ff)), plan.rows(), d_ff);
 
     // Phase 1: hidden = act(X·W1ᵀ) ⊙ (X·W3ᵀ) (gated) or act(X·Wiᵀ).
     run_tiles(plan, d_ff, [&](index_t e, index_t f0, index_t nf, Scratch& s) {
       const ExpertWeights& we = w[std::size_t(e)];
       const index_t r0 = plan.offsets[std::size_t(e)], n = plan.kept(e);
-      float* h = hidden.data() + r0 * d_ff + f0;
+      float* h = hidden.row(r0) + f0;
       const float* up = widen(we.up, f0, nf, s.up);
       cpu::gemm_nt<Arch>(packed.row(r0), packed.row_stride, n, up, d_model, nf, d_model, h, d_ff);
       const typename F::activation act{};
@@ -85,14 +259,9 @@ class Cpu {
     run_tiles(plan, d_model, [&](index_t e, index_t o0, index_t no, Scratch& s) {
       const index_t r0 = plan.offsets[std::size_t(e)], n = plan.kept(e);
       const float* down = widen(w[std::size_t(e)].down, o0, no, s.up);
-      cpu::gemm_nt<Arch>(hidden.data() + r0 * d_ff, d_ff, n, down, d_ff, no, d_ff, out.row(r0) + o0, out.row_stride);
+      cpu::gemm_nt<Arch>(hidden.row(r0), d_ff, n, down, d_ff, no, d_ff, out.row(r0) + o0, out.row_stride);
     });
   }
-
- private:
-  struct Scratch {
-    std::vector<float> up, gate, gated;
-  };
 
   static std::shared_ptr<detail::ThreadPool> default_pool() {
     static const auto pool =
@@ -136,7 +305,7 @@ class Cpu {
     for (index_t e = 0; e < plan.experts; ++e)
       if (plan.kept(e) > 0)
         for (index_t f = 0; f < width; f += block) tiles.emplace_back(e, f);
-    std::vector<Scratch> scratch(std::size_t(pool_->size()));
+    auto& scratch = this->scratch();
     pool_->parallel_for(std::int64_t(tiles.size()), [&](std::int64_t i, int thread) {
       const auto [e, f0] = tiles[std::size_t(i)];
       fn(e, f0, std::min(block, width - f0), scratch[std::size_t(thread)]);
@@ -144,6 +313,7 @@ class Cpu {
   }
 
   std::shared_ptr<detail::ThreadPool> pool_;
+  std::shared_ptr<State> state_;
 };
 
 }  // namespace moe::backend

@@ -91,6 +91,17 @@ class MoELayer {
   const L& loss() const noexcept { return loss_; }
   const B& backend() const noexcept { return backend_; }
 
+  /// Packs the experts' weights into the backend's fast layout: an explicit,
+  /// one-time copy (the views stay as they are). Returns the bytes it costs;
+  /// 0 for a backend that runs on the views directly.
+  std::size_t pack_weights() const {
+    const std::span<const ExpertWeights> experts(weights_.experts);
+    if constexpr (requires { backend_.pack(experts); })
+      return backend_.pack(experts)->bytes();
+    else
+      return 0;
+  }
+
   /// Routes only (no expert compute): what examples and routing tests need.
   Routing route(MatrixView<const float> x, ForwardOptions opt = {}) const {
     check_input(x);

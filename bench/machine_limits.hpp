@@ -1,0 +1,210 @@
+#pragma once
+// The machine's limits, measured in the same run as the benchmarks that are
+// compared with them: FP32 FMA peak, bf16 dot-product peak (where the CPU has
+// a bf16 dot instruction), int8 dot-product peak and DRAM read bandwidth.
+// Register them first (`register_machine_limits()` before the others): Google
+// Benchmark runs benchmarks in registration order, and later benchmarks read
+// `limits()` to print each figure as a fraction of the limit.
+//
+// Each limit runs on every hardware thread at once (std::thread, one loop
+// per thread) and keeps the best of its repetitions: the ceiling, not the
+// typical value.
+#include <benchmark/benchmark.h>
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace moe_bench {
+
+struct MachineLimits {
+  double fp32_flops = 0;  ///< FP32 FMA peak, flop/s (an FMA is 2 flops)
+  double bf16_flops = 0;  ///< native bf16 dot-product peak, flop/s; 0 if the CPU has none
+  double int8_ops = 0;    ///< int8 dot-product peak, op/s (a multiply-add is 2 ops)
+  double read_bytes = 0;  ///< DRAM read bandwidth, bytes/s
+  std::string int8_instruction;
+};
+
+inline MachineLimits& limits() {
+  static MachineLimits l;
+  return l;
+}
+
+inline unsigned hardware_threads() { return std::max(1u, std::thread::hardware_concurrency()); }
+
+/// Seconds for `body(thread)` run on every thread at once (the slowest thread).
+inline double time_on_all_threads(const std::function<void(unsigned)>& body) {
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<std::thread> pool;
+  for (unsigned t = 1; t < hardware_threads(); ++t) pool.emplace_back(body, t);
+  body(0);
+  for (auto& p : pool) p.join();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+/// Runs `body` once per benchmark iteration; returns `work` (per thread, per
+/// run) ÷ the best time, summed over threads, and sets the rate counter.
+inline double best_rate(benchmark::State& state, double work_per_thread, const char* counter,
+                        const std::function<void(unsigned)>& body) {
+  double best = 1e30;
+  for (auto _ : state) best = std::min(best, time_on_all_threads(body));
+  const double rate = work_per_thread * hardware_threads() / best;
+  state.counters[counter] = rate * 1e-9;
+  return rate;
+}
+
+constexpr long peak_iterations = 20'000'000;
+volatile float sink_f = 0;
+volatile int sink_i = 0;
+
+/// 12 independent FMA chains: enough to cover FMA latency × pipes on any
+/// x86 core of the last decade. The loops are unrolled so the chains live in
+/// registers (an array indexed in a rolled loop would live in memory).
+#if defined(__AVX512F__)
+using fvec = __m512;
+constexpr double fma_lanes = 16;
+inline fvec fset1(float v) { return _mm512_set1_ps(v); }
+inline fvec ffma(fvec a, fvec b, fvec c) { return _mm512_fmadd_ps(a, b, c); }
+inline float flane0(fvec v) { return _mm512_cvtss_f32(v); }
+#else
+using fvec = __m256;
+constexpr double fma_lanes = 8;
+inline fvec fset1(float v) { return _mm256_set1_ps(v); }
+inline fvec ffma(fvec a, fvec b, fvec c) { return _mm256_fmadd_ps(a, b, c); }
+inline float flane0(fvec v) { return _mm256_cvtss_f32(v); }
+#endif
+
+inline void fma_loop(unsigned) {
+  fvec acc[12];
+#pragma GCC unroll 12
+  for (int i = 0; i < 12; ++i) acc[i] = fset1(float(i));
+  const fvec m = fset1(0.999999f), a = fset1(1e-7f);
+  for (long it = 0; it < peak_iterations; ++it) {
+#pragma GCC unroll 12
+    for (int i = 0; i < 12; ++i) acc[i] = ffma(acc[i], m, a);
+  }
+  float s = 0;
+#pragma GCC unroll 12
+  for (int i = 0; i < 12; ++i) s += flane0(acc[i]);
+  sink_f = s;
+}
+
+/// int8 dot products as the int8 kernels issue them: VNNI's vpdpbusd where
+/// the CPU has it, otherwise AVX2's vpmaddubsw + vpmaddwd + vpaddd.
+inline void int8_loop(unsigned) {
+  __m256i acc[12];
+#pragma GCC unroll 12
+  for (int i = 0; i < 12; ++i) acc[i] = _mm256_set1_epi32(i);
+  const __m256i a = _mm256_set1_epi8(3), b = _mm256_set1_epi8(-2);
+#if !defined(__AVXVNNI__) && !defined(__AVX512VNNI__)
+  const __m256i ones = _mm256_set1_epi16(1);
+#endif
+  for (long it = 0; it < peak_iterations / 2; ++it) {
+#pragma GCC unroll 12
+    for (int i = 0; i < 12; ++i) {
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+      acc[i] = _mm256_dpbusd_epi32(acc[i], a, b);
+#elif defined(__AVXVNNI__)
+      acc[i] = _mm256_dpbusd_avx_epi32(acc[i], a, b);
+#else
+      acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), ones));
+#endif
+    }
+  }
+  int s = 0;
+#pragma GCC unroll 12
+  for (int i = 0; i < 12; ++i) s += _mm256_extract_epi32(acc[i], 0);
+  sink_i = s;
+}
+inline const char* int8_instruction() {
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+  return "vpdpbusd (AVX512-VNNI, 256-bit)";
+#elif defined(__AVXVNNI__)
+  return "vpdpbusd (AVX-VNNI)";
+#else
+  return "vpmaddubsw+vpmaddwd+vpaddd (AVX2, no VNNI)";
+#endif
+}
+
+#if defined(__AVX512BF16__)
+inline void bf16_loop(unsigned) {
+  __m512 acc[12];
+  for (int i = 0; i < 12; ++i) acc[i] = _mm512_set1_ps(float(i));
+  const __m512bh a = (__m512bh)_mm512_set1_epi16(0x3f80), b = (__m512bh)_mm512_set1_epi16(0x3380);
+  for (long it = 0; it < peak_iterations / 2; ++it) {
+#pragma GCC unroll 12
+    for (int i = 0; i < 12; ++i) acc[i] = _mm512_dpbf16_ps(acc[i], a, b);
+  }
+  float s = 0;
+  for (int i = 0; i < 12; ++i) s += _mm512_reduce_add_ps(acc[i]);
+  sink_f = s;
+}
+#endif
+
+inline void BM_peak_fp32_fma(benchmark::State& state) {
+  const double flops = 2.0 * fma_lanes * 12 * double(peak_iterations);
+  limits().fp32_flops = best_rate(state, flops, "GFLOP/s", fma_loop);
+}
+
+inline void BM_peak_int8_dot(benchmark::State& state) {
+  const double ops = 2.0 * 32 * 12 * double(peak_iterations / 2);  // 32 multiply-adds per instruction (group)
+  limits().int8_ops = best_rate(state, ops, "GOP/s", int8_loop);
+  limits().int8_instruction = int8_instruction();
+  state.SetLabel(int8_instruction());
+}
+
+inline void BM_peak_bf16_dot(benchmark::State& state) {
+#if defined(__AVX512BF16__)
+  const double flops = 2.0 * 32 * 12 * double(peak_iterations / 2);
+  limits().bf16_flops = best_rate(state, flops, "GFLOP/s", bf16_loop);
+  state.SetLabel("vdpbf16ps (AVX512-BF16)");
+#else
+  for (auto _ : state) {
+  }
+  state.SetLabel("no bf16 dot instruction: bf16 kernels widen to fp32, the FP32 FMA peak is their limit");
+#endif
+}
+
+/// DRAM read bandwidth: every thread sums its share of a 1 GiB buffer.
+inline void BM_memory_read(benchmark::State& state) {
+  const std::size_t n = std::size_t(1) << 28;  // floats = 1 GiB
+  static std::vector<float> data(n, 1.0f);
+  std::vector<double> sums(hardware_threads());
+  const double bytes = double(n * sizeof(float)) / hardware_threads();
+  limits().read_bytes = best_rate(state, bytes, "GB/s", [&](unsigned t) {
+    const std::size_t threads = hardware_threads(), begin = n / threads * t;
+    const std::size_t end = t + 1 == threads ? n : n / threads * (t + 1);
+    float acc[16] = {};
+    for (std::size_t i = begin; i + 16 <= end; i += 16)
+      for (int j = 0; j < 16; ++j) acc[j] += data[i + std::size_t(j)];
+    double s = 0;
+    for (float a : acc) s += a;
+    sums[t] = s;
+  });
+  benchmark::DoNotOptimize(sums.data());
+}
+
+/// The fraction of `limit` (a rate per second) that `work` per iteration
+/// reaches, as a counter (0 when the limit was not measured in this run).
+inline benchmark::Counter fraction_of(double work, double limit) {
+  return benchmark::Counter(limit > 0 ? work / limit : 0.0, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+inline void register_machine_limits() {
+  const auto reg = [](const char* name, void (*fn)(benchmark::State&)) {
+    benchmark::RegisterBenchmark(name, fn)->Iterations(5)->UseRealTime()->Unit(benchmark::kMillisecond);
+  };
+  reg("limit/fp32_fma", BM_peak_fp32_fma);
+  reg("limit/bf16_dot", BM_peak_bf16_dot);
+  reg("limit/int8_dot", BM_peak_int8_dot);
+  reg("limit/memory_read", BM_memory_read);
+}
+
+}  // namespace moe_bench

@@ -1,0 +1,195 @@
+#pragma once
+/// \file panel_gemm.hpp
+/// C = A · Wᵀ against packed panels (panels.hpp): the compute-bound kernel.
+///
+/// The micro-kernel keeps an MR × NR tile of C in registers (MR token rows ×
+/// two SIMD vectors of output features: 6 × 2 = 12 accumulators, 2 weight
+/// vectors and 1 broadcast activation = 15 of AVX2's 16 registers). Each k
+/// step loads two weight vectors once and reuses them for MR tokens: 2·MR
+/// FMAs per 2 vector loads + MR broadcasts, so the FMA units, not the loads,
+/// set the pace.
+///
+/// Cache blocking: the depth is cut into blocks of KC = 256. One panel's
+/// block (KC × NR weights: 16 KiB in fp32) stays in L1 while every MR-row
+/// group of the task's tokens runs over it; the tokens' block (rows × KC),
+/// copied k-major in groups of MR rows so the broadcasts read one
+/// contiguous stream (rows of A lie 4 KiB apart for d_model 1024 and would
+/// fight over the same L1 sets), stays in L2 across the task's panels. With
+/// a single row group (decode) there is nothing to reuse and each panel is
+/// streamed front to back instead. Partial sums go through C between depth
+/// blocks, so each output is one fp32 FMA chain over k = 0 … K-1 in order:
+/// the same bits whatever the tiling, row count or thread.
+
+#include <xsimd/xsimd.hpp>
+
+#if defined(__AVX2__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+#include <algorithm>
+#include <cstdint>
+
+#include "moe/backend/cpu/panels.hpp"
+
+namespace moe::backend::cpu {
+
+constexpr index_t panel_depth_block = 256;  ///< KC
+constexpr int panel_rows = 6;               ///< MR
+
+/// Two fp32 vectors from one k step of a panel: columns 0…W-1 and W…2W-1.
+template <class Arch, DType Stored>
+struct PanelStep;
+
+template <class Arch>
+struct PanelStep<Arch, DType::F32> {
+  using batch = xsimd::batch<float, Arch>;
+  static void load(const void* p, index_t k, batch& lo, batch& hi) noexcept {
+    const float* f = static_cast<const float*>(p) + k * 2 * index_t(batch::size);
+    lo = batch::load_aligned(f);
+    hi = batch::load_aligned(f + batch::size);
+  }
+};
+
+/// BF16: one vector of 32-bit words, each holding column i (low half) and
+/// column W + i (high half). bf16 is the top half of an fp32, so a shift
+/// left by 16 gives column i, and masking the low half gives column W + i.
+template <class Arch>
+struct PanelStep<Arch, DType::BF16> {
+  using batch = xsimd::batch<float, Arch>;
+  static constexpr std::size_t W = batch::size;
+  static void load(const void* p, index_t k, batch& lo, batch& hi) noexcept {
+    const auto* words = static_cast<const std::uint32_t*>(p) + k * index_t(W);
+#if defined(__AVX512F__)
+    if constexpr (W == 16) {
+      const __m512i v = _mm512_load_si512(words);
+      lo = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+      hi = _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32(std::int32_t(0xFFFF0000u))));
+      return;
+    }
+#endif
+#if defined(__AVX2__)
+    if constexpr (W == 8) {
+      const __m256i v = _mm256_load_si256(reinterpret_cast<const __m256i*>(words));
+      lo = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+      hi = _mm256_castsi256_ps(_mm256_and_si256(v, _mm256_set1_epi32(std::int32_t(0xFFFF0000u))));
+      return;
+    }
+#endif
+    // Portable path (any other architecture xsimd targets): widen through memory.
+    alignas(64) float l[W], h[W];
+    for (std::size_t i = 0; i < W; ++i) {
+      const std::uint32_t lw = words[i] << 16, hw = words[i] & 0xFFFF0000u;
+      std::memcpy(&l[i], &lw, 4);
+      std::memcpy(&h[i], &hw, 4);
+    }
+    lo = batch::load_aligned(l);
+    hi = batch::load_aligned(h);
+  }
+};
+
+/// C[MR, NR] (+)= A[MR, kc] · panel[kc, NR]; A packed k-major in groups of
+/// panel_rows (a[k · panel_rows + i]), C rows ldc apart.
+template <class Arch, DType Stored, int MR>
+void panel_tile(const float* a, const std::byte* panel, index_t kc, float* c, index_t ldc, bool accumulate) noexcept {
+  using batch = xsimd::batch<float, Arch>;
+  constexpr index_t W = index_t(batch::size);
+  batch c0[MR], c1[MR];
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) {
+    c0[i] = accumulate ? batch::load_unaligned(c + i * ldc) : batch(0.0f);
+    c1[i] = accumulate ? batch::load_unaligned(c + i * ldc + W) : batch(0.0f);
+  }
+  for (index_t k = 0; k < kc; ++k) {
+    batch b0, b1;
+    PanelStep<Arch, Stored>::load(panel, k, b0, b1);
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      const batch ai(a[k * panel_rows + i]);
+      c0[i] = xsimd::fma(ai, b0, c0[i]);
+      c1[i] = xsimd::fma(ai, b1, c1[i]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) {
+    c0[i].store_unaligned(c + i * ldc);
+    c1[i].store_unaligned(c + i * ldc + W);
+  }
+}
+
+/// Copies A[0:n, k0:k0+kc] k-major in groups of panel_rows rows:
+/// dst[(g · kc + k) · panel_rows + i] = A[g · panel_rows + i, k0 + k].
+inline void pack_row_groups(const float* A, index_t lda, index_t n, index_t k0, index_t kc, float* dst) noexcept {
+  for (index_t g = 0; g * panel_rows < n; ++g) {
+    const index_t rows = std::min<index_t>(panel_rows, n - g * panel_rows);
+    float* d = dst + g * kc * panel_rows;
+    for (index_t i = 0; i < rows; ++i) {
+      const float* a = A + (g * panel_rows + i) * lda + k0;
+      for (index_t k = 0; k < kc; ++k) d[k * panel_rows + i] = a[k];
+    }
+  }
+}
+
+/// The depth block for n rows: one row group (decode) streams whole panels.
+inline index_t depth_block(index_t n, index_t K) noexcept {
+  return n <= panel_rows ? K : std::min(K, panel_depth_block);
+}
+
+/// Floats of the A buffer panel_gemm needs for n rows of depth K.
+inline std::size_t panel_gemm_buffer(index_t n, index_t K) noexcept {
+  const index_t groups = (n + panel_rows - 1) / panel_rows;
+  return std::size_t(groups * panel_rows * depth_block(n, K));
+}
+
+/// C[n, count·NR] = A[n, K] · panels [first, first + count) of B, C rows ldc
+/// apart (ldc ≥ count·NR). Rows are taken MR at a time; the last group uses
+/// a smaller compile-time tile. `buffer` holds panel_gemm_buffer(n, K) floats.
+template <class Arch, DType Stored>
+void panel_gemm(const float* A, index_t lda, index_t n, const PanelMatrix& B, index_t first, index_t count, float* C,
+                index_t ldc, float* buffer) noexcept {
+  const index_t NR = B.width;
+  const index_t KC = depth_block(n, B.depth);
+  for (index_t k0 = 0; k0 < B.depth; k0 += KC) {
+    const index_t kc = std::min(KC, B.depth - k0);
+    const bool accumulate = k0 > 0;
+    pack_row_groups(A, lda, n, k0, kc, buffer);
+    for (index_t p = 0; p < count; ++p) {
+      const std::byte* panel = B.at(first + p, k0);
+      for (index_t i = 0; i < n; i += panel_rows) {
+        const float* a = buffer + i * kc;
+        float* c = C + i * ldc + p * NR;
+        switch (std::min<index_t>(panel_rows, n - i)) {
+          case 6:
+            panel_tile<Arch, Stored, 6>(a, panel, kc, c, ldc, accumulate);
+            break;
+          case 5:
+            panel_tile<Arch, Stored, 5>(a, panel, kc, c, ldc, accumulate);
+            break;
+          case 4:
+            panel_tile<Arch, Stored, 4>(a, panel, kc, c, ldc, accumulate);
+            break;
+          case 3:
+            panel_tile<Arch, Stored, 3>(a, panel, kc, c, ldc, accumulate);
+            break;
+          case 2:
+            panel_tile<Arch, Stored, 2>(a, panel, kc, c, ldc, accumulate);
+            break;
+          default:
+            panel_tile<Arch, Stored, 1>(a, panel, kc, c, ldc, accumulate);
+            break;
+        }
+      }
+    }
+  }
+}
+
+/// panel_gemm for B's stored dtype.
+template <class Arch>
+void panel_gemm(const float* A, index_t lda, index_t n, const PanelMatrix& B, index_t first, index_t count, float* C,
+                index_t ldc, float* buffer) noexcept {
+  if (B.dtype == DType::BF16)
+    panel_gemm<Arch, DType::BF16>(A, lda, n, B, first, count, C, ldc, buffer);
+  else
+    panel_gemm<Arch, DType::F32>(A, lda, n, B, first, count, C, ldc, buffer);
+}
+
+}  // namespace moe::backend::cpu

@@ -1,0 +1,167 @@
+#pragma once
+/// \file panels.hpp
+/// Weights packed into panels: the layout the broadcast micro-kernel streams.
+///
+/// A weight W [N, K] (nn.Linear layout, rows = outputs) becomes ⌈N/NR⌉
+/// panels of NR output features. Panel p stores, for k = 0 … K-1 in order,
+/// the NR weights W[p·NR + j, k] side by side, so the kernel reads one panel
+/// front to back with unit stride: every k step loads NR weights (two SIMD
+/// vectors) and multiplies them by one broadcast activation per token row.
+/// Rows past N are zero, so tails need no special case in the kernel.
+///
+/// Two layouts of a panel's NR columns:
+///   single   columns j = 0 … NR-1 are outputs p·NR + j
+///   gate/up  columns 0 … W-1 are gate rows p·W + j, columns W … 2W-1 the up
+///            rows of the same features: one panel gives gate and up of W
+///            hidden features, so SwiGLU is applied as the tile is stored.
+///
+/// Element types: F32 stays F32. BF16 stays BF16 (half the bytes to stream)
+/// with the two vectors of a k step interleaved as 32-bit words, low half =
+/// column i, high half = column W + i: a 32-bit shift and a mask widen them
+/// to two fp32 vectors. F16 is widened to F32 when packed.
+///
+/// Packing is explicit and costs a copy of the weights (bytes() says how
+/// much); the unpacked views stay valid and unused.
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <new>
+#include <span>
+#include <vector>
+
+#include "moe/core/error.hpp"
+#include "moe/core/view.hpp"
+#include "moe/expert/ffn.hpp"
+
+namespace moe::backend::cpu {
+
+/// Bytes allocated on a 64-byte boundary (one cache line), zero-filled.
+class AlignedBytes {
+ public:
+  AlignedBytes() = default;
+  explicit AlignedBytes(std::size_t n)
+      : size_(n), data_(static_cast<std::byte*>(::operator new(std::max<std::size_t>(n, 1), std::align_val_t(64)))) {
+    std::memset(data_.get(), 0, n);
+  }
+  std::byte* data() noexcept { return data_.get(); }
+  const std::byte* data() const noexcept { return data_.get(); }
+  std::size_t size() const noexcept { return size_; }
+
+ private:
+  struct Free {
+    void operator()(std::byte* p) const noexcept { ::operator delete(p, std::align_val_t(64)); }
+  };
+  std::size_t size_ = 0;
+  std::unique_ptr<std::byte, Free> data_;
+};
+
+enum class PanelLayout { single, gate_up };
+
+/// One weight matrix (or a gate/up pair) in panels of `width` columns.
+struct PanelMatrix {
+  DType dtype = DType::F32;  ///< F32 or BF16
+  PanelLayout layout = PanelLayout::single;
+  index_t outputs = 0;  ///< N: output features (d_ff for a gate/up pair)
+  index_t depth = 0;    ///< K: inputs
+  index_t width = 0;    ///< NR: columns per panel
+  index_t panels = 0;
+  AlignedBytes storage;
+
+  /// Output features one panel yields: NR, or W = NR/2 for gate/up.
+  index_t features_per_panel() const noexcept { return layout == PanelLayout::gate_up ? width / 2 : width; }
+  std::size_t bytes() const noexcept { return storage.size(); }
+  /// Start of panel p at depth k.
+  const std::byte* at(index_t p, index_t k) const noexcept {
+    return storage.data() + std::size_t((p * depth + k) * width) * size_of(dtype);
+  }
+};
+
+namespace detail {
+
+/// Where column j of a k step lands among the step's NR elements.
+inline index_t column_slot(DType stored, index_t j, index_t width) noexcept {
+  if (stored != DType::BF16) return j;
+  const index_t half = width / 2;
+  return j < half ? 2 * j : 2 * (j - half) + 1;  // word j % W: low half column j, high half column W + j
+}
+
+/// Copies W's row `row` (K values, as stored) into column slot `slot` of panel p.
+inline void pack_row(const WeightMatrix& w, index_t row, PanelMatrix& out, index_t p, index_t slot) {
+  const index_t K = out.depth, NR = out.width;
+  if (out.dtype == DType::BF16) {
+    const auto* src = reinterpret_cast<const std::uint16_t*>(w.row_bytes(row));
+    auto* dst = reinterpret_cast<std::uint16_t*>(out.storage.data()) + p * K * NR + slot;
+    for (index_t k = 0; k < K; ++k) dst[k * NR] = src[k];
+  } else {
+    auto* dst = reinterpret_cast<float*>(out.storage.data()) + p * K * NR + slot;
+    for (index_t k = 0; k < K; ++k) dst[k * NR] = w.at(row, k);
+  }
+}
+
+}  // namespace detail
+
+/// Packs W [N, K] (single) or the pair gate, up [N, K] (gate_up) into panels
+/// of `width` columns (2 SIMD vectors of floats). Panels are independent:
+/// `for_each_panel(count, fn)` may run fn(p) for p in [0, count) in parallel.
+template <class ForEach>
+PanelMatrix pack_panels(const WeightMatrix& w, const WeightMatrix* up, index_t width, ForEach&& for_each_panel) {
+  moe::detail::require(width > 0 && width % 2 == 0, ErrorCode::invalid_argument, "pack_panels: width ", width,
+                       " must be even and > 0");
+  moe::detail::require(up == nullptr || (up->rows == w.rows && up->cols == w.cols && up->dtype == w.dtype),
+                       ErrorCode::shape_mismatch, "pack_panels: gate and up differ in shape or dtype");
+  PanelMatrix out;
+  out.dtype = w.dtype == DType::BF16 ? DType::BF16 : DType::F32;
+  out.layout = up ? PanelLayout::gate_up : PanelLayout::single;
+  out.outputs = w.rows;
+  out.depth = w.cols;
+  out.width = width;
+  const index_t per_panel = out.features_per_panel();
+  out.panels = (w.rows + per_panel - 1) / per_panel;
+  out.storage = AlignedBytes(std::size_t(out.panels * out.depth * width) * size_of(out.dtype));
+  for_each_panel(out.panels, [&](index_t p) {
+    for (index_t j = 0; j < per_panel; ++j) {
+      const index_t row = p * per_panel + j;
+      if (row >= w.rows) break;  // the tail stays zero
+      if (up) {
+        detail::pack_row(w, row, out, p, detail::column_slot(out.dtype, j, width));
+        detail::pack_row(*up, row, out, p, detail::column_slot(out.dtype, per_panel + j, width));
+      } else {
+        detail::pack_row(w, row, out, p, detail::column_slot(out.dtype, j, width));
+      }
+    }
+  });
+  return out;
+}
+
+/// One expert packed: gate and up fused for gated FFNs (or up alone), down.
+struct PackedExpert {
+  PanelMatrix up;  ///< gate_up layout for gated FFNs, single otherwise
+  PanelMatrix down;
+  std::size_t bytes() const noexcept { return up.bytes() + down.bytes(); }
+};
+
+/// The weights an expert set was packed from, to recognise them later.
+struct PackedExperts {
+  std::vector<ExpertWeights> source;
+  std::vector<PackedExpert> experts;
+
+  std::size_t bytes() const noexcept {
+    std::size_t b = 0;
+    for (const auto& e : experts) b += e.bytes();
+    return b;
+  }
+  bool packs(std::span<const ExpertWeights> w) const noexcept {
+    if (w.size() != source.size()) return false;
+    const auto same = [](const WeightMatrix& a, const WeightMatrix& b) {
+      return a.data == b.data && a.dtype == b.dtype && a.rows == b.rows && a.cols == b.cols;
+    };
+    for (std::size_t e = 0; e < w.size(); ++e)
+      if (!same(w[e].gate, source[e].gate) || !same(w[e].up, source[e].up) || !same(w[e].down, source[e].down))
+        return false;
+    return true;
+  }
+};
+
+}  // namespace moe::backend::cpu
