@@ -128,11 +128,12 @@ class Cpu {
 
  private:
   struct Scratch {
-    std::vector<float> up, gate, gated, tile, rows;
+    std::vector<float> up, gate, gated, tile;
   };
   struct State {
     std::mutex mutex;
     std::vector<std::shared_ptr<const cpu::PackedExperts>> packed;
+    std::vector<float> in;         ///< packed path: the experts' input rows, packed for the kernel
     std::vector<float> hidden;     ///< [rows, d_ff] between the two halves of the FFN
     std::vector<Scratch> scratch;  ///< one per pool thread
   };
@@ -143,18 +144,49 @@ class Cpu {
     return nullptr;
   }
 
-  float* hidden_buffer(std::size_t n) const {
-    if (state_->hidden.size() < n) state_->hidden.resize(n);
-    return state_->hidden.data();
+  /// A workspace buffer of at least n floats (grown, never shrunk).
+  static float* grow(std::vector<float>& buffer, std::size_t n) {
+    if (buffer.size() < n) buffer.resize(n);
+    return buffer.data();
   }
   std::vector<Scratch>& scratch() const {
     state_->scratch.resize(std::size_t(pool_->size()));
     return state_->scratch;
   }
 
-  /// The packed path. Phase 1: hidden = act(X·W1ᵀ) ⊙ (X·W3ᵀ), each gate/up
-  /// tile reduced to W hidden features as it leaves the kernel. Phase 2:
-  /// out = hidden · W2ᵀ. Tasks are (expert, block of rows, block of panels).
+  /// A block of one expert's rows, and where its rows sit in the packed
+  /// activations of either phase (cpu::RowLayout, one after another).
+  struct RowBlock {
+    index_t expert, r0, n;
+    std::size_t in_offset, hidden_offset;
+  };
+
+  /// Splits each expert's rows evenly into blocks of at most rows_per_task
+  /// (rounded to the kernel's row group).
+  static std::vector<RowBlock> row_blocks(const RoutingPlan& plan, index_t d_model, index_t d_ff) {
+    std::vector<RowBlock> blocks;
+    std::size_t in = 0, hidden = 0;
+    for (index_t e = 0; e < plan.experts; ++e) {
+      const index_t rows = plan.kept(e);
+      if (rows == 0) continue;
+      const index_t count = (rows + rows_per_task - 1) / rows_per_task;
+      const index_t per_block = (rows + count - 1) / count;
+      const index_t step = (per_block + cpu::panel_rows - 1) / cpu::panel_rows * cpu::panel_rows;
+      for (index_t r = 0; r < rows; r += step) {
+        const index_t n = std::min(step, rows - r);
+        blocks.push_back({e, plan.offsets[std::size_t(e)] + r, n, in, hidden});
+        in += cpu::RowLayout::of(n, d_model).size();
+        hidden += cpu::RowLayout::of(n, d_ff).size();
+      }
+    }
+    return blocks;
+  }
+
+  /// The packed path. Each block's input rows are packed once for the
+  /// kernel. Phase 1: hidden = act(X·W1ᵀ) ⊙ (X·W3ᵀ), each gate/up tile
+  /// reduced to W hidden features as it leaves the kernel and stored
+  /// straight in the layout phase 2 reads. Phase 2: out = hidden · W2ᵀ.
+  /// Tasks are (block of rows, block of panels).
   template <FFN F>
   void packed_ffn(const RoutingPlan& plan, MatrixView<const float> x, const cpu::PackedExperts& set,
                   MatrixView<float> out) const {
@@ -162,72 +194,61 @@ class Cpu {
     constexpr index_t W = index_t(batch::size);
     const cpu::PanelMatrix& up0 = set.experts[0].up;
     const index_t d_ff = up0.outputs, d_model = up0.depth;
-    float* hidden = hidden_buffer(std::size_t(plan.rows() * d_ff));
+    const std::vector<RowBlock> blocks = row_blocks(plan, d_model, d_ff);
+    const RowBlock& last = blocks.back();
+    float* in = grow(state_->in, last.in_offset + cpu::RowLayout::of(last.n, d_model).size());
+    float* hidden = grow(state_->hidden, last.hidden_offset + cpu::RowLayout::of(last.n, d_ff).size());
     const typename F::activation act{};
 
-    run_panel_tasks(plan, up0.panels, d_model, [&](index_t e, index_t r0, index_t n, index_t p0, index_t np, float* tile, float* rows) {
-      const cpu::PanelMatrix& B = set.experts[std::size_t(e)].up;
-      const index_t ldt = np * panel_width;
-      cpu::panel_gemm<Arch>(x.row(r0), x.row_stride, n, B, p0, np, tile, ldt, rows);
-      const index_t per_panel = B.features_per_panel();
-      for (index_t i = 0; i < n; ++i)
+    pool_->parallel_for(std::int64_t(blocks.size()), [&](std::int64_t b, int) {
+      const RowBlock& rb = blocks[std::size_t(b)];
+      cpu::pack_rows(x.row(rb.r0), x.row_stride, cpu::RowLayout::of(rb.n, d_model), in + rb.in_offset);
+    });
+    run_panel_tasks(blocks, up0.panels, [&](const RowBlock& rb, index_t p0, index_t np, float* tile) {
+      const cpu::PanelMatrix& B = set.experts[std::size_t(rb.expert)].up;
+      const index_t ldt = np * panel_width, per_panel = B.features_per_panel();
+      cpu::panel_gemm<Arch>(in + rb.in_offset, cpu::RowLayout::of(rb.n, d_model), B, p0, np, tile, ldt);
+      const cpu::RowLayout H = cpu::RowLayout::of(rb.n, d_ff);
+      float* h_block = hidden + rb.hidden_offset;
+      alignas(64) float h[2 * W];
+      for (index_t i = 0; i < rb.n; ++i)
         for (index_t p = 0; p < np; ++p) {
           const float* t = tile + i * ldt + p * panel_width;
           const index_t f0 = (p0 + p) * per_panel, nf = std::min(per_panel, d_ff - f0);
-          float* h = hidden + (r0 + i) * d_ff + f0;
           if constexpr (F::gated) {
-            if (nf == W)
-              (act(batch::load_unaligned(t)) * batch::load_unaligned(t + W)).store_unaligned(h);
-            else
-              for (index_t j = 0; j < nf; ++j) h[j] = act(t[j]) * t[W + j];
+            (act(batch::load_unaligned(t)) * batch::load_unaligned(t + W)).store_aligned(h);
           } else {
-            for (index_t j = 0; j < nf; ++j) h[j] = act(t[j]);
+            act(batch::load_unaligned(t)).store_aligned(h);
+            act(batch::load_unaligned(t + W)).store_aligned(h + W);
           }
+          // A chunk of W features never crosses a depth block (KC is a multiple of W).
+          float* dst = h_block + H.at(i, f0);
+          for (index_t j = 0; j < nf; ++j) dst[j * cpu::panel_rows] = h[j];
         }
     });
-    run_panel_tasks(plan, set.experts[0].down.panels, d_ff,
-                    [&](index_t e, index_t r0, index_t n, index_t p0, index_t np, float* tile, float* rows) {
-                      const cpu::PanelMatrix& B = set.experts[std::size_t(e)].down;
-                      const index_t ldt = np * panel_width;
-                      cpu::panel_gemm<Arch>(hidden + r0 * d_ff, d_ff, n, B, p0, np, tile, ldt, rows);
-                      const index_t o0 = p0 * panel_width, no = std::min(np * panel_width, d_model - o0);
-                      for (index_t i = 0; i < n; ++i) std::copy(tile + i * ldt, tile + i * ldt + no, out.row(r0 + i) + o0);
-                    });
+    run_panel_tasks(blocks, set.experts[0].down.panels, [&](const RowBlock& rb, index_t p0, index_t np, float* tile) {
+      const cpu::PanelMatrix& B = set.experts[std::size_t(rb.expert)].down;
+      const index_t ldt = np * panel_width;
+      cpu::panel_gemm<Arch>(hidden + rb.hidden_offset, cpu::RowLayout::of(rb.n, d_ff), B, p0, np, tile, ldt);
+      const index_t o0 = p0 * panel_width, no = std::min(np * panel_width, d_model - o0);
+      for (index_t i = 0; i < rb.n; ++i) std::copy(tile + i * ldt, tile + i * ldt + no, out.row(rb.r0 + i) + o0);
+    });
   }
 
-  /// Runs fn(expert, first row, rows, first panel, panels, tile, row buffer) over
-  /// every (expert with rows, block of rows, block of panels), in parallel.
-  /// Row blocks split an expert's rows evenly into blocks of at most
-  /// rows_per_task (rounded to the kernel's row group).
+  /// Runs fn(row block, first panel, panels, tile) over every (row block,
+  /// block of panels_per_task panels), in parallel; `tile` is the thread's
+  /// [rows, panels · NR] buffer.
   template <class Fn>
-  void run_panel_tasks(const RoutingPlan& plan, index_t panels, index_t depth, Fn&& fn) const {
-    struct Task {
-      index_t expert, r0, n, p0, np;
-    };
-    std::vector<Task> tasks;
-    for (index_t e = 0; e < plan.experts; ++e) {
-      const index_t rows = plan.kept(e);
-      if (rows == 0) continue;
-      const index_t blocks = (rows + rows_per_task - 1) / rows_per_task;
-      const index_t per_block = (rows + blocks - 1) / blocks;
-      const index_t step = (per_block + cpu::panel_rows - 1) / cpu::panel_rows * cpu::panel_rows;
-      for (index_t r = 0; r < rows; r += step)
-        for (index_t p = 0; p < panels; p += panels_per_task)
-          tasks.push_back({e, plan.offsets[std::size_t(e)] + r, std::min(step, rows - r), p,
-                           std::min(panels_per_task, panels - p)});
-    }
+  void run_panel_tasks(const std::vector<RowBlock>& blocks, index_t panels, Fn&& fn) const {
+    const index_t per_block = (panels + panels_per_task - 1) / panels_per_task;
     auto& scratch = this->scratch();
     const std::size_t tile_size = std::size_t(rows_per_task + cpu::panel_rows) * panels_per_task * panel_width;
-    std::size_t rows_size = 0;
-    for (const Task& t : tasks) rows_size = std::max(rows_size, cpu::panel_gemm_buffer(t.n, depth));
-    for (auto& s : scratch) {
+    for (auto& s : scratch)
       if (s.tile.size() < tile_size) s.tile.resize(tile_size);
-      if (s.rows.size() < rows_size) s.rows.resize(rows_size);
-    }
-    pool_->parallel_for(std::int64_t(tasks.size()), [&](std::int64_t i, int thread) {
-      const Task& t = tasks[std::size_t(i)];
-      Scratch& s = scratch[std::size_t(thread)];
-      fn(t.expert, t.r0, t.n, t.p0, t.np, s.tile.data(), s.rows.data());
+    pool_->parallel_for(std::int64_t(blocks.size()) * per_block, [&](std::int64_t i, int thread) {
+      const index_t p0 = index_t(i % per_block) * panels_per_task;
+      fn(blocks[std::size_t(i / per_block)], p0, std::min(panels_per_task, panels - p0),
+         scratch[std::size_t(thread)].tile.data());
     });
   }
 
@@ -236,7 +257,7 @@ class Cpu {
   void unpacked_ffn(const RoutingPlan& plan, MatrixView<const float> packed, std::span<const ExpertWeights> w,
                     MatrixView<float> out) const {
     const index_t d_ff = w[0].up.rows, d_model = w[0].up.cols;
-    MatrixView<float> hidden(hidden_buffer(std::size_t(plan.rows() * d_ff)), plan.rows(), d_ff);
+    MatrixView<float> hidden(grow(state_->hidden, std::size_t(plan.rows() * d_ff)), plan.rows(), d_ff);
 
     // Phase 1: hidden = act(X·W1ᵀ) ⊙ (X·W3ᵀ) (gated) or act(X·Wiᵀ).
     run_tiles(plan, d_ff, [&](index_t e, index_t f0, index_t nf, Scratch& s) {

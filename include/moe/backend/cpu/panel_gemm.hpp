@@ -88,9 +88,12 @@ struct PanelStep<Arch, DType::BF16> {
 };
 
 /// C[MR, NR] (+)= A[MR, kc] · panel[kc, NR]; A packed k-major in groups of
-/// panel_rows (a[k · panel_rows + i]), C rows ldc apart.
+/// panel_rows (a[k · panel_rows + i]), C rows ldc apart. If `next` is set,
+/// the tile also asks for the next panel block, one cache line per k step,
+/// so the weights arrive from memory while this block computes.
 template <class Arch, DType Stored, int MR>
-void panel_tile(const float* a, const std::byte* panel, index_t kc, float* c, index_t ldc, bool accumulate) noexcept {
+void panel_tile(const float* a, const std::byte* panel, index_t kc, float* c, index_t ldc, bool accumulate,
+                const std::byte* next) noexcept {
   using batch = xsimd::batch<float, Arch>;
   constexpr index_t W = index_t(batch::size);
   batch c0[MR], c1[MR];
@@ -99,7 +102,9 @@ void panel_tile(const float* a, const std::byte* panel, index_t kc, float* c, in
     c0[i] = accumulate ? batch::load_unaligned(c + i * ldc) : batch(0.0f);
     c1[i] = accumulate ? batch::load_unaligned(c + i * ldc + W) : batch(0.0f);
   }
+  constexpr index_t step_bytes = 2 * W * index_t(size_of(Stored));
   for (index_t k = 0; k < kc; ++k) {
+    if (next && k * 64 < kc * step_bytes) __builtin_prefetch(next + k * 64);
     batch b0, b1;
     PanelStep<Arch, Stored>::load(panel, k, b0, b1);
 #pragma GCC unroll 8
@@ -116,65 +121,79 @@ void panel_tile(const float* a, const std::byte* panel, index_t kc, float* c, in
   }
 }
 
-/// Copies A[0:n, k0:k0+kc] k-major in groups of panel_rows rows:
-/// dst[(g · kc + k) · panel_rows + i] = A[g · panel_rows + i, k0 + k].
-inline void pack_row_groups(const float* A, index_t lda, index_t n, index_t k0, index_t kc, float* dst) noexcept {
-  for (index_t g = 0; g * panel_rows < n; ++g) {
-    const index_t rows = std::min<index_t>(panel_rows, n - g * panel_rows);
-    float* d = dst + g * kc * panel_rows;
-    for (index_t i = 0; i < rows; ++i) {
-      const float* a = A + (g * panel_rows + i) * lda + k0;
-      for (index_t k = 0; k < kc; ++k) d[k * panel_rows + i] = a[k];
-    }
-  }
-}
-
 /// The depth block for n rows: one row group (decode) streams whole panels.
 inline index_t depth_block(index_t n, index_t K) noexcept {
   return n <= panel_rows ? K : std::min(K, panel_depth_block);
 }
 
-/// Floats of the A buffer panel_gemm needs for n rows of depth K.
-inline std::size_t panel_gemm_buffer(index_t n, index_t K) noexcept {
-  const index_t groups = (n + panel_rows - 1) / panel_rows;
-  return std::size_t(groups * panel_rows * depth_block(n, K));
+/// Where n rows of depth K sit in the buffer panel_gemm reads: depth blocks
+/// of KC, and in each block groups of panel_rows rows stored k-major, so a
+/// tile's broadcasts walk one contiguous stream. Element (i, k), with k0 the
+/// start and kc the size of k's block and P the rows rounded up to groups:
+///   k0·P + (i / MR)·kc·MR + (k − k0)·MR + i % MR
+struct RowLayout {
+  index_t rows = 0, depth = 0, block = 0, padded = 0;
+
+  static RowLayout of(index_t n, index_t K) noexcept {
+    return {n, K, depth_block(n, K), (n + panel_rows - 1) / panel_rows * panel_rows};
+  }
+  std::size_t size() const noexcept { return std::size_t(padded * depth); }
+  index_t at(index_t i, index_t k) const noexcept {
+    const index_t k0 = k / block * block, kc = std::min(block, depth - k0);
+    return k0 * padded + (i / panel_rows) * kc * panel_rows + (k - k0) * panel_rows + i % panel_rows;
+  }
+};
+
+/// Copies A [L.rows, L.depth] (rows lda apart) into layout L.
+inline void pack_rows(const float* A, index_t lda, const RowLayout& L, float* dst) noexcept {
+  for (index_t k0 = 0; k0 < L.depth; k0 += L.block) {
+    const index_t kc = std::min(L.block, L.depth - k0);
+    for (index_t i = 0; i < L.rows; ++i) {
+      const float* a = A + i * lda + k0;
+      float* d = dst + L.at(i, k0);
+      for (index_t k = 0; k < kc; ++k) d[k * panel_rows] = a[k];
+    }
+  }
 }
 
-/// C[n, count·NR] = A[n, K] · panels [first, first + count) of B, C rows ldc
-/// apart (ldc ≥ count·NR). Rows are taken MR at a time; the last group uses
-/// a smaller compile-time tile. `buffer` holds panel_gemm_buffer(n, K) floats.
+/// C[n, count·NR] = A · panels [first, first + count) of B, for A's n rows
+/// packed in layout L (pack_rows), C rows ldc apart (ldc ≥ count·NR). Rows
+/// are taken MR at a time; the last group uses a smaller compile-time tile.
 template <class Arch, DType Stored>
-void panel_gemm(const float* A, index_t lda, index_t n, const PanelMatrix& B, index_t first, index_t count, float* C,
-                index_t ldc, float* buffer) noexcept {
-  const index_t NR = B.width;
-  const index_t KC = depth_block(n, B.depth);
-  for (index_t k0 = 0; k0 < B.depth; k0 += KC) {
-    const index_t kc = std::min(KC, B.depth - k0);
+void panel_gemm(const float* A, const RowLayout& L, const PanelMatrix& B, index_t first, index_t count, float* C,
+                index_t ldc) noexcept {
+  const index_t NR = B.width, n = L.rows;
+  for (index_t k0 = 0; k0 < B.depth; k0 += L.block) {
+    const index_t kc = std::min(L.block, B.depth - k0);
     const bool accumulate = k0 > 0;
-    pack_row_groups(A, lda, n, k0, kc, buffer);
     for (index_t p = 0; p < count; ++p) {
       const std::byte* panel = B.at(first + p, k0);
+      // The block after this one: the next panel, or the first panel's next depth block.
+      const std::byte* next = p + 1 < count ? B.at(first + p + 1, k0)
+                              : k0 + kc < B.depth ? B.at(first, k0 + kc)
+                                                  : nullptr;
       for (index_t i = 0; i < n; i += panel_rows) {
-        const float* a = buffer + i * kc;
+        const float* a = A + L.at(i, k0);
         float* c = C + i * ldc + p * NR;
+        if (i > 0) next = nullptr;  // the first row group fetches it
         switch (std::min<index_t>(panel_rows, n - i)) {
           case 6:
-            panel_tile<Arch, Stored, 6>(a, panel, kc, c, ldc, accumulate);
+            panel_tile<Arch, Stored, 6>(a, panel, kc, c, ldc, accumulate, next);
             break;
           case 5:
-            panel_tile<Arch, Stored, 5>(a, panel, kc, c, ldc, accumulate);
+            panel_tile<Arch, Stored, 5>(a, panel, kc, c, ldc, accumulate, next);
             break;
           case 4:
-            panel_tile<Arch, Stored, 4>(a, panel, kc, c, ldc, accumulate);
+            panel_tile<Arch, Stored, 4>(a, panel, kc, c, ldc, accumulate, next);
             break;
           case 3:
-            panel_tile<Arch, Stored, 3>(a, panel, kc, c, ldc, accumulate);
+            panel_tile<Arch, Stored, 3>(a, panel, kc, c, ldc, accumulate, next);
             break;
           case 2:
-            panel_tile<Arch, Stored, 2>(a, panel, kc, c, ldc, accumulate);
+            panel_tile<Arch, Stored, 2>(a, panel, kc, c, ldc, accumulate, next);
             break;
           default:
-            panel_tile<Arch, Stored, 1>(a, panel, kc, c, ldc, accumulate);
+            panel_tile<Arch, Stored, 1>(a, panel, kc, c, ldc, accumulate, next);
             break;
         }
       }
@@ -184,12 +203,12 @@ void panel_gemm(const float* A, index_t lda, index_t n, const PanelMatrix& B, in
 
 /// panel_gemm for B's stored dtype.
 template <class Arch>
-void panel_gemm(const float* A, index_t lda, index_t n, const PanelMatrix& B, index_t first, index_t count, float* C,
-                index_t ldc, float* buffer) noexcept {
+void panel_gemm(const float* A, const RowLayout& L, const PanelMatrix& B, index_t first, index_t count, float* C,
+                index_t ldc) noexcept {
   if (B.dtype == DType::BF16)
-    panel_gemm<Arch, DType::BF16>(A, lda, n, B, first, count, C, ldc, buffer);
+    panel_gemm<Arch, DType::BF16>(A, L, B, first, count, C, ldc);
   else
-    panel_gemm<Arch, DType::F32>(A, lda, n, B, first, count, C, ldc, buffer);
+    panel_gemm<Arch, DType::F32>(A, L, B, first, count, C, ldc);
 }
 
 }  // namespace moe::backend::cpu
