@@ -131,6 +131,7 @@ struct RunOptions {
   std::optional<std::string> tokens;
   std::string backend = "cpu";
   int threads = 0;
+  bool pack = false;
   bool no_bos = false;
 };
 
@@ -140,7 +141,9 @@ int with_model(const RunOptions& o, Fn&& fn) {
   moe::detail::require(o.backend == "cpu", moe::ErrorCode::invalid_argument,
                        "--backend: expected cpu or reference, got '", o.backend, "'");
   moe::backend::Cpu<> cpu = o.threads > 0 ? moe::backend::Cpu<>(o.threads) : moe::backend::Cpu<>();
-  return fn(mx::Model<moe::backend::Cpu<>>(o.model, cpu));
+  const mx::Model<moe::backend::Cpu<>> model(o.model, cpu);
+  if (o.pack) std::fprintf(stderr, "packed experts: %.1f MiB\n", double(model.pack_experts()) / (1 << 20));
+  return fn(model);
 }
 
 int generate(const RunOptions& o, const mx::GenerateOptions& g) {
@@ -252,6 +255,8 @@ int main(int argc, char** argv) try {
     cmd->add_option("--model", run.model, "checkpoint folder (config.json + safetensors)")->required();
     cmd->add_option("--backend", run.backend, "cpu (default) or reference");
     cmd->add_option("--threads", run.threads, "threads for the cpu backend (default: all)");
+    cmd->add_flag("--pack", run.pack,
+                  "cpu: pack the experts into panels first (the fast kernel; costs a copy of the expert weights)");
   };
 
   std::string tiny_out, dtype = "bf16";

@@ -41,6 +41,12 @@ foreach(dir IN LISTS folders)
          --greedy 3 --out "${WORK}/${name}-logits.safetensors")
   expect(info-${name} 0 "weight bytes" info --model "${dir}")
 endforeach()
+# --pack runs the panel kernel: the same greedy tokens as on the weight views.
+execute_process(COMMAND "${MIXTRAL}" generate --model "${MODELS}/mixtral_tiny_bf16" --tokens 1,2,3,4 --max-new 8
+                OUTPUT_VARIABLE views_out)
+string(REGEX MATCH "generated ids: [0-9,]+" views_ids "${views_out}")
+expect(generate-packed 0 "${views_ids}.*packed experts: [0-9.]+ MiB" generate --model "${MODELS}/mixtral_tiny_bf16"
+       --tokens 1,2,3,4 --max-new 8 --pack)
 expect(reference-backend 0 "backend reference" generate --model "${MODELS}/mixtral_tiny_f32" --tokens 5,6 --max-new 2
        --backend reference)
 

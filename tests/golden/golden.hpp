@@ -17,8 +17,22 @@
 
 namespace moe::golden {
 
-enum class BackendChoice { reference, cpu };
-inline std::string_view name(BackendChoice b) { return b == BackendChoice::reference ? "reference" : "cpu"; }
+enum class BackendChoice { reference, cpu, cpu_packed };
+inline std::string_view name(BackendChoice b) {
+  return b == BackendChoice::reference ? "reference" : b == BackendChoice::cpu ? "cpu" : "cpu-packed";
+}
+
+/// backend::Cpu on the panel kernel: packs each expert set the first time it
+/// sees it (then the cached panels are used).
+struct PackedCpu : backend::Cpu<> {
+  static constexpr std::string_view name() { return "cpu-packed"; }
+  template <FFN F>
+  void expert_ffn(const RoutingPlan& plan, MatrixView<const float> in, std::span<const ExpertWeights> w,
+                  MatrixView<float> out) const {
+    pack(w);
+    backend::Cpu<>::expert_ffn<F>(plan, in, w, out);
+  }
+};
 
 /// An output tensor moe computed, in the dtype and shape of the golden one.
 struct Tensor {
@@ -44,6 +58,7 @@ inline Tensor matrix(const Matrix& m) {
 template <class Fn>
 decltype(auto) with_backend(BackendChoice b, Fn&& fn) {
   if (b == BackendChoice::reference) return fn(backend::Reference{});
+  if (b == BackendChoice::cpu_packed) return fn(PackedCpu{});
   return fn(backend::Cpu<>{});
 }
 

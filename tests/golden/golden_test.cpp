@@ -1,5 +1,5 @@
-// The golden cases (made by an independent implementation) through both
-// backends, the safetensors reader on good and malformed files, the writer.
+// The golden cases (made by an independent implementation) through every
+// backend (reference, cpu on views, cpu on packed panels), the safetensors reader on good and malformed files, the writer.
 #include "test_support.hpp"
 
 #include "../golden/golden.hpp"
@@ -33,28 +33,28 @@ void check_kind(const std::string& folder, golden::BackendChoice b, int expected
 }
 }  // namespace
 
-TEST_CASE("golden moe_block cases pass on both backends") {
-  check_kind("moe_block", golden::BackendChoice::reference, 12);
-  check_kind("moe_block", golden::BackendChoice::cpu, 12);
+constexpr golden::BackendChoice all_backends[] = {golden::BackendChoice::reference, golden::BackendChoice::cpu,
+                                                   golden::BackendChoice::cpu_packed};
+
+TEST_CASE("golden moe_block cases pass on every backend") {
+  for (const auto b : all_backends) check_kind("moe_block", b, 12);
 }
 
-TEST_CASE("golden switch cases pass on both backends (both priorities, jitter, HF aux quirk)") {
-  check_kind("switch", golden::BackendChoice::reference, 8);
-  check_kind("switch", golden::BackendChoice::cpu, 8);
+TEST_CASE("golden switch cases pass on every backend (both priorities, jitter, HF aux quirk)") {
+  for (const auto b : all_backends) check_kind("switch", b, 8);
 }
 
-TEST_CASE("golden rmsnorm and attention cases pass on both backends (RoPE, GQA, sliding window, pos0)") {
-  for (const auto b : {golden::BackendChoice::reference, golden::BackendChoice::cpu}) {
+TEST_CASE("golden rmsnorm and attention cases pass on every backend (RoPE, GQA, sliding window, pos0)") {
+  for (const auto b : all_backends) {
     check_kind("rmsnorm", b, 2);
     check_kind("attention", b, 4);
   }
 }
 
-TEST_CASE("golden Mixtral checkpoints pass on both backends (f32, bf16, sharded, sliding, tied f16, head_dim)") {
+TEST_CASE("golden Mixtral checkpoints pass on every backend (f32, bf16, sharded, sliding, tied f16, head_dim)") {
   // Every intermediate, the logits, the router losses and 16 greedy tokens
   // decoded with the KV cache; greedy ids must match exactly.
-  check_kind("models", golden::BackendChoice::reference, 6, 1e-4);
-  check_kind("models", golden::BackendChoice::cpu, 6, 1e-4);
+  for (const auto b : all_backends) check_kind("models", b, 6, 1e-4);
 }
 
 TEST_CASE("a perturbed golden value makes the check fail") {

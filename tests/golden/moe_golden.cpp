@@ -1,7 +1,7 @@
 // moe-golden: runs the golden conformance cases through moe.
 //
-//   moe-golden run CASE.safetensors OUT.safetensors [--backend reference|cpu]
-//   moe-golden check PATH... [--backend reference|cpu|both]
+//   moe-golden run CASE.safetensors OUT.safetensors [--backend reference|cpu|cpu-packed]
+//   moe-golden check PATH... [--backend reference|cpu|cpu-packed|all]
 //
 // `run` writes every output the case's kind defines, under the golden names
 // and dtypes. `check` runs cases (files or folders), prints one line per case
@@ -15,17 +15,20 @@ using namespace moe;
 
 namespace {
 int usage() {
-  std::cerr << "usage: moe-golden run CASE.safetensors OUT.safetensors [--backend reference|cpu]\n"
-               "       moe-golden check PATH... [--backend reference|cpu|both]\n";
+  std::cerr << "usage: moe-golden run CASE.safetensors OUT.safetensors [--backend reference|cpu|cpu-packed]\n"
+               "       moe-golden check PATH... [--backend reference|cpu|cpu-packed|all]\n"
+               "  cpu runs backend::Cpu on the weight views, cpu-packed on packed panels; all = the three\n";
   return 2;
 }
 
-std::vector<golden::BackendChoice> parse_backends(const std::string& v, bool allow_both) {
+std::vector<golden::BackendChoice> parse_backends(const std::string& v, bool allow_all) {
   if (v == "reference") return {golden::BackendChoice::reference};
   if (v == "cpu") return {golden::BackendChoice::cpu};
-  if (v == "both" && allow_both) return {golden::BackendChoice::reference, golden::BackendChoice::cpu};
-  throw Error(ErrorCode::invalid_argument,
-              "--backend: expected reference, cpu" + std::string(allow_both ? " or both" : "") + ", got '" + v + "'");
+  if (v == "cpu-packed") return {golden::BackendChoice::cpu_packed};
+  if (v == "all" && allow_all)
+    return {golden::BackendChoice::reference, golden::BackendChoice::cpu, golden::BackendChoice::cpu_packed};
+  throw Error(ErrorCode::invalid_argument, "--backend: expected reference, cpu, cpu-packed" +
+                                               std::string(allow_all ? " or all" : "") + ", got '" + v + "'");
 }
 }  // namespace
 
@@ -33,7 +36,7 @@ int main(int argc, char** argv) try {
   if (argc < 2) return usage();
   const std::string command = argv[1];
   std::vector<std::string> args;
-  std::string backend = command == "run" ? "cpu" : "both";
+  std::string backend = command == "run" ? "cpu" : "all";
   for (int i = 2; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--backend" && i + 1 < argc)
@@ -65,16 +68,16 @@ int main(int argc, char** argv) try {
         for (const auto& r : golden::check_path(path, b)) {
           if (r.skipped) {
             ++skipped;
-            std::printf("SKIP  %-9s %-10s %s (kind not supported yet)\n", std::string(name(b)).c_str(), r.kind.c_str(),
+            std::printf("SKIP  %-10s %-10s %s (kind not supported yet)\n", std::string(name(b)).c_str(), r.kind.c_str(),
                         r.path.c_str());
             continue;
           }
           r.passed ? ++passed : ++failed;
           if (r.kind == "io" || r.kind == "io_bad") {
-            std::printf("%s  %-9s %-10s %s%s%s\n", r.passed ? "PASS" : "FAIL", std::string(name(b)).c_str(),
+            std::printf("%s  %-10s %-10s %s%s%s\n", r.passed ? "PASS" : "FAIL", std::string(name(b)).c_str(),
                         r.kind.c_str(), r.path.c_str(), r.worst.empty() ? "" : "  rejected: ", r.worst.c_str());
           } else {
-            std::printf("%s  %-9s %-10s %s  max_err %.2e (%s)\n", r.passed ? "PASS" : "FAIL",
+            std::printf("%s  %-10s %-10s %s  max_err %.2e (%s)\n", r.passed ? "PASS" : "FAIL",
                         std::string(name(b)).c_str(), r.kind.c_str(), r.path.c_str(), r.max_error, r.worst.c_str());
           }
           for (const auto& f : r.failures) std::printf("      %s\n", f.c_str());

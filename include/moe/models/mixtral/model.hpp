@@ -87,6 +87,15 @@ class Model {
       blocks_.emplace_back(int(config_.experts_per_token), moe_config, l.moe, backend_);
   }
 
+  /// Packs every layer's experts into the backend's fast layout (backend::Cpu:
+  /// panels, a copy of the expert weights next to the mapped checkpoint).
+  /// Returns the bytes it costs; 0 for a backend that runs on the views.
+  std::size_t pack_experts() const {
+    std::size_t bytes = 0;
+    for (const auto& b : blocks_) bytes += b.pack_weights();
+    return bytes;
+  }
+
   const Config& config() const noexcept { return config_; }
   const Weights& weights() const noexcept { return weights_; }
   const io::Checkpoint& checkpoint() const noexcept { return checkpoint_; }

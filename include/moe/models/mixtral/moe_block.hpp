@@ -25,6 +25,11 @@ class SparseBlock {
     return std::visit([](const auto& l) { return l.top_k; }, layer_);
   }
 
+  /// Packs the experts for the backend's fast kernel; bytes it costs (0 if none).
+  std::size_t pack_weights() const {
+    return std::visit([](const auto& l) { return l.pack_weights(); }, layer_);
+  }
+
   /// y (no residual), the routing and its statistics for the rows of x.
   Output forward(MatrixView<const float> x) const {
     return std::visit([&](const auto& l) { return l.forward(x); }, layer_);
