@@ -25,6 +25,7 @@
 
 #include <moe/moe.hpp>
 
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -133,20 +134,30 @@ struct Fixture {
 template <int K>
 using Preset = moe::presets::MixtralTopK<K>;
 
-/// Sets the counters every layer benchmark reports, from one routing of x.
-void set_counters(benchmark::State& state, const Fixture& f, const moe::RoutingPlan& plan) {
+/// Runs fn once per benchmark iteration; returns the mean seconds per call.
+template <class Fn>
+double timed_loop(benchmark::State& state, Fn&& fn) {
+  const auto t0 = std::chrono::steady_clock::now();
+  for (auto _ : state) fn();
+  const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return total / double(std::max<benchmark::IterationCount>(1, state.iterations()));
+}
+
+/// Sets the counters every layer benchmark reports, from one routing of x
+/// and the seconds one forward call took.
+void set_counters(benchmark::State& state, const Fixture& f, const moe::RoutingPlan& plan, double seconds) {
   const double rows = double(plan.rows()), d = double(f.shape.d_model), ff = double(f.shape.d_ff);
   const double flops = 2.0 * 3.0 * d * ff * rows;
   index_t touched = 0;
   for (index_t e = 0; e < plan.experts; ++e) touched += plan.kept(e) > 0;
   const double bytes = 3.0 * d * ff * double(touched) * double(moe::size_of(f.dtype));
   const auto& lim = moe_bench::limits();
-  using C = benchmark::Counter;
+  const auto fraction = [](double rate, double limit) { return limit > 0 ? rate / limit : 0.0; };
   state.counters["T"] = double(plan.tokens);
-  state.counters["GFLOP/s"] = C(flops * 1e-9, C::kIsIterationInvariantRate);
-  state.counters["of_fp32_peak"] = moe_bench::fraction_of(flops, lim.fp32_flops);
-  state.counters["weight_GB/s"] = C(bytes * 1e-9, C::kIsIterationInvariantRate);
-  state.counters["of_bandwidth"] = moe_bench::fraction_of(bytes, lim.read_bytes);
+  state.counters["GFLOP/s"] = flops / seconds * 1e-9;
+  state.counters["of_fp32_peak"] = fraction(flops / seconds, lim.fp32_flops);
+  state.counters["weight_GB/s"] = bytes / seconds * 1e-9;
+  state.counters["of_bandwidth"] = fraction(bytes / seconds, lim.read_bytes);
   state.counters["max_expert_rows"] = [&] {
     index_t m = 0;
     for (index_t e = 0; e < plan.experts; ++e) m = std::max(m, plan.kept(e));
@@ -168,9 +179,10 @@ void run_layer(benchmark::State& state, const Shape& s, moe::DType dt, bool pack
   const auto layer = moe::make_layer<Preset<K>, Backend>(f.config, f.weights, backend);
   if (pack) layer.pack_weights();
   const moe::Matrix x = f.tokens(T);
-  const moe::Output first = layer.forward(x);  // warm-up, and the plan for the counters
-  for (auto _ : state) benchmark::DoNotOptimize(layer.forward(x).y.data());
-  set_counters(state, f, first.plan);
+  moe::Workspace ws;  // reused by every call, as a serving loop would
+  const moe::RoutingPlan plan = layer.forward(x, ws).plan;  // warm-up, and the plan for the counters
+  const double seconds = timed_loop(state, [&] { benchmark::DoNotOptimize(layer.forward(x, ws).y.data()); });
+  set_counters(state, f, plan, seconds);
 }
 
 /// The plain-Eigen peer: route with moe, then per expert gather its rows and
@@ -208,8 +220,8 @@ void run_eigen(benchmark::State& state, const Shape& s) {
     return y;
   };
   forward();
-  for (auto _ : state) benchmark::DoNotOptimize(forward().data());
-  set_counters(state, f, layer.forward(x).plan);
+  const double seconds = timed_loop(state, [&] { benchmark::DoNotOptimize(forward().data()); });
+  set_counters(state, f, layer.forward(x).plan, seconds);
 }
 
 template <int K>

@@ -198,12 +198,6 @@ inline void BM_memory_read(benchmark::State& state) {
   benchmark::DoNotOptimize(sums.data());
 }
 
-/// The fraction of `limit` (a rate per second) that `work` per iteration
-/// reaches, as a counter (0 when the limit was not measured in this run).
-inline benchmark::Counter fraction_of(double work, double limit) {
-  return benchmark::Counter(limit > 0 ? work / limit : 0.0, benchmark::Counter::kIsIterationInvariantRate);
-}
-
 inline void register_machine_limits() {
   const auto reg = [](const char* name, void (*fn)(benchmark::State&)) {
     benchmark::RegisterBenchmark(name, fn)->Iterations(10)->UseRealTime()->Unit(benchmark::kMillisecond);

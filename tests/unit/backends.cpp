@@ -92,6 +92,24 @@ TEST_CASE("pack: cached per weight set, memory reported, dropped on request") {
   CHECK(packed_y != unpacked_y);  // two kernels, two summation orders: it really ran packed
 }
 
+TEST_CASE("forward into a reused Workspace equals a fresh forward, for growing and shrinking T") {
+  const LayerConfig c{.d_model = 32, .d_ff = 48, .num_experts = 4, .seed = 3};
+  const WeightStore store = WeightStore::random(c, true, DType::F32, 8);
+  const auto layer = make_layer<presets::Mixtral>(c, store.view(), backend::Cpu<>(2));
+  layer.pack_weights();
+  Workspace ws;
+  for (index_t T : {5, 40, 1, 40, 17}) {
+    CAPTURE(T);
+    const Matrix x = random_normal_matrix(T, c.d_model, std::uint64_t(T));
+    const Output fresh = layer.forward(x);
+    const Output& reused = layer.forward(x, ws);
+    CHECK(&reused == &ws.out);
+    CHECK(reused.y == fresh.y);
+    CHECK(reused.plan.slot_row == fresh.plan.slot_row);
+    CHECK(ws.packed.rows() >= reused.plan.rows());
+  }
+}
+
 TEST_CASE("same seed, same output, whatever the thread count (bitwise)") {
   const LayerConfig c{.d_model = 40, .d_ff = 72, .num_experts = 8, .seed = 77};
   const WeightStore store = WeightStore::random(c, false, DType::BF16, 2, /*noise_weight=*/true);

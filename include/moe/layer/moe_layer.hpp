@@ -46,6 +46,17 @@ struct Output {
   RoutingStats stats;  ///< counts, entropy, losses
 };
 
+/// What a forward call keeps between calls: the output and the row buffers.
+/// Passing the same Workspace to every call of a loop (decode, training
+/// steps) reuses them: once they have grown to the largest call, no buffer
+/// that scales with tokens × d_model is allocated again (the backend keeps
+/// its own workspace for hidden activations). Not shared between threads.
+struct Workspace {
+  Output out;
+  Matrix packed;      ///< [rows, d_model] tokens grouped by expert
+  Matrix expert_out;  ///< [rows, d_model] each row's expert output
+};
+
 template <RoutingPolicy R, ExpertPolicy X, CapacityPolicy C, BalanceLossPolicy L, BackendPolicy B = DefaultBackend>
 class MoELayer {
  public:
@@ -110,16 +121,25 @@ class MoELayer {
 
   /// y = Σ_j w_j · expert_j(x) for the T rows of x ([T, d_model], fp32).
   Output forward(MatrixView<const float> x, ForwardOptions opt = {}) const {
-    Output out;
+    Workspace ws;
+    forward(x, ws, opt);
+    return std::move(ws.out);
+  }
+
+  /// The same, into `ws` (reused across calls): returns ws.out.
+  const Output& forward(MatrixView<const float> x, Workspace& ws, ForwardOptions opt = {}) const {
+    Output& out = ws.out;
     out.routing = route(x, opt);
     const PlanShape shape{x.rows, config_.num_experts, top_k};
     out.plan = build_plan(out.routing, capacity_.capacity(shape, opt.mode), capacity_.priority());
     out.stats = make_stats(out.routing, out.plan);
     out.stats.weighted_loss = loss_.evaluate(out.routing, out.plan, out.stats);
 
-    Matrix packed(out.plan.rows(), config_.d_model);      // [rows, d] tokens grouped by expert
-    Matrix expert_out(out.plan.rows(), config_.d_model);  // [rows, d] each row's expert output
-    out.y.resize(x.rows, config_.d_model);                // [T, d]
+    reserve_rows(ws.packed, out.plan.rows());
+    reserve_rows(ws.expert_out, out.plan.rows());
+    out.y.resize(x.rows, config_.d_model);  // [T, d]
+    const MatrixView<float> packed(ws.packed.data(), out.plan.rows(), config_.d_model);
+    const MatrixView<float> expert_out(ws.expert_out.data(), out.plan.rows(), config_.d_model);
     const std::span<const ExpertWeights> experts(weights_.experts);
     backend_.gather(out.plan, x, packed);
     backend_.template expert_ffn<typename X::ffn>(out.plan, packed, experts, expert_out);
@@ -128,6 +148,12 @@ class MoELayer {
   }
 
  private:
+  /// Grows m to at least `rows` rows of d_model (never shrinks: a smaller
+  /// call uses the first rows).
+  void reserve_rows(Matrix& m, index_t rows) const {
+    if (m.rows() < rows || m.cols() != config_.d_model) m.resize(std::max(rows, index_t(m.rows())), config_.d_model);
+  }
+
   void check_input(MatrixView<const float> x) const {
     detail::require(x.cols == config_.d_model, ErrorCode::shape_mismatch, "MoELayer::forward: x has ", x.cols,
                     " columns, layer d_model is ", config_.d_model);
