@@ -15,12 +15,17 @@
 //   eigen     the plain-Eigen way: route with moe, one GEMM per expert over its gathered rows
 //             (Eigen's GEMM on all cores through OpenMP when the build has it)
 //   reference backend::Reference (scaled shape, T ≤ 8: it is the readable truth, not fast)
-// dtypes: f32 weights; bf16 weights with fp32 activations.
+// numerics (the 4th name part):
+//   f32    fp32 weights, fp32 compute                  (backend::Cpu<>)
+//   bf16   bf16 weights, fp32 activations and compute  (backend::Cpu<>)
+//   bf16c  bf16 compute: activations rounded to bf16   (backend::Cpu<numerics::Bf16Compute>)
+//   int8   int8 weights, 7-bit activations, int32 sums (backend::Cpu<numerics::Int8>)
 //
 // Counters: GFLOP/s of expert compute (2 · projections · d_model · d_ff per
-// kept row), of_fp32_peak (÷ the FP32 FMA peak of limit/fp32_fma), weight_GB/s
-// (bytes of the experts the call touched ÷ time: what decode streams) and
-// of_bandwidth (÷ limit/memory_read).
+// kept row; GOP/s for int8), of_peak (÷ the FP32 FMA peak of limit/fp32_fma,
+// or the int8 peak of limit/int8_dot), weight_GB/s (bytes of the experts the
+// call touched ÷ time: what decode streams) and of_bandwidth (÷
+// limit/memory_read).
 #include <benchmark/benchmark.h>
 
 #include <moe/moe.hpp>
@@ -87,8 +92,10 @@ struct Fixture {
   moe::LayerConfig config;
   std::vector<std::vector<unsigned char>> buffers;
   moe::LayerWeights weights;
-  moe::backend::Cpu<> packed_cpu;  // its own state: packing it leaves `views` unpacked
-  bool packed = false;
+  // Backends with their own state: packing one leaves the others (and `views`) unpacked.
+  moe::backend::Cpu<> packed_cpu;
+  moe::backend::Cpu<moe::numerics::Bf16Compute> bf16c_cpu;
+  moe::backend::Cpu<moe::numerics::Int8> int8_cpu;
 
   Fixture(const Shape& s, moe::DType dt)
       : shape(s), dtype(dt), config{.d_model = s.d_model, .d_ff = s.d_ff, .num_experts = s.experts, .seed = 1} {
@@ -145,17 +152,18 @@ double timed_loop(benchmark::State& state, Fn&& fn) {
 
 /// Sets the counters every layer benchmark reports, from one routing of x
 /// and the seconds one forward call took.
-void set_counters(benchmark::State& state, const Fixture& f, const moe::RoutingPlan& plan, double seconds) {
+void set_counters(benchmark::State& state, const Fixture& f, const moe::RoutingPlan& plan, double seconds,
+                  double bytes_per_weight, bool int8) {
   const double rows = double(plan.rows()), d = double(f.shape.d_model), ff = double(f.shape.d_ff);
   const double flops = 2.0 * 3.0 * d * ff * rows;
   index_t touched = 0;
   for (index_t e = 0; e < plan.experts; ++e) touched += plan.kept(e) > 0;
-  const double bytes = 3.0 * d * ff * double(touched) * double(moe::size_of(f.dtype));
+  const double bytes = 3.0 * d * ff * double(touched) * bytes_per_weight;
   const auto& lim = moe_bench::limits();
   const auto fraction = [](double rate, double limit) { return limit > 0 ? rate / limit : 0.0; };
   state.counters["T"] = double(plan.tokens);
   state.counters["GFLOP/s"] = flops / seconds * 1e-9;
-  state.counters["of_fp32_peak"] = fraction(flops / seconds, lim.fp32_flops);
+  state.counters["of_peak"] = fraction(flops / seconds, int8 ? lim.int8_ops : lim.fp32_flops);
   state.counters["weight_GB/s"] = bytes / seconds * 1e-9;
   state.counters["of_bandwidth"] = fraction(bytes / seconds, lim.read_bytes);
   state.counters["max_expert_rows"] = [&] {
@@ -165,24 +173,36 @@ void set_counters(benchmark::State& state, const Fixture& f, const moe::RoutingP
   }();
 }
 
+enum class Impl { packed, views, bf16c, int8, reference };
+
 template <int K, class Backend>
-void run_layer(benchmark::State& state, const Shape& s, moe::DType dt, bool pack) {
-  Fixture& f = Fixture::get(s, dt);
-  const index_t T = state.range(0);
-  moe::backend::Cpu<> views_cpu;
-  Backend backend = [&] {
-    if constexpr (std::is_same_v<Backend, moe::backend::Cpu<>>)
-      return pack ? f.packed_cpu : views_cpu;
-    else
-      return Backend{};
-  }();
+void time_layer(benchmark::State& state, Fixture& f, const Backend& backend, bool pack, double bytes_per_weight,
+                bool int8) {
   const auto layer = moe::make_layer<Preset<K>, Backend>(f.config, f.weights, backend);
-  if (pack) layer.pack_weights();
-  const moe::Matrix x = f.tokens(T);
+  if (pack) layer.pack_weights();  // once per fixture: the backend caches the panels
+  const moe::Matrix x = f.tokens(state.range(0));
   moe::Workspace ws;  // reused by every call, as a serving loop would
   const moe::RoutingPlan plan = layer.forward(x, ws).plan;  // warm-up, and the plan for the counters
   const double seconds = timed_loop(state, [&] { benchmark::DoNotOptimize(layer.forward(x, ws).y.data()); });
-  set_counters(state, f, plan, seconds);
+  set_counters(state, f, plan, seconds, bytes_per_weight, int8);
+}
+
+template <int K>
+void run_layer(benchmark::State& state, const Shape& s, moe::DType dt, Impl impl) {
+  Fixture& f = Fixture::get(s, dt);
+  const double stored = double(moe::size_of(dt));
+  switch (impl) {
+    case Impl::packed:
+      return time_layer<K>(state, f, f.packed_cpu, true, stored, false);
+    case Impl::views:
+      return time_layer<K>(state, f, moe::backend::Cpu<>(), false, stored, false);
+    case Impl::bf16c:
+      return time_layer<K>(state, f, f.bf16c_cpu, true, 2.0, false);
+    case Impl::int8:
+      return time_layer<K>(state, f, f.int8_cpu, true, 1.0, true);
+    case Impl::reference:
+      return time_layer<K>(state, f, moe::backend::Reference{}, false, stored, false);
+  }
 }
 
 /// The plain-Eigen peer: route with moe, then per expert gather its rows and
@@ -221,28 +241,31 @@ void run_eigen(benchmark::State& state, const Shape& s) {
   };
   forward();
   const double seconds = timed_loop(state, [&] { benchmark::DoNotOptimize(forward().data()); });
-  set_counters(state, f, layer.forward(x).plan, seconds);
+  set_counters(state, f, layer.forward(x).plan, seconds, 4.0, false);
 }
 
 template <int K>
 void register_shape(const Shape& s) {
-  const auto reg = [&](const std::string& impl, moe::DType dt, auto fn, index_t max_T) {
-    const std::string name = std::string("layer/") + s.name + "/" + impl + "/" + (dt == moe::DType::F32 ? "f32" : "bf16");
+  const auto reg = [&](const std::string& impl, const std::string& numerics, auto fn, index_t max_T) {
+    const std::string name = std::string("layer/") + s.name + "/" + impl + "/" + numerics;
     auto* b = benchmark::RegisterBenchmark(name.c_str(), fn)->Unit(benchmark::kMillisecond)->UseRealTime();
     b->ArgName("T");
     for (index_t T : token_counts)
       if (T <= max_T) b->Arg(T);
   };
-  for (moe::DType dt : {moe::DType::F32, moe::DType::BF16}) {
-    reg("packed", dt, [s, dt](benchmark::State& st) { run_layer<K, moe::backend::Cpu<>>(st, s, dt, true); }, 2048);
-    reg("views", dt, [s, dt](benchmark::State& st) { run_layer<K, moe::backend::Cpu<>>(st, s, dt, false); }, 2048);
-    if (dt == moe::DType::F32) {
-      reg("eigen", dt, [s](benchmark::State& st) { run_eigen<K>(st, s); }, 2048);
-      if (std::string(s.name) == "scaled")
-        reg("reference", dt,
-            [s, dt](benchmark::State& st) { run_layer<K, moe::backend::Reference>(st, s, dt, false); }, 8);
-    }
-  }
+  const auto layer = [s](moe::DType dt, Impl impl) {
+    return [s, dt, impl](benchmark::State& st) { run_layer<K>(st, s, dt, impl); };
+  };
+  using moe::DType;
+  // Grouped by fixture (shape, stored dtype): one set of weights in memory at a time.
+  reg("packed", "f32", layer(DType::F32, Impl::packed), 2048);
+  reg("views", "f32", layer(DType::F32, Impl::views), 2048);
+  reg("eigen", "f32", [s](benchmark::State& st) { run_eigen<K>(st, s); }, 2048);
+  if (std::string(s.name) == "scaled") reg("reference", "f32", layer(DType::F32, Impl::reference), 8);
+  reg("packed", "bf16", layer(DType::BF16, Impl::packed), 2048);
+  reg("views", "bf16", layer(DType::BF16, Impl::views), 2048);
+  reg("packed", "bf16c", layer(DType::BF16, Impl::bf16c), 2048);
+  reg("packed", "int8", layer(DType::BF16, Impl::int8), 2048);
 }
 
 }  // namespace

@@ -17,9 +17,29 @@
 
 namespace moe::golden {
 
-enum class BackendChoice { reference, cpu, cpu_packed };
+enum class BackendChoice { reference, cpu, cpu_packed, cpu_bf16, cpu_int8 };
 inline std::string_view name(BackendChoice b) {
-  return b == BackendChoice::reference ? "reference" : b == BackendChoice::cpu ? "cpu" : "cpu-packed";
+  switch (b) {
+    case BackendChoice::reference:
+      return "reference";
+    case BackendChoice::cpu:
+      return "cpu";
+    case BackendChoice::cpu_packed:
+      return "cpu-packed";
+    case BackendChoice::cpu_bf16:
+      return "cpu-bf16";
+    case BackendChoice::cpu_int8:
+      return "cpu-int8";
+  }
+  return "?";
+}
+
+/// The error bound of a backend's numerics (numerics.hpp) on the golden
+/// metric max|a - g| / max(1, max|g|); exact backends keep the kind's own.
+inline double tolerance_for(BackendChoice b, double exact) {
+  if (b == BackendChoice::cpu_bf16) return 1e-2;
+  if (b == BackendChoice::cpu_int8) return 6e-2;
+  return exact;
 }
 
 /// backend::Cpu on the panel kernel: packs each expert set the first time it
@@ -59,6 +79,8 @@ template <class Fn>
 decltype(auto) with_backend(BackendChoice b, Fn&& fn) {
   if (b == BackendChoice::reference) return fn(backend::Reference{});
   if (b == BackendChoice::cpu_packed) return fn(PackedCpu{});
+  if (b == BackendChoice::cpu_bf16) return fn(backend::Cpu<numerics::Bf16Compute>{});
+  if (b == BackendChoice::cpu_int8) return fn(backend::Cpu<numerics::Int8>{});
   return fn(backend::Cpu<>{});
 }
 
@@ -330,7 +352,8 @@ inline CaseResult check_file(const std::filesystem::path& path, BackendChoice b)
         r.max_error = e;
         r.worst = g.name;
       }
-      if (!(e <= spec.tolerance)) r.failures.push_back(detail::cat(g.name, ": error ", e, " > ", spec.tolerance));
+      const double tolerance = tolerance_for(b, spec.tolerance);
+      if (!(e <= tolerance)) r.failures.push_back(detail::cat(g.name, ": error ", e, " > ", tolerance));
     } else {
       const auto gv = golden_ints(g);
       index_t wrong = 0;

@@ -44,6 +44,16 @@ TEST_CASE("golden switch cases pass on every backend (both priorities, jitter, H
   for (const auto b : all_backends) check_kind("switch", b, 8);
 }
 
+TEST_CASE("golden layer cases within the bound of each lower-precision numerics (bf16 compute, int8)") {
+  // Routing is fp32 in every mode: the integer outputs (chosen experts,
+  // counts, capacity drops) must match exactly; the floats within the bound.
+  for (const auto b : {golden::BackendChoice::cpu_bf16, golden::BackendChoice::cpu_int8}) {
+    CAPTURE(golden::name(b));
+    check_kind("moe_block", b, 12, golden::tolerance_for(b, 1e-5));
+    check_kind("switch", b, 8, golden::tolerance_for(b, 1e-5));
+  }
+}
+
 TEST_CASE("golden rmsnorm and attention cases pass on every backend (RoPE, GQA, sliding window, pos0)") {
   for (const auto b : all_backends) {
     check_kind("rmsnorm", b, 2);

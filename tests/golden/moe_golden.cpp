@@ -1,7 +1,7 @@
 // moe-golden: runs the golden conformance cases through moe.
 //
-//   moe-golden run CASE.safetensors OUT.safetensors [--backend reference|cpu|cpu-packed]
-//   moe-golden check PATH... [--backend reference|cpu|cpu-packed|all]
+//   moe-golden run CASE.safetensors OUT.safetensors [--backend reference|cpu|cpu-packed|cpu-bf16|cpu-int8]
+//   moe-golden check PATH... [--backend reference|cpu|cpu-packed|cpu-bf16|cpu-int8|all]
 //
 // `run` writes every output the case's kind defines, under the golden names
 // and dtypes. `check` runs cases (files or folders), prints one line per case
@@ -15,9 +15,11 @@ using namespace moe;
 
 namespace {
 int usage() {
-  std::cerr << "usage: moe-golden run CASE.safetensors OUT.safetensors [--backend reference|cpu|cpu-packed]\n"
-               "       moe-golden check PATH... [--backend reference|cpu|cpu-packed|all]\n"
-               "  cpu runs backend::Cpu on the weight views, cpu-packed on packed panels; all = the three\n";
+  std::cerr << "usage: moe-golden run CASE.safetensors OUT.safetensors [--backend reference|cpu|cpu-packed|cpu-bf16|cpu-int8]\n"
+               "       moe-golden check PATH... [--backend reference|cpu|cpu-packed|cpu-bf16|cpu-int8|all]\n"
+               "  cpu runs backend::Cpu on the weight views, cpu-packed on packed panels (both exact: 1e-5);\n"
+               "  cpu-bf16 and cpu-int8 the lower-precision numerics (bounds 1e-2 and 6e-2);\n"
+               "  all = reference, cpu and cpu-packed\n";
   return 2;
 }
 
@@ -25,9 +27,11 @@ std::vector<golden::BackendChoice> parse_backends(const std::string& v, bool all
   if (v == "reference") return {golden::BackendChoice::reference};
   if (v == "cpu") return {golden::BackendChoice::cpu};
   if (v == "cpu-packed") return {golden::BackendChoice::cpu_packed};
+  if (v == "cpu-bf16") return {golden::BackendChoice::cpu_bf16};
+  if (v == "cpu-int8") return {golden::BackendChoice::cpu_int8};
   if (v == "all" && allow_all)
     return {golden::BackendChoice::reference, golden::BackendChoice::cpu, golden::BackendChoice::cpu_packed};
-  throw Error(ErrorCode::invalid_argument, "--backend: expected reference, cpu, cpu-packed" +
+  throw Error(ErrorCode::invalid_argument, "--backend: expected reference, cpu, cpu-packed, cpu-bf16, cpu-int8" +
                                                std::string(allow_all ? " or all" : "") + ", got '" + v + "'");
 }
 }  // namespace

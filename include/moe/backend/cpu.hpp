@@ -10,6 +10,11 @@
 ///   unpacked  straight on the weight views (an mmap'ed checkpoint, no copy):
 ///             dot products of rows (cpu/dot_tile.hpp), BF16/F16 weights
 ///             widened block by block into a per-thread buffer.
+/// The numerics (numerics.hpp) are a template parameter: Cpu<> =
+/// Cpu<numerics::AsStored> computes in fp32 on the stored weights;
+/// Cpu<numerics::Bf16Compute> and Cpu<numerics::Int8> convert the weights
+/// when they pack them, so they pack on first use if not packed before.
+///
 /// Work is split by tiles, not by expert: a task is (expert, block of rows,
 /// block of output features), so both cores stay busy even when one expert
 /// gets most tokens.
@@ -26,25 +31,39 @@
 #include <span>
 #include <string_view>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "moe/backend/backend.hpp"
+#include "moe/backend/numerics.hpp"
 #include "moe/backend/cpu/dot_tile.hpp"
+#include "moe/backend/cpu/int8_gemm.hpp"
 #include "moe/backend/cpu/panel_gemm.hpp"
 #include "moe/backend/cpu/panels.hpp"
 #include "moe/detail/thread_pool.hpp"
 
 namespace moe::backend {
 
-template <class Arch = xsimd::default_arch>
+template <numerics::Numerics N = numerics::AsStored, class Arch = xsimd::default_arch>
 class Cpu {
  public:
   using arch = Arch;
-  static constexpr std::string_view name() { return "cpu"; }
+  using numerics_type = N;
+  static constexpr std::string_view name() {
+    if constexpr (std::is_same_v<N, numerics::Bf16Compute>)
+      return "cpu-bf16";
+    else if constexpr (std::is_same_v<N, numerics::Int8>)
+      return "cpu-int8";
+    else
+      return "cpu";
+  }
   static constexpr index_t block = 32;  ///< output features per task (unpacked)
   static constexpr index_t panel_width = 2 * index_t(xsimd::batch<float, Arch>::size);  ///< NR
   static constexpr index_t panels_per_task = 16;
   static constexpr index_t rows_per_task = 96;
+  static constexpr index_t int8_width = 16;  ///< NR of int8 panels (the AVX2 kernel's two vectors)
+  static constexpr bool is_int8 = std::is_same_v<N, numerics::Int8>;
+  static constexpr bool rounds_to_bf16 = std::is_same_v<N, numerics::Bf16Compute>;
 
   /// Uses a process-wide pool with one thread per hardware thread.
   Cpu() : pool_(default_pool()), state_(std::make_shared<State>()) {}
@@ -66,11 +85,16 @@ class Cpu {
     const auto for_each_panel = [this](index_t n, const auto& fn) {
       pool_->parallel_for(n, [&](std::int64_t p, int) { fn(index_t(p)); });
     };
+    const DType stored = w.empty() ? DType::F32 : w[0].up.dtype;
+    const DType target = is_int8                                          ? DType::I8
+                         : rounds_to_bf16 || stored == DType::BF16 ? DType::BF16
+                                                                   : DType::F32;
+    const index_t width = is_int8 ? int8_width : panel_width;
     for (const ExpertWeights& e : w) {
       cpu::PackedExpert packed;
-      packed.up = cpu::pack_panels(e.gate.empty() ? e.up : e.gate, e.gate.empty() ? nullptr : &e.up, panel_width,
+      packed.up = cpu::pack_panels(e.gate.empty() ? e.up : e.gate, e.gate.empty() ? nullptr : &e.up, width, target,
                                    for_each_panel);
-      packed.down = cpu::pack_panels(e.down, nullptr, panel_width, for_each_panel);
+      packed.down = cpu::pack_panels(e.down, nullptr, width, target, for_each_panel);
       set->experts.push_back(std::move(packed));
     }
     state_->packed.push_back(set);
@@ -118,9 +142,18 @@ class Cpu {
   void expert_ffn(const RoutingPlan& plan, MatrixView<const float> packed, std::span<const ExpertWeights> w,
                   MatrixView<float> out) const {
     if (plan.rows() == 0) return;
+    constexpr bool must_pack = !std::is_same_v<N, numerics::AsStored>;  // the numerics live in the packed weights
+    if constexpr (must_pack) pack(w);
     std::lock_guard lock(state_->mutex);
     const auto set = find_packed(w);
-    if (set && (set->experts[0].up.layout == cpu::PanelLayout::gate_up) == F::gated)
+    const bool layout_fits = set && (set->experts[0].up.layout == cpu::PanelLayout::gate_up) == F::gated;
+    if constexpr (must_pack)
+      moe::detail::require(layout_fits, ErrorCode::invalid_argument, "backend::", name(),
+                           ": expert weights ", F::gated ? "lack" : "have",
+                           " a gate matrix but the FFN is ", F::gated ? "" : "not ", "gated");
+    if (layout_fits && is_int8)
+      int8_ffn<F>(plan, packed, *set, out);
+    else if (layout_fits)
       packed_ffn<F>(plan, packed, *set, out);
     else
       unpacked_ffn<F>(plan, packed, w, out);
@@ -129,6 +162,7 @@ class Cpu {
  private:
   struct Scratch {
     std::vector<float> up, gate, gated, tile;
+    std::vector<std::int32_t> itile;
   };
   struct State {
     std::mutex mutex;
@@ -136,6 +170,9 @@ class Cpu {
     std::vector<float> in;         ///< packed path: the experts' input rows, packed for the kernel
     std::vector<float> hidden;     ///< [rows, d_ff] between the two halves of the FFN
     std::vector<Scratch> scratch;  ///< one per pool thread
+    std::vector<std::uint8_t> q_in, q_hidden;  ///< int8 path: quantised rows, per row block
+    std::vector<float> row_scale;              ///< int8 path: per-row scales (input rows, then hidden rows)
+    std::vector<std::int32_t> row_zero;        ///< int8 path: per-row zero points
   };
 
   std::shared_ptr<const cpu::PackedExperts> find_packed(std::span<const ExpertWeights> w) const {
@@ -202,7 +239,7 @@ class Cpu {
 
     pool_->parallel_for(std::int64_t(blocks.size()), [&](std::int64_t b, int) {
       const RowBlock& rb = blocks[std::size_t(b)];
-      cpu::pack_rows(x.row(rb.r0), x.row_stride, cpu::RowLayout::of(rb.n, d_model), in + rb.in_offset);
+      cpu::pack_rows(x.row(rb.r0), x.row_stride, cpu::RowLayout::of(rb.n, d_model), in + rb.in_offset, rounds_to_bf16);
     });
     run_panel_tasks(blocks, up0.panels, [&](const RowBlock& rb, index_t p0, index_t np, float* tile) {
       const cpu::PanelMatrix& B = set.experts[std::size_t(rb.expert)].up;
@@ -223,7 +260,7 @@ class Cpu {
           }
           // A chunk of W features never crosses a depth block (KC is a multiple of W).
           float* dst = h_block + H.at(i, f0);
-          for (index_t j = 0; j < nf; ++j) dst[j * cpu::panel_rows] = h[j];
+          for (index_t j = 0; j < nf; ++j) dst[j * cpu::panel_rows] = rounds_to_bf16 ? cpu::round_to_bf16(h[j]) : h[j];
         }
     });
     run_panel_tasks(blocks, set.experts[0].down.panels, [&](const RowBlock& rb, index_t p0, index_t np, float* tile) {
@@ -249,6 +286,94 @@ class Cpu {
       const index_t p0 = index_t(i % per_block) * panels_per_task;
       fn(blocks[std::size_t(i / per_block)], p0, std::min(panels_per_task, panels - p0),
          scratch[std::size_t(thread)].tile.data());
+    });
+  }
+
+  /// The int8 path (numerics::Int8). Each block's input rows are quantised
+  /// per token; phase 1 multiplies them with the int8 gate/up panels,
+  /// dequantises and applies the activation into fp32 hidden rows; those are
+  /// quantised per row in turn for phase 2. Tasks as in packed_ffn.
+  template <FFN F>
+  void int8_ffn(const RoutingPlan& plan, MatrixView<const float> x, const cpu::PackedExperts& set,
+                MatrixView<float> out) const {
+    const cpu::PanelMatrix& up0 = set.experts[0].up;
+    const index_t d_ff = up0.outputs, d_model = up0.depth, NR = up0.width;
+    const std::vector<RowBlock> blocks = row_blocks(plan, d_model, d_ff);
+    std::vector<std::size_t> q_in(blocks.size() + 1, 0), q_hidden(blocks.size() + 1, 0);
+    for (std::size_t b = 0; b < blocks.size(); ++b) {
+      q_in[b + 1] = q_in[b] + cpu::QuantRows::of(blocks[b].n, d_model).bytes();
+      q_hidden[b + 1] = q_hidden[b] + cpu::QuantRows::of(blocks[b].n, d_ff).bytes();
+    }
+    State& st = *state_;
+    if (st.q_in.size() < q_in.back()) st.q_in.resize(q_in.back());
+    if (st.q_hidden.size() < q_hidden.back()) st.q_hidden.resize(q_hidden.back());
+    const std::size_t rows = std::size_t(plan.rows());
+    if (st.row_scale.size() < 2 * rows) st.row_scale.resize(2 * rows);
+    if (st.row_zero.size() < 2 * rows) st.row_zero.resize(2 * rows);
+    float* in_scale = st.row_scale.data();  // [rows] per input row, then [rows] per hidden row
+    std::int32_t* in_zero = st.row_zero.data();
+    float* hidden = grow(st.hidden, rows * std::size_t(d_ff));  // [rows, d_ff] fp32
+    const typename F::activation act{};
+
+    pool_->parallel_for(std::int64_t(blocks.size()), [&](std::int64_t b, int) {
+      const RowBlock& rb = blocks[std::size_t(b)];
+      cpu::quantize_rows(x.row(rb.r0), x.row_stride, cpu::QuantRows::of(rb.n, d_model), st.q_in.data() + q_in[b],
+                         in_scale + rb.r0, in_zero + rb.r0);
+    });
+    run_int8_tasks(blocks, up0.panels, [&](std::size_t b, index_t p0, index_t np, std::int32_t* tile) {
+      const RowBlock& rb = blocks[b];
+      const cpu::PanelMatrix& B = set.experts[std::size_t(rb.expert)].up;
+      const index_t ldt = np * NR, per_panel = B.features_per_panel();
+      cpu::int8_gemm(st.q_in.data() + q_in[b], cpu::QuantRows::of(rb.n, d_model), B, p0, np, tile, ldt);
+      for (index_t i = 0; i < rb.n; ++i) {
+        const index_t r = rb.r0 + i;
+        for (index_t p = 0; p < np; ++p) {
+          const std::int32_t* t = tile + i * ldt + p * NR;
+          const auto column = [&](index_t j) {
+            const std::size_t c = std::size_t((p0 + p) * NR + j);
+            return cpu::dequantize(t[j], in_scale[r], in_zero[r], B.scale[c], B.sums[c]);
+          };
+          const index_t f0 = (p0 + p) * per_panel, nf = std::min(per_panel, d_ff - f0);
+          float* h = hidden + r * d_ff + f0;
+          for (index_t j = 0; j < nf; ++j) h[j] = F::gated ? act(column(j)) * column(per_panel + j) : act(column(j));
+        }
+      }
+    });
+    float* hid_scale = in_scale + rows;
+    std::int32_t* hid_zero = in_zero + rows;
+    pool_->parallel_for(std::int64_t(blocks.size()), [&](std::int64_t b, int) {
+      const RowBlock& rb = blocks[std::size_t(b)];
+      cpu::quantize_rows(hidden + rb.r0 * d_ff, d_ff, cpu::QuantRows::of(rb.n, d_ff),
+                         st.q_hidden.data() + q_hidden[b], hid_scale + rb.r0, hid_zero + rb.r0);
+    });
+    run_int8_tasks(blocks, set.experts[0].down.panels, [&](std::size_t b, index_t p0, index_t np, std::int32_t* tile) {
+      const RowBlock& rb = blocks[b];
+      const cpu::PanelMatrix& B = set.experts[std::size_t(rb.expert)].down;
+      const index_t ldt = np * NR;
+      cpu::int8_gemm(st.q_hidden.data() + q_hidden[b], cpu::QuantRows::of(rb.n, d_ff), B, p0, np, tile, ldt);
+      for (index_t i = 0; i < rb.n; ++i) {
+        const index_t r = rb.r0 + i;
+        float* o = out.row(r);
+        for (index_t j = 0; j < np * NR && p0 * NR + j < d_model; ++j) {
+          const std::size_t c = std::size_t(p0 * NR + j);
+          o[p0 * NR + j] = cpu::dequantize(tile[i * ldt + j], hid_scale[r], hid_zero[r], B.scale[c], B.sums[c]);
+        }
+      }
+    });
+  }
+
+  /// run_panel_tasks for the int8 path: fn(block index, first panel, panels, int32 tile).
+  template <class Fn>
+  void run_int8_tasks(const std::vector<RowBlock>& blocks, index_t panels, Fn&& fn) const {
+    const index_t per_block = (panels + panels_per_task - 1) / panels_per_task;
+    auto& scratch = this->scratch();
+    const std::size_t tile_size = std::size_t(rows_per_task + cpu::panel_rows) * panels_per_task * int8_width;
+    for (auto& s : scratch)
+      if (s.itile.size() < tile_size) s.itile.resize(tile_size);
+    pool_->parallel_for(std::int64_t(blocks.size()) * per_block, [&](std::int64_t i, int thread) {
+      const index_t p0 = index_t(i % per_block) * panels_per_task;
+      fn(std::size_t(i / per_block), p0, std::min(panels_per_task, panels - p0),
+         scratch[std::size_t(thread)].itile.data());
     });
   }
 

@@ -144,14 +144,26 @@ struct RowLayout {
   }
 };
 
-/// Copies A [L.rows, L.depth] (rows lda apart) into layout L.
-inline void pack_rows(const float* A, index_t lda, const RowLayout& L, float* dst) noexcept {
+/// v rounded to the nearest bf16 (ties to even), as an fp32.
+inline float round_to_bf16(float v) noexcept {
+  const std::uint32_t u = std::uint32_t(detail::bf16_bits(v)) << 16;
+  float r;
+  std::memcpy(&r, &u, 4);
+  return r;
+}
+
+/// Copies A [L.rows, L.depth] (rows lda apart) into layout L, each value
+/// rounded to bf16 if `to_bf16` (numerics::Bf16Compute).
+inline void pack_rows(const float* A, index_t lda, const RowLayout& L, float* dst, bool to_bf16 = false) noexcept {
   for (index_t k0 = 0; k0 < L.depth; k0 += L.block) {
     const index_t kc = std::min(L.block, L.depth - k0);
     for (index_t i = 0; i < L.rows; ++i) {
       const float* a = A + i * lda + k0;
       float* d = dst + L.at(i, k0);
-      for (index_t k = 0; k < kc; ++k) d[k * panel_rows] = a[k];
+      if (to_bf16)
+        for (index_t k = 0; k < kc; ++k) d[k * panel_rows] = round_to_bf16(a[k]);
+      else
+        for (index_t k = 0; k < kc; ++k) d[k * panel_rows] = a[k];
     }
   }
 }

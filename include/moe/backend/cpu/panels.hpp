@@ -15,15 +15,23 @@
 ///            rows of the same features: one panel gives gate and up of W
 ///            hidden features, so SwiGLU is applied as the tile is stored.
 ///
-/// Element types: F32 stays F32. BF16 stays BF16 (half the bytes to stream)
-/// with the two vectors of a k step interleaved as 32-bit words, low half =
-/// column i, high half = column W + i: a 32-bit shift and a mask widen them
-/// to two fp32 vectors. F16 is widened to F32 when packed.
+/// Element types (the packing target, chosen by the backend's numerics):
+///   F32   fp32 weights (F32 and F16 checkpoints under numerics::AsStored)
+///   BF16  bf16 (half the bytes to stream), the two vectors of a k step
+///         interleaved as 32-bit words, low half = column i, high half =
+///         column W + i: a 32-bit shift and a mask widen them to two fp32
+///         vectors. Other dtypes are rounded to bf16 (nearest even).
+///   I8    int8 with one fp32 scale per output (symmetric: max |w| ↦ 127)
+///         and the sum of each output's int8 weights (the zero-point
+///         correction of asymmetric activations). Depth is padded to a
+///         multiple of 4 with zeros and stored in quads: per 4 k, each
+///         column's 4 bytes side by side (what vpmaddubsw/vpdpbusd read).
 ///
 /// Packing is explicit and costs a copy of the weights (bytes() says how
 /// much); the unpacked views stay valid and unused.
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -61,20 +69,26 @@ enum class PanelLayout { single, gate_up };
 
 /// One weight matrix (or a gate/up pair) in panels of `width` columns.
 struct PanelMatrix {
-  DType dtype = DType::F32;  ///< F32 or BF16
+  DType dtype = DType::F32;  ///< F32, BF16 or I8
   PanelLayout layout = PanelLayout::single;
   index_t outputs = 0;  ///< N: output features (d_ff for a gate/up pair)
   index_t depth = 0;    ///< K: inputs
   index_t width = 0;    ///< NR: columns per panel
   index_t panels = 0;
   AlignedBytes storage;
+  std::vector<float> scale;        ///< I8: [panels · NR] dequantisation scale of each column
+  std::vector<std::int32_t> sums;  ///< I8: [panels · NR] Σ_k of each column's int8 weights
 
   /// Output features one panel yields: NR, or W = NR/2 for gate/up.
   index_t features_per_panel() const noexcept { return layout == PanelLayout::gate_up ? width / 2 : width; }
-  std::size_t bytes() const noexcept { return storage.size(); }
-  /// Start of panel p at depth k.
+  /// Depth as stored: I8 pads it to whole quads of 4.
+  index_t stored_depth() const noexcept { return dtype == DType::I8 ? (depth + 3) / 4 * 4 : depth; }
+  std::size_t bytes() const noexcept {
+    return storage.size() + scale.size() * sizeof(float) + sums.size() * sizeof(std::int32_t);
+  }
+  /// Start of panel p at depth k (for I8, k a multiple of 4).
   const std::byte* at(index_t p, index_t k) const noexcept {
-    return storage.data() + std::size_t((p * depth + k) * width) * size_of(dtype);
+    return storage.data() + std::size_t((p * stored_depth() + k) * width) * size_of(dtype);
   }
 };
 
@@ -87,13 +101,38 @@ inline index_t column_slot(DType stored, index_t j, index_t width) noexcept {
   return j < half ? 2 * j : 2 * (j - half) + 1;  // word j % W: low half column j, high half column W + j
 }
 
-/// Copies W's row `row` (K values, as stored) into column slot `slot` of panel p.
-inline void pack_row(const WeightMatrix& w, index_t row, PanelMatrix& out, index_t p, index_t slot) {
+/// bf16 bits of v, rounded to nearest even (NaN kept a NaN).
+inline std::uint16_t bf16_bits(float v) noexcept {
+  std::uint32_t u;
+  std::memcpy(&u, &v, 4);
+  if ((u & 0x7FFFFFFFu) > 0x7F800000u) return std::uint16_t((u >> 16) | 0x40);
+  return std::uint16_t((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+
+/// Copies W's row `row` (K values) into column `column` (slot `slot`) of panel p.
+inline void pack_row(const WeightMatrix& w, index_t row, PanelMatrix& out, index_t p, index_t column, index_t slot) {
   const index_t K = out.depth, NR = out.width;
   if (out.dtype == DType::BF16) {
-    const auto* src = reinterpret_cast<const std::uint16_t*>(w.row_bytes(row));
     auto* dst = reinterpret_cast<std::uint16_t*>(out.storage.data()) + p * K * NR + slot;
-    for (index_t k = 0; k < K; ++k) dst[k * NR] = src[k];
+    if (w.dtype == DType::BF16) {
+      const auto* src = reinterpret_cast<const std::uint16_t*>(w.row_bytes(row));
+      for (index_t k = 0; k < K; ++k) dst[k * NR] = src[k];
+    } else {
+      for (index_t k = 0; k < K; ++k) dst[k * NR] = bf16_bits(w.at(row, k));
+    }
+  } else if (out.dtype == DType::I8) {
+    float max_abs = 0.0f;
+    for (index_t k = 0; k < K; ++k) max_abs = std::max(max_abs, std::abs(w.at(row, k)));
+    const float scale = max_abs > 0.0f ? max_abs / 127.0f : 1.0f;
+    auto* dst = reinterpret_cast<std::int8_t*>(out.storage.data()) + p * out.stored_depth() * NR + column * 4;
+    std::int32_t sum = 0;
+    for (index_t k = 0; k < K; ++k) {
+      const auto q = std::int8_t(std::clamp(std::nearbyint(w.at(row, k) / scale), -127.0f, 127.0f));
+      dst[(k / 4) * 4 * NR + k % 4] = q;
+      sum += q;
+    }
+    out.scale[std::size_t(p * NR + column)] = scale;
+    out.sums[std::size_t(p * NR + column)] = sum;
   } else {
     auto* dst = reinterpret_cast<float*>(out.storage.data()) + p * K * NR + slot;
     for (index_t k = 0; k < K; ++k) dst[k * NR] = w.at(row, k);
@@ -103,32 +142,40 @@ inline void pack_row(const WeightMatrix& w, index_t row, PanelMatrix& out, index
 }  // namespace detail
 
 /// Packs W [N, K] (single) or the pair gate, up [N, K] (gate_up) into panels
-/// of `width` columns (2 SIMD vectors of floats). Panels are independent:
-/// `for_each_panel(count, fn)` may run fn(p) for p in [0, count) in parallel.
+/// of `width` columns (2 SIMD vectors of floats) of dtype `target`. Panels
+/// are independent: `for_each_panel(count, fn)` may run fn(p) for p in
+/// [0, count) in parallel.
 template <class ForEach>
-PanelMatrix pack_panels(const WeightMatrix& w, const WeightMatrix* up, index_t width, ForEach&& for_each_panel) {
+PanelMatrix pack_panels(const WeightMatrix& w, const WeightMatrix* up, index_t width, DType target,
+                        ForEach&& for_each_panel) {
   moe::detail::require(width > 0 && width % 2 == 0, ErrorCode::invalid_argument, "pack_panels: width ", width,
                        " must be even and > 0");
   moe::detail::require(up == nullptr || (up->rows == w.rows && up->cols == w.cols && up->dtype == w.dtype),
                        ErrorCode::shape_mismatch, "pack_panels: gate and up differ in shape or dtype");
+  moe::detail::require(target == DType::F32 || target == DType::BF16 || target == DType::I8,
+                       ErrorCode::unsupported, "pack_panels: cannot pack into ", name(target));
   PanelMatrix out;
-  out.dtype = w.dtype == DType::BF16 ? DType::BF16 : DType::F32;
+  out.dtype = target;
   out.layout = up ? PanelLayout::gate_up : PanelLayout::single;
   out.outputs = w.rows;
   out.depth = w.cols;
   out.width = width;
   const index_t per_panel = out.features_per_panel();
   out.panels = (w.rows + per_panel - 1) / per_panel;
-  out.storage = AlignedBytes(std::size_t(out.panels * out.depth * width) * size_of(out.dtype));
+  out.storage = AlignedBytes(std::size_t(out.panels * out.stored_depth() * width) * size_of(out.dtype));
+  if (target == DType::I8) {
+    out.scale.assign(std::size_t(out.panels * width), 1.0f);
+    out.sums.assign(std::size_t(out.panels * width), 0);
+  }
   for_each_panel(out.panels, [&](index_t p) {
     for (index_t j = 0; j < per_panel; ++j) {
       const index_t row = p * per_panel + j;
       if (row >= w.rows) break;  // the tail stays zero
       if (up) {
-        detail::pack_row(w, row, out, p, detail::column_slot(out.dtype, j, width));
-        detail::pack_row(*up, row, out, p, detail::column_slot(out.dtype, per_panel + j, width));
+        detail::pack_row(w, row, out, p, j, detail::column_slot(out.dtype, j, width));
+        detail::pack_row(*up, row, out, p, per_panel + j, detail::column_slot(out.dtype, per_panel + j, width));
       } else {
-        detail::pack_row(w, row, out, p, detail::column_slot(out.dtype, j, width));
+        detail::pack_row(w, row, out, p, j, detail::column_slot(out.dtype, j, width));
       }
     }
   });

@@ -1,0 +1,149 @@
+#pragma once
+/// \file int8_gemm.hpp
+/// C = A · Wᵀ in int8 (numerics::Int8): u7 activations × s8 weights summed
+/// exactly in int32, then dequantised.
+///
+/// Activations: each row (token) is quantised on its own, asymmetric with a
+/// zero point, to 0 … 127: q = round(a / s) + z, s = (max − min) / 127 over
+/// the row (the range always holds 0, so 0 is exact). Rows are laid out in
+/// groups of int8_rows, per quad of 4 k each row's 4 bytes side by side, so
+/// one 32-bit broadcast gives a row's quad. Weights: PanelMatrix in I8.
+///
+/// The AVX2 micro-kernel: per quad, vpmaddubsw multiplies the broadcast u8
+/// quad with a weight vector (8 columns × 4 k of s8) into adjacent-pair
+/// int16 sums (≤ 2 · 127 · 127, no saturation because activations are 7
+/// bits), vpmaddwd with ones adds the pairs into int32, vpaddd accumulates.
+/// int8_rows × 2 accumulators + 2 weights + ones + a broadcast + a temporary
+/// fit AVX2's 16 registers. Integer sums are exact, so the result does not
+/// depend on tiling, threads or which path (SIMD or the portable loop) ran.
+///
+/// Dequantised: y[i, f] = s_i · s_f · (acc[i, f] − z_i · Σ_k w_q[f, k]).
+
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+#include "moe/backend/cpu/panels.hpp"
+
+namespace moe::backend::cpu {
+
+constexpr int int8_rows = 4;  ///< rows per micro-tile
+
+/// Where n quantised rows of depth K sit: groups of int8_rows rows, each
+/// group [K/4 quads][int8_rows][4 bytes]. Plus one scale and zero per row.
+struct QuantRows {
+  index_t rows = 0, depth = 0;
+  static QuantRows of(index_t n, index_t K) noexcept { return {n, K}; }
+  index_t quads() const noexcept { return (depth + 3) / 4; }
+  index_t groups() const noexcept { return (rows + int8_rows - 1) / int8_rows; }
+  std::size_t bytes() const noexcept { return std::size_t(groups() * int8_rows * quads() * 4); }
+  std::size_t group_offset(index_t g) const noexcept { return std::size_t(g * quads() * int8_rows * 4); }
+};
+
+/// Quantises A [n, K] (rows lda apart) row by row into layout L, with each
+/// row's scale and zero point.
+inline void quantize_rows(const float* A, index_t lda, const QuantRows& L, std::uint8_t* dst, float* scale,
+                          std::int32_t* zero) noexcept {
+  std::fill(dst, dst + L.bytes(), std::uint8_t(0));
+  for (index_t i = 0; i < L.rows; ++i) {
+    const float* a = A + i * lda;
+    float lo = 0.0f, hi = 0.0f;
+    for (index_t k = 0; k < L.depth; ++k) {
+      lo = std::min(lo, a[k]);
+      hi = std::max(hi, a[k]);
+    }
+    const float s = hi > lo ? (hi - lo) / 127.0f : 1.0f;
+    const float z = std::clamp(std::nearbyint(-lo / s), 0.0f, 127.0f);
+    scale[i] = s;
+    zero[i] = std::int32_t(z);
+    std::uint8_t* d = dst + L.group_offset(i / int8_rows) + (i % int8_rows) * 4;
+    for (index_t k = 0; k < L.depth; ++k)
+      d[(k / 4) * int8_rows * 4 + k % 4] = std::uint8_t(std::clamp(std::nearbyint(a[k] / s) + z, 0.0f, 127.0f));
+    // Padding k ≥ K stays 0: its weights are 0, so it adds nothing.
+  }
+}
+
+/// acc[MR, NR] = Σ over `quads` of A group (u8) × panel (s8); C rows ldc apart (int32).
+template <int MR>
+void int8_tile(const std::uint8_t* a, const std::int8_t* panel, index_t quads, index_t width, std::int32_t* c,
+               index_t ldc, const std::int8_t* next) noexcept {
+#if defined(__AVX2__)
+  if (width == 16) {
+    __m256i acc0[MR], acc1[MR];
+    for (int i = 0; i < MR; ++i) acc0[i] = acc1[i] = _mm256_setzero_si256();
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (index_t q = 0; q < quads; ++q) {
+      if (next) __builtin_prefetch(next + q * 64);
+      const __m256i b0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(panel + q * 64));
+      const __m256i b1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(panel + q * 64 + 32));
+#pragma GCC unroll 4
+      for (int i = 0; i < MR; ++i) {
+        std::int32_t quad;
+        std::memcpy(&quad, a + (q * int8_rows + i) * 4, 4);
+        const __m256i ai = _mm256_set1_epi32(quad);
+        acc0[i] = _mm256_add_epi32(acc0[i], _mm256_madd_epi16(_mm256_maddubs_epi16(ai, b0), ones));
+        acc1[i] = _mm256_add_epi32(acc1[i], _mm256_madd_epi16(_mm256_maddubs_epi16(ai, b1), ones));
+      }
+    }
+    for (int i = 0; i < MR; ++i) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(c + i * ldc), acc0[i]);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(c + i * ldc + 8), acc1[i]);
+    }
+    return;
+  }
+#endif
+  (void)next;
+  // Portable path: the same integer sums, one column at a time.
+  for (int i = 0; i < MR; ++i)
+    for (index_t j = 0; j < width; ++j) {
+      std::int32_t s = 0;
+      for (index_t q = 0; q < quads; ++q)
+        for (int t = 0; t < 4; ++t)
+          s += std::int32_t(a[(q * int8_rows + i) * 4 + t]) * std::int32_t(panel[(q * width + j) * 4 + t]);
+      c[i * ldc + j] = s;
+    }
+}
+
+/// C[n, count·NR] (int32) = the n quantised rows of `A` (layout L) · panels
+/// [first, first + count) of B (I8); rows taken int8_rows at a time. Each
+/// panel is read whole (depth/4 quads of NR·4 bytes: at most a few hundred
+/// KiB, L2-resident across the row groups) and the next one is prefetched.
+inline void int8_gemm(const std::uint8_t* A, const QuantRows& L, const PanelMatrix& B, index_t first, index_t count,
+                      std::int32_t* C, index_t ldc) noexcept {
+  const index_t NR = B.width, quads = L.quads();
+  for (index_t p = 0; p < count; ++p) {
+    const auto* panel = reinterpret_cast<const std::int8_t*>(B.at(first + p, 0));
+    const auto* next = p + 1 < count ? reinterpret_cast<const std::int8_t*>(B.at(first + p + 1, 0)) : nullptr;
+    for (index_t g = 0; g < L.groups(); ++g) {
+      const std::uint8_t* a = A + L.group_offset(g);
+      std::int32_t* c = C + g * int8_rows * ldc + p * NR;
+      const auto* prefetch = g == 0 ? next : nullptr;
+      switch (std::min<index_t>(int8_rows, L.rows - g * int8_rows)) {
+        case 4:
+          int8_tile<4>(a, panel, quads, NR, c, ldc, prefetch);
+          break;
+        case 3:
+          int8_tile<3>(a, panel, quads, NR, c, ldc, prefetch);
+          break;
+        case 2:
+          int8_tile<2>(a, panel, quads, NR, c, ldc, prefetch);
+          break;
+        default:
+          int8_tile<1>(a, panel, quads, NR, c, ldc, prefetch);
+          break;
+      }
+    }
+  }
+}
+
+/// Dequantises one int32 result: s_i · s_f · (acc − z_i · Σ_k w_q[f, k]).
+inline float dequantize(std::int32_t acc, float row_scale, std::int32_t row_zero, float col_scale,
+                        std::int32_t col_sum) noexcept {
+  return row_scale * col_scale * float(acc - row_zero * col_sum);
+}
+
+}  // namespace moe::backend::cpu
