@@ -8,11 +8,14 @@
 // Decode is memory-bound: each token reads the attention weights, the router
 // and its k experts of every layer, and lm_head. `bytes/token` counts them;
 // `GB/s` = bytes/token × tokens/s is the weight traffic the decoder achieved
-// and `of_peak` divides it by the read bandwidth BM_memory_read measures in
-// the same run (all threads summing a 1 GiB buffer).
+// and `of_peak` divides it by the read bandwidth limit/memory_read measures
+// in the same run (machine_limits.hpp). `views` runs on the mapped
+// checkpoint; `packed` after Model::pack_experts() (the panel kernel).
 #include <benchmark/benchmark.h>
 
 #include <moe/moe.hpp>
+
+#include "machine_limits.hpp"
 
 #include <chrono>
 #include <filesystem>
@@ -47,8 +50,14 @@ fs::path checkpoint(moe::DType dtype) {
   return dir;
 }
 
-const mx::Model<>& model(moe::DType dtype) {
+/// The model on the weight views, or (packed) with its experts packed into
+/// panels by Model::pack_experts().
+const mx::Model<>& model(moe::DType dtype, bool packed = false) {
   static const mx::Model<> f32(checkpoint(moe::DType::F32)), bf16(checkpoint(moe::DType::BF16));
+  static const mx::Model<> f32_packed(checkpoint(moe::DType::F32)), bf16_packed(checkpoint(moe::DType::BF16));
+  static const bool once = (f32_packed.pack_experts(), bf16_packed.pack_experts(), true);
+  (void)once;
+  if (packed) return dtype == moe::DType::F32 ? f32_packed : bf16_packed;
   return dtype == moe::DType::F32 ? f32 : bf16;
 }
 
@@ -68,10 +77,9 @@ double bytes_per_token(const mx::Config& c) {
   return b * (double(c.num_layers) * per_layer + double(c.vocab_size) * H + H);
 }
 
-double measured_read_bandwidth = 0;  // bytes/s, set by BM_memory_read
 
-void BM_prefill(benchmark::State& state, moe::DType dtype) {
-  const mx::Model<>& m = model(dtype);
+void BM_prefill(benchmark::State& state, moe::DType dtype, bool packed) {
+  const mx::Model<>& m = model(dtype, packed);
   const auto ids = prompt(state.range(0));
   for (auto _ : state) {
     mx::KvCache cache = m.new_cache();
@@ -80,8 +88,8 @@ void BM_prefill(benchmark::State& state, moe::DType dtype) {
   state.counters["tokens/s"] = benchmark::Counter(double(ids.size()), benchmark::Counter::kIsIterationInvariantRate);
 }
 
-void BM_decode(benchmark::State& state, moe::DType dtype) {
-  const mx::Model<>& m = model(dtype);
+void BM_decode(benchmark::State& state, moe::DType dtype, bool packed) {
+  const mx::Model<>& m = model(dtype, packed);
   mx::KvCache cache = m.new_cache();
   const auto ids = prompt(state.range(0));
   mx::StepOutput step = m.forward(ids, cache, mx::Logits::last);  // the prompt, not timed
@@ -94,46 +102,25 @@ void BM_decode(benchmark::State& state, moe::DType dtype) {
   state.counters["tokens/s"] = benchmark::Counter(1.0, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["bytes/token"] = bytes;
   state.counters["GB/s"] = benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
-  if (measured_read_bandwidth > 0)
-    state.counters["of_peak"] =
-        benchmark::Counter(bytes / measured_read_bandwidth, benchmark::Counter::kIsIterationInvariantRate);
-}
-
-/// The machine's read bandwidth: every thread sums its share of 1 GiB.
-void BM_memory_read(benchmark::State& state) {
-  const std::size_t n = std::size_t(1) << 28;  // floats = 1 GiB
-  static std::vector<float> data(n, 1.0f);
-  const unsigned threads = std::max(1u, std::thread::hardware_concurrency());
-  std::vector<double> sums(threads);
-  double best = 1e30;
-  for (auto _ : state) {
-    const auto t0 = std::chrono::steady_clock::now();
-    std::vector<std::thread> pool;
-    for (unsigned t = 0; t < threads; ++t)
-      pool.emplace_back([&, t] {
-        const std::size_t begin = n / threads * t, end = t + 1 == threads ? n : n / threads * (t + 1);
-        float acc[16] = {};
-        for (std::size_t i = begin; i + 16 <= end; i += 16)
-          for (int j = 0; j < 16; ++j) acc[j] += data[i + std::size_t(j)];
-        double s = 0;
-        for (float a : acc) s += a;
-        sums[t] = s;
-      });
-    for (auto& p : pool) p.join();
-    benchmark::DoNotOptimize(sums.data());
-    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  }
-  const double bytes = double(n * sizeof(float));
-  state.counters["GB/s"] = benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
-  measured_read_bandwidth = bytes / best;  // the best pass: the ceiling decode is compared with
+  const double bandwidth = moe_bench::limits().read_bytes;
+  if (bandwidth > 0)
+    state.counters["of_peak"] = benchmark::Counter(bytes / bandwidth, benchmark::Counter::kIsIterationInvariantRate);
 }
 
 }  // namespace
 
-BENCHMARK(BM_memory_read)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK_CAPTURE(BM_prefill, bf16, moe::DType::BF16)->Arg(128)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK_CAPTURE(BM_prefill, f32, moe::DType::F32)->Arg(128)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK_CAPTURE(BM_decode, bf16, moe::DType::BF16)->Arg(32)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK_CAPTURE(BM_decode, f32, moe::DType::F32)->Arg(32)->Unit(benchmark::kMillisecond)->UseRealTime();
-
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  moe_bench::register_machine_limits();
+  for (const bool packed : {false, true})
+    for (const moe::DType dtype : {moe::DType::BF16, moe::DType::F32}) {
+      const std::string suffix = std::string(dtype == moe::DType::BF16 ? "bf16" : "f32") + (packed ? "/packed" : "/views");
+      benchmark::RegisterBenchmark(("prefill/" + suffix).c_str(), BM_prefill, dtype, packed)
+          ->Arg(128)->Unit(benchmark::kMillisecond)->UseRealTime();
+      benchmark::RegisterBenchmark(("decode/" + suffix).c_str(), BM_decode, dtype, packed)
+          ->Arg(32)->Unit(benchmark::kMillisecond)->UseRealTime();
+    }
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+}
