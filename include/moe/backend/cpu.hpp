@@ -133,8 +133,7 @@ class Cpu {
     auto& scratch = this->scratch();
     pool_->parallel_for(blocks, [&](std::int64_t b, int thread) {
       const index_t o0 = index_t(b) * block, n = std::min(block, w.rows - o0);
-      const float* wb = widen(w, o0, n, scratch[std::size_t(thread)].up);
-      cpu::gemm_nt<Arch>(x.data, x.row_stride, x.rows, wb, w.cols, n, w.cols, out.row(0) + o0, out.row_stride);
+      gemm_rows(x.data, x.row_stride, x.rows, w, o0, n, out.row(0) + o0, out.row_stride, scratch[std::size_t(thread)].up);
     });
   }
 
@@ -389,13 +388,11 @@ class Cpu {
       const ExpertWeights& we = w[std::size_t(e)];
       const index_t r0 = plan.offsets[std::size_t(e)], n = plan.kept(e);
       float* h = hidden.row(r0) + f0;
-      const float* up = widen(we.up, f0, nf, s.up);
-      cpu::gemm_nt<Arch>(packed.row(r0), packed.row_stride, n, up, d_model, nf, d_model, h, d_ff);
+      gemm_rows(packed.row(r0), packed.row_stride, n, we.up, f0, nf, h, d_ff, s.up);
       const typename F::activation act{};
       if constexpr (F::gated) {
         s.gated.resize(std::size_t(n * nf));
-        const float* gate = widen(we.gate, f0, nf, s.gate);
-        cpu::gemm_nt<Arch>(packed.row(r0), packed.row_stride, n, gate, d_model, nf, d_model, s.gated.data(), nf);
+        gemm_rows(packed.row(r0), packed.row_stride, n, we.gate, f0, nf, s.gated.data(), nf, s.gate);
         for (index_t i = 0; i < n; ++i) apply_gated(act, s.gated.data() + i * nf, h + i * d_ff, nf);
       } else {
         for (index_t i = 0; i < n; ++i) apply_act(act, h + i * d_ff, nf);
@@ -404,8 +401,7 @@ class Cpu {
     // Phase 2: out = hidden · W2ᵀ.
     run_tiles(plan, d_model, [&](index_t e, index_t o0, index_t no, Scratch& s) {
       const index_t r0 = plan.offsets[std::size_t(e)], n = plan.kept(e);
-      const float* down = widen(w[std::size_t(e)].down, o0, no, s.up);
-      cpu::gemm_nt<Arch>(hidden.row(r0), d_ff, n, down, d_ff, no, d_ff, out.row(r0) + o0, out.row_stride);
+      gemm_rows(hidden.row(r0), d_ff, n, w[std::size_t(e)].down, o0, no, out.row(r0) + o0, out.row_stride, s.up);
     });
   }
 
@@ -413,6 +409,21 @@ class Cpu {
     static const auto pool =
         std::make_shared<detail::ThreadPool>(int(std::max(1u, std::thread::hardware_concurrency())));
     return pool;
+  }
+
+  /// C[m, n] = A[m, K] · (rows [r0, r0+n) of W)ᵀ on the weight view. For a
+  /// few rows of A (decode) BF16 weights are widened in registers as they
+  /// stream; for many, a block is widened into `buf` once and reused by
+  /// every row (cheaper than widening per row group). F32 is read as is.
+  static void gemm_rows(const float* A, index_t lda, index_t m, const WeightMatrix& w, index_t r0, index_t n, float* C,
+                        index_t ldc, std::vector<float>& buf) {
+    constexpr index_t stream_rows = 8;
+    if (w.dtype == DType::BF16 && m <= stream_rows) {
+      const auto* b = reinterpret_cast<const std::uint16_t*>(w.row_bytes(r0));
+      cpu::gemm_nt<Arch>(A, lda, m, b, w.cols, n, w.cols, C, ldc);
+      return;
+    }
+    cpu::gemm_nt<Arch>(A, lda, m, widen(w, r0, n, buf), w.cols, n, w.cols, C, ldc);
   }
 
   /// Rows [r0, r0+n) of a weight as fp32: the weight itself when F32,
