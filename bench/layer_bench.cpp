@@ -120,8 +120,8 @@ struct Fixture {
     }
   }
 
-  moe::Matrix tokens(index_t T) const {
-    moe::Matrix x = moe::random_normal_matrix(T, shape.d_model, 7);
+  moe::Matrix tokens(index_t T, std::uint64_t seed = 7) const {
+    moe::Matrix x = moe::random_normal_matrix(T, shape.d_model, seed);
     if (shape.skewed) x.col(0).setOnes();
     return x;
   }
@@ -180,10 +180,17 @@ void time_layer(benchmark::State& state, Fixture& f, const Backend& backend, boo
                 bool int8) {
   const auto layer = moe::make_layer<Preset<K>, Backend>(f.config, f.weights, backend);
   if (pack) layer.pack_weights();  // once per fixture: the backend caches the panels
-  const moe::Matrix x = f.tokens(state.range(0));
-  moe::Workspace ws;  // reused by every call, as a serving loop would
-  const moe::RoutingPlan plan = layer.forward(x, ws).plan;  // warm-up, and the plan for the counters
-  const double seconds = timed_loop(state, [&] { benchmark::DoNotOptimize(layer.forward(x, ws).y.data()); });
+  // Decode-sized calls cycle through 16 inputs, so the experts change from
+  // call to call as in generation, and a small shape's two experts cannot
+  // sit in the last-level cache between calls.
+  const index_t T = state.range(0);
+  std::vector<moe::Matrix> inputs;
+  for (std::uint64_t i = 0; i < (T <= 8 ? 16u : 1u); ++i) inputs.push_back(f.tokens(T, 7 + i));
+  moe::Workspace ws;                                                // reused by every call, as a serving loop would
+  const moe::RoutingPlan plan = layer.forward(inputs[0], ws).plan;  // warm-up, and the plan for the counters
+  std::size_t call = 0;
+  const double seconds =
+      timed_loop(state, [&] { benchmark::DoNotOptimize(layer.forward(inputs[call++ % inputs.size()], ws).y.data()); });
   set_counters(state, f, plan, seconds, bytes_per_weight, int8);
 }
 
@@ -260,7 +267,8 @@ void register_shape(const Shape& s) {
   // Grouped by fixture (shape, stored dtype): one set of weights in memory at a time.
   reg("packed", "f32", layer(DType::F32, Impl::packed), 2048);
   reg("views", "f32", layer(DType::F32, Impl::views), 2048);
-  reg("eigen", "f32", [s](benchmark::State& st) { run_eigen<K>(st, s); }, 2048);
+  reg(
+      "eigen", "f32", [s](benchmark::State& st) { run_eigen<K>(st, s); }, 2048);
   if (std::string(s.name) == "scaled") reg("reference", "f32", layer(DType::F32, Impl::reference), 8);
   reg("packed", "bf16", layer(DType::BF16, Impl::packed), 2048);
   reg("views", "bf16", layer(DType::BF16, Impl::views), 2048);

@@ -77,7 +77,6 @@ double bytes_per_token(const mx::Config& c) {
   return b * (double(c.num_layers) * per_layer + double(c.vocab_size) * H + H);
 }
 
-
 void BM_prefill(benchmark::State& state, moe::DType dtype, bool packed) {
   const mx::Model<>& m = model(dtype, packed);
   const auto ids = prompt(state.range(0));
@@ -113,11 +112,16 @@ int main(int argc, char** argv) {
   moe_bench::register_machine_limits();
   for (const bool packed : {false, true})
     for (const moe::DType dtype : {moe::DType::BF16, moe::DType::F32}) {
-      const std::string suffix = std::string(dtype == moe::DType::BF16 ? "bf16" : "f32") + (packed ? "/packed" : "/views");
+      const std::string suffix =
+          std::string(dtype == moe::DType::BF16 ? "bf16" : "f32") + (packed ? "/packed" : "/views");
       benchmark::RegisterBenchmark(("prefill/" + suffix).c_str(), BM_prefill, dtype, packed)
-          ->Arg(128)->Unit(benchmark::kMillisecond)->UseRealTime();
+          ->Arg(128)
+          ->Unit(benchmark::kMillisecond)
+          ->UseRealTime();
       benchmark::RegisterBenchmark(("decode/" + suffix).c_str(), BM_decode, dtype, packed)
-          ->Arg(32)->Unit(benchmark::kMillisecond)->UseRealTime();
+          ->Arg(32)
+          ->Unit(benchmark::kMillisecond)
+          ->UseRealTime();
     }
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;

@@ -105,18 +105,25 @@ def main():
         print(f"PyTorch {torch['torch']} on {torch['threads']} threads, transformers' MixtralSparseMoeBlock "
               "(faster of its eager and grouped_mm expert implementations).")
     print()
-    print("| shape | dtype | T | moe packed ms | GFLOP/s | % FP32 peak | weights GB/s (% bw) | moe views ms "
+    print("numerics: f32 = fp32 weights; bf16 = bf16 weights, fp32 activations and compute; bf16c = bf16 compute "
+          "(activations rounded to bf16); int8 = int8 weights, 7-bit activations, int32 sums (GOP/s, % of the int8 "
+          "peak). PyTorch runs its bf16 rows in bf16 compute.")
+    print()
+    print("| shape | numerics | T | moe packed ms | GFLOP/s | % of peak | weights GB/s (% bw) | moe views ms "
           "| Eigen ms | PyTorch ms | × views | × Eigen | × PyTorch |")
     print("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
     order = a.shapes.split(",")
-    keys = sorted({k[:3] for k in rows}, key=lambda k: (order.index(k[0]) if k[0] in order else 99, k[1] != "f32", k[2]))
+    numerics = ["f32", "bf16", "bf16c", "int8"]
+    keys = sorted({k[:3] for k in rows},
+                  key=lambda k: (order.index(k[0]) if k[0] in order else 99, numerics.index(k[1]), k[2]))
     for shape, dtype, T in keys:
         p = rows.get((shape, dtype, T, "packed"))
         if not p:
             continue
         ms = p["real_time"]
         other = {impl: rows.get((shape, dtype, T, impl)) for impl in ("views", "eigen")}
-        peer = peers.get((shape, dtype, T))
+        peer = peers.get((shape, "bf16" if dtype == "bf16c" else dtype, T))
+        peak = int8.get("GOP/s", 0) if dtype == "int8" else fma
 
         def t(b):
             return f"{b['real_time']:.2f}" if b else "–"
@@ -127,7 +134,7 @@ def main():
         peer_ms = peer["ms"] if peer else None
         views_ms = other["views"]["real_time"] if other["views"] else None
         eigen_ms = other["eigen"]["real_time"] if other["eigen"] else None
-        cells = [shape, dtype, str(T), f"{ms:.2f}", f"{p['GFLOP/s']:.1f}", f"{100 * p['GFLOP/s'] / fma:.0f}%",
+        cells = [shape, dtype, str(T), f"{ms:.2f}", f"{p['GFLOP/s']:.1f}", f"{100 * p['GFLOP/s'] / peak:.0f}%",
                  f"{p['weight_GB/s']:.1f} ({100 * p['weight_GB/s'] / bw:.0f}%)", t(other["views"]), t(other["eigen"]),
                  f"{peer_ms:.2f}" if peer_ms else "–", x(views_ms), x(eigen_ms), x(peer_ms)]
         print("| " + " | ".join(cells) + " |")

@@ -1,5 +1,6 @@
 // The golden cases (made by an independent implementation) through every
-// backend (reference, cpu on views, cpu on packed panels), the safetensors reader on good and malformed files, the writer.
+// backend (reference, cpu on views, cpu on packed panels), the safetensors reader on good and malformed files, the
+// writer.
 #include "test_support.hpp"
 
 #include "../golden/golden.hpp"
@@ -34,7 +35,7 @@ void check_kind(const std::string& folder, golden::BackendChoice b, int expected
 }  // namespace
 
 constexpr golden::BackendChoice all_backends[] = {golden::BackendChoice::reference, golden::BackendChoice::cpu,
-                                                   golden::BackendChoice::cpu_packed};
+                                                  golden::BackendChoice::cpu_packed};
 
 TEST_CASE("golden moe_block cases pass on every backend") {
   for (const auto b : all_backends) check_kind("moe_block", b, 12);

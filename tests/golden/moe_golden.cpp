@@ -15,7 +15,8 @@ using namespace moe;
 
 namespace {
 int usage() {
-  std::cerr << "usage: moe-golden run CASE.safetensors OUT.safetensors [--backend reference|cpu|cpu-packed|cpu-bf16|cpu-int8]\n"
+  std::cerr << "usage: moe-golden run CASE.safetensors OUT.safetensors [--backend "
+               "reference|cpu|cpu-packed|cpu-bf16|cpu-int8]\n"
                "       moe-golden check PATH... [--backend reference|cpu|cpu-packed|cpu-bf16|cpu-int8|all]\n"
                "  cpu runs backend::Cpu on the weight views, cpu-packed on packed panels (both exact: 1e-5);\n"
                "  cpu-bf16 and cpu-int8 the lower-precision numerics (bounds 1e-2 and 6e-2);\n"

@@ -68,8 +68,7 @@ class Cpu {
   /// Uses a process-wide pool with one thread per hardware thread.
   Cpu() : pool_(default_pool()), state_(std::make_shared<State>()) {}
   /// Uses a pool of its own with `threads` threads (1 = no threading).
-  explicit Cpu(int threads)
-      : pool_(std::make_shared<detail::ThreadPool>(threads)), state_(std::make_shared<State>()) {}
+  explicit Cpu(int threads) : pool_(std::make_shared<detail::ThreadPool>(threads)), state_(std::make_shared<State>()) {}
 
   int threads() const noexcept { return pool_->size(); }
 
@@ -86,9 +85,7 @@ class Cpu {
       pool_->parallel_for(n, [&](std::int64_t p, int) { fn(index_t(p)); });
     };
     const DType stored = w.empty() ? DType::F32 : w[0].up.dtype;
-    const DType target = is_int8                                          ? DType::I8
-                         : rounds_to_bf16 || stored == DType::BF16 ? DType::BF16
-                                                                   : DType::F32;
+    const DType target = is_int8 ? DType::I8 : rounds_to_bf16 || stored == DType::BF16 ? DType::BF16 : DType::F32;
     const index_t width = is_int8 ? int8_width : panel_width;
     for (const ExpertWeights& e : w) {
       cpu::PackedExpert packed;
@@ -133,7 +130,8 @@ class Cpu {
     auto& scratch = this->scratch();
     pool_->parallel_for(blocks, [&](std::int64_t b, int thread) {
       const index_t o0 = index_t(b) * block, n = std::min(block, w.rows - o0);
-      gemm_rows(x.data, x.row_stride, x.rows, w, o0, n, out.row(0) + o0, out.row_stride, scratch[std::size_t(thread)].up);
+      gemm_rows(x.data, x.row_stride, x.rows, w, o0, n, out.row(0) + o0, out.row_stride,
+                scratch[std::size_t(thread)].up);
     });
   }
 
@@ -147,9 +145,9 @@ class Cpu {
     const auto set = find_packed(w);
     const bool layout_fits = set && (set->experts[0].up.layout == cpu::PanelLayout::gate_up) == F::gated;
     if constexpr (must_pack)
-      moe::detail::require(layout_fits, ErrorCode::invalid_argument, "backend::", name(),
-                           ": expert weights ", F::gated ? "lack" : "have",
-                           " a gate matrix but the FFN is ", F::gated ? "" : "not ", "gated");
+      moe::detail::require(layout_fits, ErrorCode::invalid_argument, "backend::", name(), ": expert weights ",
+                           F::gated ? "lack" : "have", " a gate matrix but the FFN is ", F::gated ? "" : "not ",
+                           "gated");
     if (layout_fits && is_int8)
       int8_ffn<F>(plan, packed, *set, out);
     else if (layout_fits)
@@ -166,9 +164,9 @@ class Cpu {
   struct State {
     std::mutex mutex;
     std::vector<std::shared_ptr<const cpu::PackedExperts>> packed;
-    std::vector<float> in;         ///< packed path: the experts' input rows, packed for the kernel
-    std::vector<float> hidden;     ///< [rows, d_ff] between the two halves of the FFN
-    std::vector<Scratch> scratch;  ///< one per pool thread
+    std::vector<float> in;                     ///< packed path: the experts' input rows, packed for the kernel
+    std::vector<float> hidden;                 ///< [rows, d_ff] between the two halves of the FFN
+    std::vector<Scratch> scratch;              ///< one per pool thread
     std::vector<std::uint8_t> q_in, q_hidden;  ///< int8 path: quantised rows, per row block
     std::vector<float> row_scale;              ///< int8 path: per-row scales (input rows, then hidden rows)
     std::vector<std::int32_t> row_zero;        ///< int8 path: per-row zero points
@@ -342,8 +340,8 @@ class Cpu {
     std::int32_t* hid_zero = in_zero + rows;
     pool_->parallel_for(std::int64_t(blocks.size()), [&](std::int64_t b, int) {
       const RowBlock& rb = blocks[std::size_t(b)];
-      cpu::quantize_rows(hidden + rb.r0 * d_ff, d_ff, cpu::QuantRows::of(rb.n, d_ff),
-                         st.q_hidden.data() + q_hidden[b], hid_scale + rb.r0, hid_zero + rb.r0);
+      cpu::quantize_rows(hidden + rb.r0 * d_ff, d_ff, cpu::QuantRows::of(rb.n, d_ff), st.q_hidden.data() + q_hidden[b],
+                         hid_scale + rb.r0, hid_zero + rb.r0);
     });
     run_int8_tasks(blocks, set.experts[0].down.panels, [&](std::size_t b, index_t p0, index_t np, std::int32_t* tile) {
       const RowBlock& rb = blocks[b];

@@ -121,6 +121,45 @@ void panel_tile(const float* a, const std::byte* panel, index_t kc, float* c, in
   }
 }
 
+/// Decode (one or two rows): P panels side by side, so 2·P·MR independent
+/// FMA chains hide the FMA latency that a lone 1-row tile (2 chains) waits
+/// on. Each output is still one chain over k in order: the same bits as
+/// panel_tile gives it, whatever the batch.
+template <class Arch, DType Stored, int MR, int P>
+void panel_tile_wide(const float* a, const std::byte* panel, index_t panel_bytes, index_t kc, float* c, index_t ldc,
+                     index_t NR, bool accumulate) noexcept {
+  using batch = xsimd::batch<float, Arch>;
+  constexpr index_t W = index_t(batch::size);
+  batch c0[P][MR], c1[P][MR];
+#pragma GCC unroll 4
+  for (int p = 0; p < P; ++p)
+#pragma GCC unroll 2
+    for (int i = 0; i < MR; ++i) {
+      c0[p][i] = accumulate ? batch::load_unaligned(c + i * ldc + p * NR) : batch(0.0f);
+      c1[p][i] = accumulate ? batch::load_unaligned(c + i * ldc + p * NR + W) : batch(0.0f);
+    }
+  for (index_t k = 0; k < kc; ++k) {
+#pragma GCC unroll 4
+    for (int p = 0; p < P; ++p) {
+      batch b0, b1;
+      PanelStep<Arch, Stored>::load(panel + p * panel_bytes, k, b0, b1);
+#pragma GCC unroll 2
+      for (int i = 0; i < MR; ++i) {
+        const batch ai(a[k * panel_rows + i]);
+        c0[p][i] = xsimd::fma(ai, b0, c0[p][i]);
+        c1[p][i] = xsimd::fma(ai, b1, c1[p][i]);
+      }
+    }
+  }
+#pragma GCC unroll 4
+  for (int p = 0; p < P; ++p)
+#pragma GCC unroll 2
+    for (int i = 0; i < MR; ++i) {
+      c0[p][i].store_unaligned(c + i * ldc + p * NR);
+      c1[p][i].store_unaligned(c + i * ldc + p * NR + W);
+    }
+}
+
 /// The depth block for n rows: one row group (decode) streams whole panels.
 inline index_t depth_block(index_t n, index_t K) noexcept {
   return n <= panel_rows ? K : std::min(K, panel_depth_block);
@@ -175,13 +214,33 @@ template <class Arch, DType Stored>
 void panel_gemm(const float* A, const RowLayout& L, const PanelMatrix& B, index_t first, index_t count, float* C,
                 index_t ldc) noexcept {
   const index_t NR = B.width, n = L.rows;
+  if (n <= 2) {  // decode: four panels at a time (L.block is the whole depth here)
+    constexpr index_t P = 4;
+    const index_t panel_bytes = B.at(1, 0) - B.at(0, 0), kc = B.depth;
+    index_t p = 0;
+    for (; p + P <= count; p += P) {
+      const std::byte* panel = B.at(first + p, 0);
+      if (n == 1)
+        panel_tile_wide<Arch, Stored, 1, P>(A, panel, panel_bytes, kc, C + p * NR, ldc, NR, false);
+      else
+        panel_tile_wide<Arch, Stored, 2, P>(A, panel, panel_bytes, kc, C + p * NR, ldc, NR, false);
+    }
+    for (; p < count; ++p) {
+      const std::byte* panel = B.at(first + p, 0);
+      if (n == 1)
+        panel_tile<Arch, Stored, 1>(A, panel, kc, C + p * NR, ldc, false, nullptr);
+      else
+        panel_tile<Arch, Stored, 2>(A, panel, kc, C + p * NR, ldc, false, nullptr);
+    }
+    return;
+  }
   for (index_t k0 = 0; k0 < B.depth; k0 += L.block) {
     const index_t kc = std::min(L.block, B.depth - k0);
     const bool accumulate = k0 > 0;
     for (index_t p = 0; p < count; ++p) {
       const std::byte* panel = B.at(first + p, k0);
       // The block after this one: the next panel, or the first panel's next depth block.
-      const std::byte* next = p + 1 < count ? B.at(first + p + 1, k0)
+      const std::byte* next = p + 1 < count       ? B.at(first + p + 1, k0)
                               : k0 + kc < B.depth ? B.at(first, k0 + kc)
                                                   : nullptr;
       for (index_t i = 0; i < n; i += panel_rows) {

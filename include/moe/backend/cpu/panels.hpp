@@ -36,6 +36,9 @@
 #include <cstring>
 #include <memory>
 #include <new>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 #include <span>
 #include <vector>
 
@@ -46,11 +49,18 @@
 namespace moe::backend::cpu {
 
 /// Bytes allocated on a 64-byte boundary (one cache line), zero-filled.
+/// Blocks of 2 MiB or more start on a 2 MiB boundary and ask Linux for
+/// transparent huge pages: the kernel streams a weight matrix panel by
+/// panel, and with 4 KiB pages every few panels would cost a TLB miss.
 class AlignedBytes {
  public:
+  static constexpr std::size_t huge_page = std::size_t(2) << 20;
+
   AlignedBytes() = default;
-  explicit AlignedBytes(std::size_t n)
-      : size_(n), data_(static_cast<std::byte*>(::operator new(std::max<std::size_t>(n, 1), std::align_val_t(64)))) {
+  explicit AlignedBytes(std::size_t n) : size_(n), data_(allocate(n), Free{n}) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    if (n >= huge_page) ::madvise(data_.get(), (n + huge_page - 1) / huge_page * huge_page, MADV_HUGEPAGE);
+#endif
     std::memset(data_.get(), 0, n);
   }
   std::byte* data() noexcept { return data_.get(); }
@@ -58,11 +68,20 @@ class AlignedBytes {
   std::size_t size() const noexcept { return size_; }
 
  private:
+  static std::size_t alignment(std::size_t n) noexcept { return n >= huge_page ? huge_page : 64; }
+  /// Rounded up to whole huge pages when large, so madvise covers only our bytes.
+  static std::size_t padded(std::size_t n) noexcept {
+    return n >= huge_page ? (n + huge_page - 1) / huge_page * huge_page : std::max<std::size_t>(n, 1);
+  }
+  static std::byte* allocate(std::size_t n) {
+    return static_cast<std::byte*>(::operator new(padded(n), std::align_val_t(alignment(n))));
+  }
   struct Free {
-    void operator()(std::byte* p) const noexcept { ::operator delete(p, std::align_val_t(64)); }
+    std::size_t n = 0;
+    void operator()(std::byte* p) const noexcept { ::operator delete(p, std::align_val_t(alignment(n))); }
   };
   std::size_t size_ = 0;
-  std::unique_ptr<std::byte, Free> data_;
+  std::unique_ptr<std::byte, Free> data_{nullptr, Free{0}};
 };
 
 enum class PanelLayout { single, gate_up };
@@ -152,8 +171,8 @@ PanelMatrix pack_panels(const WeightMatrix& w, const WeightMatrix* up, index_t w
                        " must be even and > 0");
   moe::detail::require(up == nullptr || (up->rows == w.rows && up->cols == w.cols && up->dtype == w.dtype),
                        ErrorCode::shape_mismatch, "pack_panels: gate and up differ in shape or dtype");
-  moe::detail::require(target == DType::F32 || target == DType::BF16 || target == DType::I8,
-                       ErrorCode::unsupported, "pack_panels: cannot pack into ", name(target));
+  moe::detail::require(target == DType::F32 || target == DType::BF16 || target == DType::I8, ErrorCode::unsupported,
+                       "pack_panels: cannot pack into ", name(target));
   PanelMatrix out;
   out.dtype = target;
   out.layout = up ? PanelLayout::gate_up : PanelLayout::single;
