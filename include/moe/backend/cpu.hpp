@@ -238,51 +238,60 @@ class Cpu {
       const RowBlock& rb = blocks[std::size_t(b)];
       cpu::pack_rows(x.row(rb.r0), x.row_stride, cpu::RowLayout::of(rb.n, d_model), in + rb.in_offset, rounds_to_bf16);
     });
-    run_panel_tasks(blocks, up0.panels, [&](const RowBlock& rb, index_t p0, index_t np, float* tile) {
-      const cpu::PanelMatrix& B = set.experts[std::size_t(rb.expert)].up;
-      const index_t ldt = np * panel_width, per_panel = B.features_per_panel();
-      cpu::panel_gemm<Arch>(in + rb.in_offset, cpu::RowLayout::of(rb.n, d_model), B, p0, np, tile, ldt);
-      const cpu::RowLayout H = cpu::RowLayout::of(rb.n, d_ff);
-      float* h_block = hidden + rb.hidden_offset;
-      alignas(64) float h[2 * W];
-      for (index_t i = 0; i < rb.n; ++i)
-        for (index_t p = 0; p < np; ++p) {
-          const float* t = tile + i * ldt + p * panel_width;
-          const index_t f0 = (p0 + p) * per_panel, nf = std::min(per_panel, d_ff - f0);
-          if constexpr (F::gated) {
-            (act(batch::load_unaligned(t)) * batch::load_unaligned(t + W)).store_aligned(h);
-          } else {
-            act(batch::load_unaligned(t)).store_aligned(h);
-            act(batch::load_unaligned(t + W)).store_aligned(h + W);
-          }
-          // A chunk of W features never crosses a depth block (KC is a multiple of W).
-          float* dst = h_block + H.at(i, f0);
-          for (index_t j = 0; j < nf; ++j) dst[j * cpu::panel_rows] = rounds_to_bf16 ? cpu::round_to_bf16(h[j]) : h[j];
-        }
-    });
-    run_panel_tasks(blocks, set.experts[0].down.panels, [&](const RowBlock& rb, index_t p0, index_t np, float* tile) {
-      const cpu::PanelMatrix& B = set.experts[std::size_t(rb.expert)].down;
-      const index_t ldt = np * panel_width;
-      cpu::panel_gemm<Arch>(hidden + rb.hidden_offset, cpu::RowLayout::of(rb.n, d_ff), B, p0, np, tile, ldt);
-      const index_t o0 = p0 * panel_width, no = std::min(np * panel_width, d_model - o0);
-      for (index_t i = 0; i < rb.n; ++i) std::copy(tile + i * ldt, tile + i * ldt + no, out.row(rb.r0 + i) + o0);
-    });
+    run_panel_tasks(blocks, up0.panels, panel_width, &Scratch::tile,
+                    [&](std::size_t b, index_t p0, index_t np, float* tile) {
+                      const RowBlock& rb = blocks[b];
+                      const cpu::PanelMatrix& B = set.experts[std::size_t(rb.expert)].up;
+                      const index_t ldt = np * panel_width, per_panel = B.features_per_panel();
+                      cpu::panel_gemm<Arch>(in + rb.in_offset, cpu::RowLayout::of(rb.n, d_model), B, p0, np, tile, ldt);
+                      const cpu::RowLayout H = cpu::RowLayout::of(rb.n, d_ff);
+                      float* h_block = hidden + rb.hidden_offset;
+                      alignas(64) float h[2 * W];
+                      for (index_t i = 0; i < rb.n; ++i)
+                        for (index_t p = 0; p < np; ++p) {
+                          const float* t = tile + i * ldt + p * panel_width;
+                          const index_t f0 = (p0 + p) * per_panel, nf = std::min(per_panel, d_ff - f0);
+                          if constexpr (F::gated) {
+                            (act(batch::load_unaligned(t)) * batch::load_unaligned(t + W)).store_aligned(h);
+                          } else {
+                            act(batch::load_unaligned(t)).store_aligned(h);
+                            act(batch::load_unaligned(t + W)).store_aligned(h + W);
+                          }
+                          // A chunk of W features never crosses a depth block (KC is a multiple of W).
+                          float* dst = h_block + H.at(i, f0);
+                          for (index_t j = 0; j < nf; ++j)
+                            dst[j * cpu::panel_rows] = rounds_to_bf16 ? cpu::round_to_bf16(h[j]) : h[j];
+                        }
+                    });
+    run_panel_tasks(blocks, set.experts[0].down.panels, panel_width, &Scratch::tile,
+                    [&](std::size_t b, index_t p0, index_t np, float* tile) {
+                      const RowBlock& rb = blocks[b];
+                      const cpu::PanelMatrix& B = set.experts[std::size_t(rb.expert)].down;
+                      const index_t ldt = np * panel_width;
+                      cpu::panel_gemm<Arch>(hidden + rb.hidden_offset, cpu::RowLayout::of(rb.n, d_ff), B, p0, np, tile,
+                                            ldt);
+                      const index_t o0 = p0 * panel_width, no = std::min(np * panel_width, d_model - o0);
+                      for (index_t i = 0; i < rb.n; ++i)
+                        std::copy(tile + i * ldt, tile + i * ldt + no, out.row(rb.r0 + i) + o0);
+                    });
   }
 
-  /// Runs fn(row block, first panel, panels, tile) over every (row block,
+  /// Runs fn(block index, first panel, panels, tile) over every (row block,
   /// block of panels_per_task panels), in parallel; `tile` is the thread's
-  /// [rows, panels · NR] buffer.
-  template <class Fn>
-  void run_panel_tasks(const std::vector<RowBlock>& blocks, index_t panels, Fn&& fn) const {
+  /// [rows, panels · width] buffer: fp32 (`&Scratch::tile`) or int32
+  /// (`&Scratch::itile`).
+  template <class T, class Fn>
+  void run_panel_tasks(const std::vector<RowBlock>& blocks, index_t panels, index_t width,
+                       std::vector<T> Scratch::*tile, Fn&& fn) const {
     const index_t per_block = (panels + panels_per_task - 1) / panels_per_task;
     auto& scratch = this->scratch();
-    const std::size_t tile_size = std::size_t(rows_per_task + cpu::panel_rows) * panels_per_task * panel_width;
+    const std::size_t tile_size = std::size_t(rows_per_task + cpu::panel_rows) * panels_per_task * width;
     for (auto& s : scratch)
-      if (s.tile.size() < tile_size) s.tile.resize(tile_size);
+      if ((s.*tile).size() < tile_size) (s.*tile).resize(tile_size);
     pool_->parallel_for(std::int64_t(blocks.size()) * per_block, [&](std::int64_t i, int thread) {
       const index_t p0 = index_t(i % per_block) * panels_per_task;
-      fn(blocks[std::size_t(i / per_block)], p0, std::min(panels_per_task, panels - p0),
-         scratch[std::size_t(thread)].tile.data());
+      fn(std::size_t(i / per_block), p0, std::min(panels_per_task, panels - p0),
+         (scratch[std::size_t(thread)].*tile).data());
     });
   }
 
@@ -317,25 +326,27 @@ class Cpu {
       cpu::quantize_rows(x.row(rb.r0), x.row_stride, cpu::QuantRows::of(rb.n, d_model), st.q_in.data() + q_in[b],
                          in_scale + rb.r0, in_zero + rb.r0);
     });
-    run_int8_tasks(blocks, up0.panels, [&](std::size_t b, index_t p0, index_t np, std::int32_t* tile) {
-      const RowBlock& rb = blocks[b];
-      const cpu::PanelMatrix& B = set.experts[std::size_t(rb.expert)].up;
-      const index_t ldt = np * NR, per_panel = B.features_per_panel();
-      cpu::int8_gemm(st.q_in.data() + q_in[b], cpu::QuantRows::of(rb.n, d_model), B, p0, np, tile, ldt);
-      for (index_t i = 0; i < rb.n; ++i) {
-        const index_t r = rb.r0 + i;
-        for (index_t p = 0; p < np; ++p) {
-          const std::int32_t* t = tile + i * ldt + p * NR;
-          const auto column = [&](index_t j) {
-            const std::size_t c = std::size_t((p0 + p) * NR + j);
-            return cpu::dequantize(t[j], in_scale[r], in_zero[r], B.scale[c], B.sums[c]);
-          };
-          const index_t f0 = (p0 + p) * per_panel, nf = std::min(per_panel, d_ff - f0);
-          float* h = hidden + r * d_ff + f0;
-          for (index_t j = 0; j < nf; ++j) h[j] = F::gated ? act(column(j)) * column(per_panel + j) : act(column(j));
-        }
-      }
-    });
+    run_panel_tasks(blocks, up0.panels, int8_width, &Scratch::itile,
+                    [&](std::size_t b, index_t p0, index_t np, std::int32_t* tile) {
+                      const RowBlock& rb = blocks[b];
+                      const cpu::PanelMatrix& B = set.experts[std::size_t(rb.expert)].up;
+                      const index_t ldt = np * NR, per_panel = B.features_per_panel();
+                      cpu::int8_gemm(st.q_in.data() + q_in[b], cpu::QuantRows::of(rb.n, d_model), B, p0, np, tile, ldt);
+                      for (index_t i = 0; i < rb.n; ++i) {
+                        const index_t r = rb.r0 + i;
+                        for (index_t p = 0; p < np; ++p) {
+                          const std::int32_t* t = tile + i * ldt + p * NR;
+                          const auto column = [&](index_t j) {
+                            const std::size_t c = std::size_t((p0 + p) * NR + j);
+                            return cpu::dequantize(t[j], in_scale[r], in_zero[r], B.scale[c], B.sums[c]);
+                          };
+                          const index_t f0 = (p0 + p) * per_panel, nf = std::min(per_panel, d_ff - f0);
+                          float* h = hidden + r * d_ff + f0;
+                          for (index_t j = 0; j < nf; ++j)
+                            h[j] = F::gated ? act(column(j)) * column(per_panel + j) : act(column(j));
+                        }
+                      }
+                    });
     float* hid_scale = in_scale + rows;
     std::int32_t* hid_zero = in_zero + rows;
     pool_->parallel_for(std::int64_t(blocks.size()), [&](std::int64_t b, int) {
@@ -343,35 +354,22 @@ class Cpu {
       cpu::quantize_rows(hidden + rb.r0 * d_ff, d_ff, cpu::QuantRows::of(rb.n, d_ff), st.q_hidden.data() + q_hidden[b],
                          hid_scale + rb.r0, hid_zero + rb.r0);
     });
-    run_int8_tasks(blocks, set.experts[0].down.panels, [&](std::size_t b, index_t p0, index_t np, std::int32_t* tile) {
-      const RowBlock& rb = blocks[b];
-      const cpu::PanelMatrix& B = set.experts[std::size_t(rb.expert)].down;
-      const index_t ldt = np * NR;
-      cpu::int8_gemm(st.q_hidden.data() + q_hidden[b], cpu::QuantRows::of(rb.n, d_ff), B, p0, np, tile, ldt);
-      for (index_t i = 0; i < rb.n; ++i) {
-        const index_t r = rb.r0 + i;
-        float* o = out.row(r);
-        for (index_t j = 0; j < np * NR && p0 * NR + j < d_model; ++j) {
-          const std::size_t c = std::size_t(p0 * NR + j);
-          o[p0 * NR + j] = cpu::dequantize(tile[i * ldt + j], hid_scale[r], hid_zero[r], B.scale[c], B.sums[c]);
-        }
-      }
-    });
-  }
-
-  /// run_panel_tasks for the int8 path: fn(block index, first panel, panels, int32 tile).
-  template <class Fn>
-  void run_int8_tasks(const std::vector<RowBlock>& blocks, index_t panels, Fn&& fn) const {
-    const index_t per_block = (panels + panels_per_task - 1) / panels_per_task;
-    auto& scratch = this->scratch();
-    const std::size_t tile_size = std::size_t(rows_per_task + cpu::panel_rows) * panels_per_task * int8_width;
-    for (auto& s : scratch)
-      if (s.itile.size() < tile_size) s.itile.resize(tile_size);
-    pool_->parallel_for(std::int64_t(blocks.size()) * per_block, [&](std::int64_t i, int thread) {
-      const index_t p0 = index_t(i % per_block) * panels_per_task;
-      fn(std::size_t(i / per_block), p0, std::min(panels_per_task, panels - p0),
-         scratch[std::size_t(thread)].itile.data());
-    });
+    run_panel_tasks(
+        blocks, set.experts[0].down.panels, int8_width, &Scratch::itile,
+        [&](std::size_t b, index_t p0, index_t np, std::int32_t* tile) {
+          const RowBlock& rb = blocks[b];
+          const cpu::PanelMatrix& B = set.experts[std::size_t(rb.expert)].down;
+          const index_t ldt = np * NR;
+          cpu::int8_gemm(st.q_hidden.data() + q_hidden[b], cpu::QuantRows::of(rb.n, d_ff), B, p0, np, tile, ldt);
+          for (index_t i = 0; i < rb.n; ++i) {
+            const index_t r = rb.r0 + i;
+            float* o = out.row(r);
+            for (index_t j = 0; j < np * NR && p0 * NR + j < d_model; ++j) {
+              const std::size_t c = std::size_t(p0 * NR + j);
+              o[p0 * NR + j] = cpu::dequantize(tile[i * ldt + j], hid_scale[r], hid_zero[r], B.scale[c], B.sums[c]);
+            }
+          }
+        });
   }
 
   /// The unpacked path: dot products straight on the weight views.
