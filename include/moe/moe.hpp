@@ -13,15 +13,19 @@
 #include "moe/core/types.hpp"
 #include "moe/core/view.hpp"
 
+#include "moe/routing/expert_choice.hpp"
 #include "moe/routing/noise.hpp"
 #include "moe/routing/router.hpp"
 #include "moe/routing/routing.hpp"
+#include "moe/routing/routing_grad.hpp"
 #include "moe/routing/scoring.hpp"
 #include "moe/routing/selection.hpp"
 
 #include "moe/expert/activation.hpp"
+#include "moe/expert/dropout.hpp"
 #include "moe/expert/expert.hpp"
 #include "moe/expert/ffn.hpp"
+#include "moe/expert/gradients.hpp"
 
 #include "moe/capacity/capacity.hpp"
 #include "moe/capacity/plan.hpp"
@@ -40,6 +44,10 @@
 #include "moe/layer/presets.hpp"
 #include "moe/layer/stats.hpp"
 #include "moe/layer/weight_store.hpp"
+
+#include "moe/train/bias_balancer.hpp"
+#include "moe/train/optimizer.hpp"
+#include "moe/train/parameters.hpp"
 
 #include "moe/io/checkpoint.hpp"
 #include "moe/io/safetensors.hpp"

@@ -30,6 +30,7 @@ void check_kind(const std::string& folder, golden::BackendChoice b, int expected
     for (const auto& f : r.failures) failures += f + "; ";
     CHECK_MESSAGE(r.passed, failures);
     CHECK(r.max_error <= tolerance);
+    if (golden::can_train(b)) CHECK(r.unchecked.empty());  // gradients included
   }
 }
 }  // namespace
@@ -43,6 +44,14 @@ TEST_CASE("golden moe_block cases pass on every backend") {
 
 TEST_CASE("golden switch cases pass on every backend (both priorities, jitter, HF aux quirk)") {
   for (const auto b : all_backends) check_kind("switch", b, 8);
+}
+
+TEST_CASE("golden gradients are computed by every fp32 backend, listed as unchecked by the others") {
+  const fs::path grads = golden_dir / "moe_block" / "moe_s4_d64_f128_e8_k2_t33_f32.safetensors";
+  for (const auto b : all_backends) CHECK(golden::check_file(grads, b).unchecked.empty());
+  const golden::CaseResult r = golden::check_file(grads, golden::BackendChoice::cpu_int8);
+  CHECK(r.unchecked == std::vector<std::string>{"grad_gate_w", "grad_logits_aux", "grad_logits_z", "grad_w1", "grad_w2",
+                                                "grad_w3", "grad_x"});
 }
 
 TEST_CASE("golden layer cases within the bound of each lower-precision numerics (bf16 compute, int8)") {
@@ -84,6 +93,12 @@ TEST_CASE("a perturbed golden value makes the check fail") {
       std::memcpy(bytes.data(), &v, 4);
     }
     if (t.name == "topk_idx") bytes[0] ^= 1;
+    if (t.name == "grad_gate_w") {  // one gradient entry off by 1e-2
+      float v;
+      std::memcpy(&v, bytes.data() + 8, 4);
+      v += 1e-2f;
+      std::memcpy(bytes.data() + 8, &v, 4);
+    }
     w.add(t.name, t.dtype, t.shape, bytes.data());
   }
   const fs::path out = temp_file("perturbed.safetensors");
@@ -91,9 +106,10 @@ TEST_CASE("a perturbed golden value makes the check fail") {
   const golden::CaseResult r = golden::check_file(out, golden::BackendChoice::reference);
   fs::remove(out);
   CHECK_FALSE(r.passed);
-  REQUIRE(r.failures.size() == 2);
-  CHECK(r.failures[0].find("topk_idx: 1 of 66 integers differ") != std::string::npos);
-  CHECK(r.failures[1].find("y: error") != std::string::npos);
+  REQUIRE(r.failures.size() == 3);
+  CHECK(r.failures[0].find("grad_gate_w: error") != std::string::npos);
+  CHECK(r.failures[1].find("topk_idx: 1 of 66 integers differ") != std::string::npos);
+  CHECK(r.failures[2].find("y: error") != std::string::npos);
 }
 
 TEST_CASE("safetensors reader decodes every dtype of io/dtypes") {

@@ -171,3 +171,56 @@ TEST_CASE("GShardTop2 keeps the second expert with probability min(1, 2·w2)") {
   CHECK(std::abs(double(kept) - expected) < 4 * std::sqrt(f.T * 0.25));
   CHECK(kept < f.T);
 }
+
+TEST_CASE("ExpertChoice: each expert takes its C best tokens by probability; tokens list their experts by logit") {
+  // 5 tokens, 3 experts, factor 1.2 → C = ceil(1.2 · 5 / 3) = 2.
+  const std::vector<float> logits = {
+      3.0f,  0.0f, 0.0f,  // t0: loves e0
+      2.0f,  2.5f, 0.0f,  // t1: e1 over e0
+      0.0f,  0.0f, 0.0f,  // t2: indifferent
+      1.0f,  0.0f, 4.0f,  // t3: loves e2
+      -1.0f, 3.0f, 2.9f,  // t4: e1, e2
+  };
+  std::vector<float> probs(logits.size());
+  for (int t = 0; t < 5; ++t) detail::softmax_row(logits.data() + 3 * t, 3, probs.data() + 3 * t);
+  const ExpertChoice ec{.capacity_factor = 1.2};
+  CHECK(ec.capacity(5, 3) == 2);
+  CHECK(ec.capacity(2, 3) == 1);
+  CHECK(ExpertChoice{.capacity_factor = 10.0}.capacity(5, 3) == 5);  // never more than T
+  std::vector<std::int32_t> idx(15);
+  ec.select_all(probs.data(), logits.data(), 5, 3, idx.data());
+  // Per expert, the two highest probabilities: e0 ← t0, t1 · e1 ← t4, t1 · e2 ← t3, t4.
+  const std::vector<std::int32_t> expected = {
+      0,         no_expert, no_expert,  // t0
+      1,         0,         no_expert,  // t1: both, by logit (2.5 > 2.0)
+      no_expert, no_expert, no_expert,  // t2: nobody chose it
+      2,         no_expert, no_expert,  // t3
+      1,         2,         no_expert,  // t4
+  };
+  CHECK(idx == expected);
+
+  // In a layer: exactly C rows per expert, unchosen tokens counted as dropped tokens, y = 0 for them.
+  const LayerConfig c{.d_model = 6, .d_ff = 8, .num_experts = 4, .seed = 1};
+  const WeightStore store = WeightStore::random(c, true, DType::F32, 2);
+  using R = Router<ExpertChoice, NoNoise, SoftmaxTopKRaw>;
+  const MoELayer<R, Expert<SwiGLU>, Dropless, NoLoss, backend::Reference> layer(c, store.view(),
+                                                                                R(NoNoise{}, {}, {1.0}));
+  const Matrix x = random_normal_matrix(16, 6, 3);
+  const Output out = layer.forward(x);
+  CHECK(out.routing.k == 4);
+  for (index_t n : out.stats.tokens_per_expert) CHECK(n == 4);
+  CHECK(out.stats.dropped_slots == 0);
+  index_t unchosen = 0;
+  for (index_t t = 0; t < 16; ++t) {
+    const bool none = out.routing.expert_at(t, 0) == no_expert;
+    unchosen += none;
+    if (none) CHECK(out.y.row(t).norm() == 0.0f);
+    for (int j = 0; j < 4; ++j)
+      if (out.routing.expert_at(t, j) != no_expert)
+        CHECK(out.routing.weight_at(t, j) == out.routing.prob(t, out.routing.expert_at(t, j)));
+  }
+  CHECK(unchosen > 0);
+  CHECK(out.stats.dropped_tokens == unchosen);
+  require_error([] { (void)Router<ExpertChoice>(NoNoise{}, {}, {0.0}).validate({}, 4, 6); },
+                ErrorCode::invalid_argument, {"ExpertChoice", "capacity_factor", "> 0"});
+}

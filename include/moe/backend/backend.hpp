@@ -11,12 +11,15 @@
 /// how rows were scheduled: no atomics, the same bits on any thread count.
 
 #include <concepts>
+#include <cstdint>
 #include <span>
 #include <string_view>
 
 #include "moe/capacity/plan.hpp"
 #include "moe/core/view.hpp"
+#include "moe/expert/dropout.hpp"
 #include "moe/expert/ffn.hpp"
+#include "moe/expert/gradients.hpp"
 #include "moe/routing/routing.hpp"
 
 namespace moe {
@@ -30,6 +33,16 @@ concept BackendPolicy = requires(const B& b, const RoutingPlan& plan, const Rout
   b.combine(plan, r, in, out);
 };
 
+/// A backend that can train: expert FFNs with expert dropout, and their
+/// backward (weight grads per expert, input grads per row).
+template <class B>
+concept TrainableBackend = BackendPolicy<B> &&
+    requires(const B& b, const RoutingPlan& plan, MatrixView<const float> in, MatrixView<float> out,
+             std::span<const ExpertWeights> w, const ExpertDropout& drop, std::span<ExpertGrads> g) {
+  b.template expert_ffn<SwiGLU>(plan, in, w, out, drop);
+  b.template expert_backward<SwiGLU>(plan, in, w, in, drop, g, out);
+};
+
 /// A backend that also runs dense layers (attention projections, lm_head):
 /// out[T, N] = x[T, K] · Wᵀ for W [N, K] of any weight dtype.
 template <class B>
@@ -39,6 +52,13 @@ concept LinearBackend = BackendPolicy<B> &&
 };
 
 namespace detail {
+
+/// The (token, slot) pair of a gathered row, as t·k + j: what keys its
+/// dropout mask, whichever row the plan put it in.
+inline std::uint64_t row_pair(const RoutingPlan& plan, index_t row) noexcept {
+  return std::uint64_t(plan.row_token[std::size_t(row)]) * std::uint64_t(plan.k) +
+         std::uint64_t(plan.row_slot[std::size_t(row)]);
+}
 
 /// Copies token row_token[row]'s activations into packed row `row`.
 inline void gather_row(const RoutingPlan& plan, MatrixView<const float> x, MatrixView<float> packed,

@@ -37,6 +37,7 @@
 #include "moe/backend/backend.hpp"
 #include "moe/backend/numerics.hpp"
 #include "moe/backend/cpu/dot_tile.hpp"
+#include "moe/backend/cpu/expert_train.hpp"
 #include "moe/backend/cpu/int8_gemm.hpp"
 #include "moe/backend/cpu/panel_gemm.hpp"
 #include "moe/backend/cpu/panels.hpp"
@@ -156,6 +157,31 @@ class Cpu {
       unpacked_ffn<F>(plan, packed, w, out);
   }
 
+  /// Training forward: with expert dropout active, each expert's rows run as
+  /// dense GEMMs with the mask applied to the hidden units (cpu/expert_train.hpp);
+  /// without it, the inference path above.
+  template <FFN F>
+  void expert_ffn(const RoutingPlan& plan, MatrixView<const float> packed, std::span<const ExpertWeights> w,
+                  MatrixView<float> out,
+                  const ExpertDropout& drop) const requires std::is_same_v<N, numerics::AsStored> {
+    if (!drop.active()) return expert_ffn<F>(plan, packed, w, out);
+    for_each_expert(plan, [&](index_t e, index_t r0, index_t n) {
+      cpu::expert_forward<F>(plan, r0, n, packed, w[std::size_t(e)], drop, out);
+    });
+  }
+
+  /// Backward of the experts (fp32 numerics only: the gradient of a
+  /// quantised forward is not what this computes). One task per expert.
+  template <FFN F>
+  void expert_backward(const RoutingPlan& plan, MatrixView<const float> packed, std::span<const ExpertWeights> w,
+                       MatrixView<const float> d_out, const ExpertDropout& drop, std::span<ExpertGrads> grads,
+                       MatrixView<float> d_packed) const requires std::is_same_v<N, numerics::AsStored> {
+    for_each_expert(plan, [&](index_t e, index_t r0, index_t n) {
+      cpu::expert_backward<F>(plan, r0, n, packed, w[std::size_t(e)], d_out, drop,
+                              grads.empty() ? nullptr : &grads[std::size_t(e)], d_packed);
+    });
+  }
+
  private:
   struct Scratch {
     std::vector<float> up, gate, gated, tile;
@@ -171,6 +197,15 @@ class Cpu {
     std::vector<float> row_scale;              ///< int8 path: per-row scales (input rows, then hidden rows)
     std::vector<std::int32_t> row_zero;        ///< int8 path: per-row zero points
   };
+
+  /// Runs fn(e, first row, rows) for every expert with rows, one task each.
+  template <class Fn>
+  void for_each_expert(const RoutingPlan& plan, Fn&& fn) const {
+    pool_->parallel_for(plan.experts, [&](std::int64_t e, int) {
+      const index_t r0 = plan.offsets[std::size_t(e)], n = plan.kept(index_t(e));
+      if (n > 0) fn(index_t(e), r0, n);
+    });
+  }
 
   std::shared_ptr<const cpu::PackedExperts> find_packed(std::span<const ExpertWeights> w) const {
     for (const auto& p : state_->packed)

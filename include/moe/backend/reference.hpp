@@ -21,13 +21,28 @@ struct Reference {
     for (index_t row = 0; row < plan.rows(); ++row) detail::gather_row(plan, x, packed, row);
   }
 
-  /// out[row] = expert_e(packed[row]) for every row expert e owns.
+  /// out[row] = expert_e(packed[row]) for every row expert e owns; `drop`
+  /// masks the hidden units in training (expert dropout).
   template <FFN F>
   void expert_ffn(const RoutingPlan& plan, MatrixView<const float> packed, std::span<const ExpertWeights> w,
-                  MatrixView<float> out) const {
+                  MatrixView<float> out, const ExpertDropout& drop = {}) const {
     for (index_t e = 0; e < plan.experts; ++e)
       for (index_t row = plan.offsets[std::size_t(e)]; row < plan.offsets[std::size_t(e + 1)]; ++row)
-        Expert<F>::apply(w[std::size_t(e)], packed.row(row), out.row(row));
+        Expert<F>::apply(w[std::size_t(e)], packed.row(row), out.row(row), drop, detail::row_pair(plan, row));
+  }
+
+  /// Backward of expert_ffn, row by row: d_out [rows, d] is dL/d out; adds
+  /// each expert's weight grads to grads[e] (skipped if grads is empty:
+  /// experts frozen) and writes d_packed [rows, d] (skipped if empty).
+  template <FFN F>
+  void expert_backward(const RoutingPlan& plan, MatrixView<const float> packed, std::span<const ExpertWeights> w,
+                       MatrixView<const float> d_out, const ExpertDropout& drop, std::span<ExpertGrads> grads,
+                       MatrixView<float> d_packed) const {
+    for (index_t e = 0; e < plan.experts; ++e)
+      for (index_t row = plan.offsets[std::size_t(e)]; row < plan.offsets[std::size_t(e + 1)]; ++row)
+        Expert<F>::backward(w[std::size_t(e)], packed.row(row), d_out.row(row),
+                            grads.empty() ? nullptr : &grads[std::size_t(e)],
+                            d_packed.empty() ? nullptr : d_packed.row(row), drop, detail::row_pair(plan, row));
   }
 
   void combine(const RoutingPlan& plan, const Routing& r, MatrixView<const float> expert_out,

@@ -20,9 +20,10 @@ enum class RngStream : std::uint32_t {
   jitter = 1,
   noisy_top_k = 2,
   gshard_second = 3,
-  init = 4,      ///< weight initialisation helpers
-  sampling = 5,  ///< next-token sampling in generation
-  user = 0x100,  ///< first stream free for user code
+  init = 4,            ///< weight initialisation helpers
+  sampling = 5,        ///< next-token sampling in generation
+  expert_dropout = 6,  ///< dropout masks inside the experts (training)
+  user = 0x100,        ///< first stream free for user code
 };
 
 /// Identifies one forward call: the layer's seed and the training step.

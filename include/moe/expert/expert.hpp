@@ -3,12 +3,15 @@
 /// Expert<FFN>: the expert policy of a layer, plus a one-token reference
 /// application that examples and tests use to check layers by hand.
 
+#include <cstdint>
 #include <string_view>
 #include <vector>
 
 #include "moe/core/error.hpp"
 #include "moe/core/view.hpp"
+#include "moe/expert/dropout.hpp"
 #include "moe/expert/ffn.hpp"
+#include "moe/expert/gradients.hpp"
 
 namespace moe {
 
@@ -32,25 +35,90 @@ struct Expert {
   }
 
   /// out = expert(x) for one token, plain loops in fp32: the readable truth.
-  static void apply(const ExpertWeights& w, const float* x, float* out) {
+  /// `drop` (training) masks the hidden units of (token, slot) pair `pair`.
+  static void apply(const ExpertWeights& w, const float* x, float* out, const ExpertDropout& drop = {},
+                    std::uint64_t pair = 0) {
     const index_t d_ff = w.up.rows, d_model = w.up.cols;
-    const activation act{};
-    std::vector<float> h(static_cast<std::size_t>(d_ff));
-    for (index_t f = 0; f < d_ff; ++f) {
-      float up = 0.0f;
-      for (index_t i = 0; i < d_model; ++i) up += w.up.at(f, i) * x[i];
-      if constexpr (F::gated) {
-        float gate = 0.0f;
-        for (index_t i = 0; i < d_model; ++i) gate += w.gate.at(f, i) * x[i];
-        h[std::size_t(f)] = act(gate) * up;
-      } else {
-        h[std::size_t(f)] = act(up);
-      }
-    }
+    std::vector<float> pre_gate, pre_up, h;
+    hidden(w, x, pre_gate, pre_up, h);
+    for (index_t f = 0; f < d_ff; ++f) h[std::size_t(f)] *= drop.scale(pair, f);
     for (index_t o = 0; o < d_model; ++o) {
       float acc = 0.0f;
       for (index_t f = 0; f < d_ff; ++f) acc += w.down.at(o, f) * h[std::size_t(f)];
       out[o] = acc;
+    }
+  }
+
+  /// Backward of apply for one token: given dout = dL/d out, adds this
+  /// token's share to the weight grads and writes dx = dL/dx (if dx is not
+  /// null). The hidden activations are recomputed, not stored.
+  ///
+  ///   gated:  h = act(g) ⊙ u,  g = W_gate·x, u = W_up·x,  out = W_down·(m ⊙ h)
+  ///     dW_down += dout ⊗ (m ⊙ h)     dh = m ⊙ W_downᵀ·dout
+  ///     du = dh ⊙ act(g)               dg = dh ⊙ u ⊙ act'(g)
+  ///     dW_up += du ⊗ x   dW_gate += dg ⊗ x   dx = W_upᵀ·du + W_gateᵀ·dg
+  ///   plain:  h = act(u): du = dh ⊙ act'(u), no gate.
+  static void backward(const ExpertWeights& w, const float* x, const float* dout, ExpertGrads* g, float* dx,
+                       const ExpertDropout& drop = {}, std::uint64_t pair = 0) {
+    const index_t d_ff = w.up.rows, d_model = w.up.cols;
+    const activation act{};
+    std::vector<float> pre_gate, pre_up, h;
+    hidden(w, x, pre_gate, pre_up, h);
+    std::vector<float> dg(std::size_t(F::gated ? d_ff : 0)), du(static_cast<std::size_t>(d_ff));
+    for (index_t f = 0; f < d_ff; ++f) {
+      const float m = drop.scale(pair, f);
+      float dh = 0.0f;
+      for (index_t o = 0; o < d_model; ++o) dh += w.down.at(o, f) * dout[o];
+      dh *= m;
+      if (g)
+        for (index_t o = 0; o < d_model; ++o) g->down(o, f) += dout[o] * m * h[std::size_t(f)];
+      if constexpr (F::gated) {
+        const float gv = pre_gate[std::size_t(f)];
+        du[std::size_t(f)] = dh * act(gv);
+        dg[std::size_t(f)] = dh * pre_up[std::size_t(f)] * act.derivative(gv);
+      } else {
+        du[std::size_t(f)] = dh * act.derivative(pre_up[std::size_t(f)]);
+      }
+    }
+    if (g)
+      for (index_t f = 0; f < d_ff; ++f)
+        for (index_t i = 0; i < d_model; ++i) {
+          g->up(f, i) += du[std::size_t(f)] * x[i];
+          if constexpr (F::gated) g->gate(f, i) += dg[std::size_t(f)] * x[i];
+        }
+    if (dx)
+      for (index_t i = 0; i < d_model; ++i) {
+        float acc = 0.0f;
+        for (index_t f = 0; f < d_ff; ++f) {
+          acc += w.up.at(f, i) * du[std::size_t(f)];
+          if constexpr (F::gated) acc += w.gate.at(f, i) * dg[std::size_t(f)];
+        }
+        dx[i] = acc;
+      }
+  }
+
+ private:
+  /// Pre-activations (gate·x, up·x) and the hidden h = act(gate·x) ⊙ up·x
+  /// (gated) or act(up·x) (plain), each [d_ff].
+  static void hidden(const ExpertWeights& w, const float* x, std::vector<float>& pre_gate, std::vector<float>& pre_up,
+                     std::vector<float>& h) {
+    const index_t d_ff = w.up.rows, d_model = w.up.cols;
+    const activation act{};
+    pre_gate.assign(std::size_t(F::gated ? d_ff : 0), 0.0f);
+    pre_up.assign(std::size_t(d_ff), 0.0f);
+    h.assign(std::size_t(d_ff), 0.0f);
+    for (index_t f = 0; f < d_ff; ++f) {
+      float up = 0.0f;
+      for (index_t i = 0; i < d_model; ++i) up += w.up.at(f, i) * x[i];
+      pre_up[std::size_t(f)] = up;
+      if constexpr (F::gated) {
+        float gate = 0.0f;
+        for (index_t i = 0; i < d_model; ++i) gate += w.gate.at(f, i) * x[i];
+        pre_gate[std::size_t(f)] = gate;
+        h[std::size_t(f)] = act(gate) * up;
+      } else {
+        h[std::size_t(f)] = act(up);
+      }
     }
   }
 };

@@ -6,6 +6,8 @@
 
 #include <cmath>
 #include <cstring>
+#include <span>
+#include <string>
 #include <vector>
 
 #include "moe/core/rng.hpp"
@@ -78,13 +80,57 @@ class WeightStore {
     return s;
   }
 
-  /// Views of everything, ready for a MoELayer. Valid while the store lives.
+  /// Adds a per-expert selection bias, zero-initialised (BiasedTopK:
+  /// auxiliary-loss-free balancing). Call before view().
+  WeightStore& with_selection_bias() {
+    bias_.assign(std::size_t(config_.num_experts), 0.0f);
+    return *this;
+  }
+  /// The selection bias (empty unless with_selection_bias was called):
+  /// mutable, for BiasBalancer::update.
+  std::span<float> selection_bias() noexcept { return bias_; }
+
+  /// Views of everything, ready for a MoELayer. Valid while the store lives
+  /// (an update of the values through parameters() shows through them).
   LayerWeights view() const {
     LayerWeights w;
     w.router.gate = matrix(gate_);
     w.router.noise = matrix(noise_);
+    w.router.bias = bias_;
     for (const Slots& x : experts_) w.experts.push_back({matrix(x.gate), matrix(x.up), matrix(x.down)});
     return w;
+  }
+
+  /// One weight as a mutable fp32 tensor, for an optimiser or a test.
+  struct NamedWeight {
+    std::string name;  ///< "router.gate", "router.noise", "experts.3.up", ...
+    std::span<float> value;
+    index_t rows = 0, cols = 0;
+  };
+
+  /// Every weight, by name, in a fixed order (router gate, router noise,
+  /// then each expert's gate, up, down). Training updates weights in place,
+  /// so they must be F32; throws moe::Error naming the first that is not.
+  std::vector<NamedWeight> parameters() {
+    std::vector<NamedWeight> out;
+    const auto add = [&](int i, std::string name) {
+      if (i < 0) return;
+      Tensor& t = tensors_[std::size_t(i)];
+      detail::require(t.dtype == DType::F32, ErrorCode::dtype_mismatch, "WeightStore::parameters: ", name, " is ",
+                      moe::name(t.dtype), "; training updates weights in place and needs F32");
+      out.push_back({std::move(name),
+                     std::span<float>(reinterpret_cast<float*>(t.bytes.data()), std::size_t(t.rows * t.cols)), t.rows,
+                     t.cols});
+    };
+    add(gate_, "router.gate");
+    add(noise_, "router.noise");
+    for (std::size_t e = 0; e < experts_.size(); ++e) {
+      const std::string prefix = detail::cat("experts.", e, ".");
+      add(experts_[e].gate, prefix + "gate");
+      add(experts_[e].up, prefix + "up");
+      add(experts_[e].down, prefix + "down");
+    }
+    return out;
   }
 
   const LayerConfig& config() const noexcept { return config_; }
@@ -114,6 +160,7 @@ class WeightStore {
   std::vector<Tensor> tensors_;
   int gate_ = -1, noise_ = -1;
   std::vector<Slots> experts_;
+  std::vector<float> bias_;
 };
 
 }  // namespace moe

@@ -12,6 +12,10 @@
 /// 0/1 indicator, so load is the routed count.
 /// CV² = variance / mean², population variance, eps 1e-10 (tensor2tensor's
 /// cv_squared).
+///
+/// Gradients: importance flows into the combine weights; the smooth load
+/// flows into the clean logit, the threshold expert's noisy logit and the
+/// noise scale (dΦ(z) = φ(z) dz). The 0/1 load has no gradient.
 
 #include <algorithm>
 #include <cmath>
@@ -20,6 +24,7 @@
 
 #include "moe/core/error.hpp"
 #include "moe/loss/balance_loss.hpp"
+#include "moe/routing/selection.hpp"
 
 namespace moe {
 
@@ -42,6 +47,23 @@ struct ImportanceLoadLoss {
     for (double x : v) var += (x - mean) * (x - mean);
     var /= double(v.size());
     return var / (mean * mean + 1e-10);
+  }
+
+  /// d CV²(v) / dv_i = 2 (v_i − m) / (n (m² + ε)) − 2 m · var / (n (m² + ε)²).
+  static std::vector<double> cv_squared_grad(const std::vector<double>& v) {
+    std::vector<double> g(v.size(), 0.0);
+    if (v.size() < 2) return g;
+    const double n = double(v.size());
+    double mean = 0;
+    for (double x : v) mean += x;
+    mean /= n;
+    double var = 0;
+    for (double x : v) var += (x - mean) * (x - mean);
+    var /= n;
+    const double denom = mean * mean + 1e-10;
+    for (std::size_t i = 0; i < v.size(); ++i)
+      g[i] = 2.0 * (v[i] - mean) / (n * denom) - 2.0 * mean * var / (n * denom * denom);
+    return g;
   }
 
   static std::vector<double> importance(const Routing& r) {
@@ -81,6 +103,37 @@ struct ImportanceLoadLoss {
     s.importance_loss = float(cv_squared(importance(r)));
     s.load_loss = float(cv_squared(load(r)));
     return w_importance * *s.importance_loss + w_load * *s.load_loss;
+  }
+
+  void backward(const Routing& r, const RoutingPlan&, RoutingGrad& g) const {
+    const std::vector<double> d_imp = cv_squared_grad(importance(r));
+    for (index_t t = 0; t < r.tokens; ++t)
+      for (int j = 0; j < r.k; ++j)
+        if (const std::int32_t e = r.expert_at(t, j); e != no_expert)
+          g.weight[std::size_t(t * r.k + j)] += float(double(w_importance) * d_imp[std::size_t(e)]);
+
+    const bool smooth = !r.noise_std.empty() && r.k < r.experts;
+    if (!smooth) return;  // a count has no gradient
+    const std::vector<double> d_load = cv_squared_grad(load(r));
+    const index_t E = r.experts;
+    std::vector<std::int32_t> top(std::size_t(r.k + 1));
+    for (index_t t = 0; t < r.tokens; ++t) {
+      const float* noisy = r.logits.data() + t * E;
+      detail::top_k_indices(noisy, E, r.k + 1, top.data());
+      const float kth = noisy[top[std::size_t(r.k - 1)]];
+      for (index_t e = 0; e < E; ++e) {
+        const std::size_t i = std::size_t(t * E + e);
+        // The threshold is the k-th largest among the others (as in load()).
+        const std::int32_t thr_expert = noisy[e] >= kth ? top[std::size_t(r.k)] : top[std::size_t(r.k - 1)];
+        const double std_e = r.noise_std[i];
+        const double z = (double(r.clean_logits[i]) - double(noisy[thr_expert])) / std_e;
+        const double pdf = std::exp(-0.5 * z * z) / std::sqrt(2.0 * std::numbers::pi);
+        const double c = double(w_load) * d_load[std::size_t(e)] * pdf / std_e;  // dL/dz / std
+        g.clean_logits[i] += float(c);
+        g.logits[std::size_t(t * E + thr_expert)] -= float(c);
+        g.noise_std[i] -= float(c * z);
+      }
+    }
   }
 };
 

@@ -21,6 +21,9 @@ struct Losses {
   float evaluate(const Routing& r, const RoutingPlan& p, RoutingStats& s) const {
     return std::apply([&](const auto&... l) { return (0.0f + ... + l.evaluate(r, p, s)); }, parts);
   }
+  void backward(const Routing& r, const RoutingPlan& p, RoutingGrad& g) const requires(TrainableLoss<Ls>&&...) {
+    std::apply([&](const auto&... l) { (l.backward(r, p, g), ...); }, parts);
+  }
   template <class L>
   const L& get() const noexcept {
     return std::get<L>(parts);

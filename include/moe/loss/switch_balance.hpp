@@ -12,6 +12,8 @@
 ///                   Mesh-TF, Tutel): balanced = 1
 ///   top1_hf_quirk - first choice after capacity, a dropped token counted as
 ///                   expert 0 (what HF SwitchTransformers computes)
+///
+/// Gradient (f constant): dL/dp[t, e] = E · f_e / T, for every token.
 
 #include <cmath>
 #include <vector>
@@ -62,6 +64,16 @@ struct SwitchBalanceLoss {
   float evaluate(const Routing& r, const RoutingPlan& p, RoutingStats& s) const {
     s.balance_loss = value(r, p);
     return alpha * *s.balance_loss;
+  }
+
+  /// Adds alpha · dL/dprobs.
+  void backward(const Routing& r, const RoutingPlan& p, RoutingGrad& g) const {
+    if (r.tokens == 0) return;
+    const std::vector<double> f = fractions(r, p);
+    for (index_t e = 0; e < r.experts; ++e) {
+      const float d = float(double(alpha) * double(r.experts) * f[std::size_t(e)] / double(r.tokens));
+      for (index_t t = 0; t < r.tokens; ++t) g.probs[std::size_t(t * r.experts + e)] += d;
+    }
   }
 };
 

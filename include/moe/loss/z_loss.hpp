@@ -6,6 +6,7 @@
 ///
 /// It penalises large logits, which make the router's softmax brittle in
 /// low precision. ST-MoE uses beta = 1e-3.
+/// Gradient: dL_z/dlogits[t, e] = 2 · lse_t · softmax(logits_t)_e / T.
 
 #include <algorithm>
 #include <cmath>
@@ -43,6 +44,18 @@ struct RouterZLoss {
   float evaluate(const Routing& r, const RoutingPlan&, RoutingStats& s) const {
     s.z_loss = value(r);
     return beta * *s.z_loss;
+  }
+
+  /// Adds beta · dL_z/dlogits.
+  void backward(const Routing& r, const RoutingPlan&, RoutingGrad& g) const {
+    if (r.tokens == 0) return;
+    const index_t E = r.experts;
+    for (index_t t = 0; t < r.tokens; ++t) {
+      const float* l = r.logits.data() + t * E;
+      const double lse = logsumexp(l, E);
+      const double c = double(beta) * 2.0 * lse / double(r.tokens);
+      for (index_t e = 0; e < E; ++e) g.logits[std::size_t(t * E + e)] += float(c * std::exp(double(l[e]) - lse));
+    }
   }
 };
 

@@ -93,6 +93,12 @@ struct NoisyTopK {
     // log1p(exp(z)) overflows for large z, where it equals z to float precision.
     return z > 20.0f ? z : std::log1p(std::exp(z));
   }
+  /// softplus'(z) = σ(z).
+  static float sigmoid(float z) noexcept { return 1.0f / (1.0f + std::exp(-z)); }
+  /// The N(0, 1) draw of (token, expert): replayed, never stored.
+  static float draw(const RouteContext& ctx, index_t token, index_t e) noexcept {
+    return normal(ctx.key, RngStream::noisy_top_k, std::uint64_t(token), std::uint64_t(e));
+  }
   /// logits += N(0,1)·std with std = softplus(noise_logits) + min_std; the
   /// scale is written to `std_out` (needed by the load loss and by backward).
   void perturb_logits(const float* noise_logits, float* logits, float* std_out, index_t T, index_t E,
@@ -101,8 +107,19 @@ struct NoisyTopK {
       for (index_t e = 0; e < E; ++e) {
         const index_t i = t * E + e;
         std_out[i] = softplus(noise_logits[i]) + min_std;
-        logits[i] +=
-            normal(ctx.key, RngStream::noisy_top_k, std::uint64_t(first_token + t), std::uint64_t(e)) * std_out[i];
+        logits[i] += draw(ctx, first_token + t, e) * std_out[i];
+      }
+  }
+  /// Backward of perturb_logits: logits = clean + n·std, std = softplus(nl) + min_std.
+  /// d_std is the direct gradient on the scale (load loss) and becomes
+  /// dL/d noise_logits: (d_std + d_logits·n) · σ(nl). The clean logits get
+  /// d_logits unchanged (the caller adds it).
+  void backward_logits(const float* noise_logits, const float* d_logits, float* d_std, index_t T, index_t E,
+                       const RouteContext& ctx) const {
+    for (index_t t = 0; t < T; ++t)
+      for (index_t e = 0; e < E; ++e) {
+        const index_t i = t * E + e;
+        d_std[i] = (d_std[i] + d_logits[i] * draw(ctx, t, e)) * sigmoid(noise_logits[i]);
       }
   }
 };

@@ -13,7 +13,9 @@
 /// bf16 rounding flips top-k choices (Switch Transformers §2.4 "selective
 /// precision"; HF computes router softmax in float32 for the same reason).
 
+#include <algorithm>
 #include <cmath>
+#include <span>
 #include <vector>
 
 #include "moe/core/error.hpp"
@@ -21,6 +23,7 @@
 #include "moe/core/view.hpp"
 #include "moe/routing/noise.hpp"
 #include "moe/routing/routing.hpp"
+#include "moe/routing/routing_grad.hpp"
 #include "moe/routing/scoring.hpp"
 #include "moe/routing/selection.hpp"
 
@@ -28,9 +31,20 @@ namespace moe {
 
 /// Weights the router reads.
 struct RouterWeights {
-  WeightMatrix gate;   ///< [E, d_model] (HF `block_sparse_moe.gate.weight`)
-  WeightMatrix noise;  ///< [E, d_model] W_noise of NoisyTopK; empty otherwise
+  WeightMatrix gate;              ///< [E, d_model] (HF `block_sparse_moe.gate.weight`)
+  WeightMatrix noise;             ///< [E, d_model] W_noise of NoisyTopK; empty otherwise
+  std::span<const float> bias{};  ///< [E] selection bias of BiasedTopK (DeepSeek `e_score_correction_bias`)
 };
+
+namespace detail {
+/// W as fp32: the weight itself when F32, else widened into `scratch`.
+inline const float* as_float(const WeightMatrix& w, std::vector<float>& scratch) {
+  if (w.dtype == DType::F32) return static_cast<const float*>(w.data);
+  scratch.resize(std::size_t(w.rows * w.cols));
+  widen_to_float(w.data, w.dtype, 0, w.rows * w.cols, scratch.data());
+  return scratch.data();
+}
+}  // namespace detail
 
 template <SelectionPolicy S, NoisePolicy N = NoNoise, ScoringPolicy C = SoftmaxThenTopK>
 class Router {
@@ -38,6 +52,7 @@ class Router {
   using selection_type = S;
   using noise_type = N;
   using scoring_type = C;
+  /// Slots per token; 0 for a per-call selection (expert choice: E slots).
   static constexpr int top_k = S::k;
 
   Router() = default;
@@ -48,15 +63,28 @@ class Router {
   const C& scoring() const noexcept { return scoring_; }
   const S& selection() const noexcept { return selection_; }
 
+  /// Slots per token for E experts.
+  int slots(index_t E) const noexcept {
+    if constexpr (CallSelection<S>)
+      return selection_.slots(E);
+    else
+      return S::k;
+  }
+
   /// Checks parameters and weights against (E, d_model); throws moe::Error.
   void validate(const RouterWeights& w, index_t num_experts, index_t d_model) const {
     detail::require(top_k <= num_experts, ErrorCode::invalid_argument, "Router: k = ", top_k,
                     " experts per token, but the layer has only ", num_experts, " experts");
     noise_.validate();
     scoring_.validate();
+    if constexpr (requires { selection_.validate(); }) selection_.validate();
     detail::require_weight(w.gate, "router gate weight", num_experts, d_model);
     if constexpr (N::needs_weight)
       detail::require_weight(w.noise, "NoisyTopK noise weight (W_noise)", num_experts, d_model);
+    if constexpr (selection_uses_bias<S>)
+      detail::require(index_t(w.bias.size()) == num_experts, ErrorCode::shape_mismatch,
+                      "Router: the selection bias has ", w.bias.size(), " entries, expected one per expert (",
+                      num_experts, ")");
   }
 
   /// Routes the T rows of x. Throws moe::Error(non_finite) naming the first
@@ -64,7 +92,7 @@ class Router {
   /// silently to an arbitrary expert.
   Routing route(MatrixView<const float> x, const RouterWeights& w, const RouteContext& ctx) const {
     const index_t T = x.rows, E = w.gate.rows;
-    constexpr int k = top_k;
+    const int k = slots(E);
     Routing r;
     r.tokens = T;
     r.experts = E;
@@ -72,18 +100,8 @@ class Router {
     r.clean_logits.resize(std::size_t(T * E));
     std::vector<float> scratch;
 
-    // Router input: the experts keep the plain x; only the router's copy is jittered.
     Matrix jittered;
-    MatrixView<const float> input = x;
-    if constexpr (N::perturbs_input) {
-      if (ctx.mode == Mode::train) {
-        jittered.resize(T, x.cols);
-        for (index_t t = 0; t < T; ++t)
-          for (index_t i = 0; i < x.cols; ++i) jittered(t, i) = x(t, i);
-        noise_.perturb_input(MatrixView<float>(jittered), ctx);
-        input = jittered;
-      }
-    }
+    const MatrixView<const float> input = router_input(x, ctx, jittered);
     detail::linear_small(input, w.gate, r.clean_logits.data(), scratch);  // [T, E]
     r.logits = r.clean_logits;
     if constexpr (N::perturbs_logits) {
@@ -96,25 +114,150 @@ class Router {
     }
 
     r.probs.resize(std::size_t(T * E));
-    r.expert.resize(std::size_t(T * k));
-    r.weight.resize(std::size_t(T * k));
     for (index_t t = 0; t < T; ++t) {
       const float* lt = r.logits.data() + t * E;
       for (index_t e = 0; e < E; ++e)
         detail::require(std::isfinite(lt[e]), ErrorCode::non_finite, "Router: logit of token ", t, " for expert ", e,
                         " is ", lt[e], " (check the input row and the gate weight for NaN/Inf)");
-      float* pt = r.probs.data() + t * E;
+      scoring_.probabilities(lt, E, r.probs.data() + t * E);
+    }
+
+    r.expert.resize(std::size_t(T * k));
+    r.weight.assign(std::size_t(T * k), 0.0f);
+    if constexpr (CallSelection<S>) selection_.select_all(r.probs.data(), r.logits.data(), T, E, r.expert.data());
+    std::vector<float> biased;
+    for (index_t t = 0; t < T; ++t) {
       std::int32_t* it = r.expert.data() + t * k;
       float* wt = r.weight.data() + t * k;
-      scoring_.probabilities(lt, E, pt);
-      selection_.select(lt, E, it);
-      scoring_.weights(lt, pt, it, k, wt);
-      selection_.thin(ctx, t, it, wt);
+      if constexpr (TokenSelection<S>) select_token(r, t, w, biased, it);
+      const int n = filled(it, k);
+      if (n > 0) scoring_.weights(r.logits.data() + t * E, r.probs.data() + t * E, it, n, wt);
+      if constexpr (TokenSelection<S>) selection_.thin(ctx, t, it, wt);
     }
     return r;
   }
 
+  /// Carries the gradients on the router's outputs (g: combine weights,
+  /// probs, logits, and the load loss's direct terms) back to the gate
+  /// weight, the noise weight and the input. Replays the forward call's
+  /// jitter, noise and selection from `ctx` (the same counter-based draws).
+  /// Expert choice is piecewise constant: no gradient flows through it.
+  /// Adds dL/dW_gate to *d_gate and dL/dW_noise to *d_noise (either may be
+  /// null: frozen), and the router's share of dL/dx to dx (if not empty).
+  /// On return g.clean_logits holds the total dL/d clean logits.
+  void backward(MatrixView<const float> x, const RouterWeights& w, const RouteContext& ctx, const Routing& r,
+                RoutingGrad& g, Matrix* d_gate, Matrix* d_noise, MatrixView<float> dx) const {
+    const index_t T = r.tokens, E = r.experts;
+    const int k = r.k;
+    std::vector<std::int32_t> idx(static_cast<std::size_t>(k));
+    std::vector<float> w_full(static_cast<std::size_t>(k)), dw(static_cast<std::size_t>(k)), biased;
+    for (index_t t = 0; t < T; ++t) {
+      const float* lt = r.logits.data() + t * E;
+      const float* pt = r.probs.data() + t * E;
+      // The selection before thinning (a thinned slot's weight is constant 0,
+      // but the kept slots' weights were computed with it).
+      if constexpr (TokenSelection<S>)
+        select_token(r, t, w, biased, idx.data());
+      else
+        std::copy_n(r.expert.data() + t * k, k, idx.data());
+      const int n = filled(idx.data(), k);
+      if (n == 0) continue;
+      scoring_.weights(lt, pt, idx.data(), n, w_full.data());
+      for (int j = 0; j < n; ++j)
+        dw[std::size_t(j)] = r.expert_at(t, j) == no_expert ? 0.0f : g.weight[std::size_t(t * k + j)];
+      scoring_.weights_backward(lt, pt, idx.data(), n, w_full.data(), dw.data(), g.logits.data() + t * E,
+                                g.probs.data() + t * E);
+    }
+    for (index_t t = 0; t < T; ++t)
+      scoring_.probabilities_backward(r.logits.data() + t * E, r.probs.data() + t * E, g.probs.data() + t * E, E,
+                                      g.logits.data() + t * E);
+    for (std::size_t i = 0; i < g.logits.size(); ++i) g.clean_logits[i] += g.logits[i];  // logits = clean + noise
+
+    std::vector<float> scratch, scratch_noise;
+    Matrix jittered;
+    const MatrixView<const float> input = router_input(x, ctx, jittered);
+    const float* wg = detail::as_float(w.gate, scratch);
+    const bool noisy = N::perturbs_logits && ctx.mode == Mode::train;
+    const float* wn = nullptr;
+    if (noisy) {
+      // g.noise_std becomes dL/d noise logits.
+      std::vector<float> noise_logits(std::size_t(T * E));
+      detail::linear_small(input, w.noise, noise_logits.data(), scratch_noise);
+      if constexpr (N::perturbs_logits)
+        noise_.backward_logits(noise_logits.data(), g.logits.data(), g.noise_std.data(), T, E, ctx);
+      wn = detail::as_float(w.noise, scratch_noise);
+    }
+
+    // Linear maps: dW = dlogitsᵀ · input, dinput = dlogits · W.
+    const index_t d = x.cols;
+    for (index_t t = 0; t < T; ++t) {
+      const float* in = input.row(t);
+      for (index_t e = 0; e < E; ++e) {
+        const float dc = g.clean_logits[std::size_t(t * E + e)];
+        if (d_gate)
+          for (index_t i = 0; i < d; ++i) (*d_gate)(e, i) += dc * in[i];
+        if (noisy && d_noise)
+          for (index_t i = 0; i < d; ++i) (*d_noise)(e, i) += g.noise_std[std::size_t(t * E + e)] * in[i];
+      }
+    }
+    if (dx.empty()) return;
+    Matrix factors;  // jitter: r = x ⊙ J, so dx = dr ⊙ J
+    const bool jitter = N::perturbs_input && ctx.mode == Mode::train;
+    if (jitter) {
+      factors = Matrix::Ones(T, d);
+      if constexpr (N::perturbs_input) noise_.perturb_input(MatrixView<float>(factors), ctx);
+    }
+    std::vector<float> dr(static_cast<std::size_t>(d));
+    for (index_t t = 0; t < T; ++t) {
+      std::fill(dr.begin(), dr.end(), 0.0f);
+      for (index_t e = 0; e < E; ++e) {
+        const float dc = g.clean_logits[std::size_t(t * E + e)];
+        for (index_t i = 0; i < d; ++i) dr[std::size_t(i)] += dc * wg[e * d + i];
+        if (noisy) {
+          const float dn = g.noise_std[std::size_t(t * E + e)];
+          for (index_t i = 0; i < d; ++i) dr[std::size_t(i)] += dn * wn[e * d + i];
+        }
+      }
+      for (index_t i = 0; i < d; ++i) dx(t, i) += jitter ? dr[std::size_t(i)] * factors(t, i) : dr[std::size_t(i)];
+    }
+  }
+
  private:
+  /// The router's input: x, or a jittered copy in training (the experts
+  /// keep the plain x; only the router's copy is jittered).
+  MatrixView<const float> router_input(MatrixView<const float> x, const RouteContext& ctx, Matrix& jittered) const {
+    if constexpr (N::perturbs_input) {
+      if (ctx.mode == Mode::train) {
+        jittered.resize(x.rows, x.cols);
+        for (index_t t = 0; t < x.rows; ++t)
+          for (index_t i = 0; i < x.cols; ++i) jittered(t, i) = x(t, i);
+        noise_.perturb_input(MatrixView<float>(jittered), ctx);
+        return jittered;
+      }
+    }
+    return x;
+  }
+
+  /// Token t's experts, best first (before thinning).
+  void select_token(const Routing& r, index_t t, const RouterWeights& w, std::vector<float>& biased,
+                    std::int32_t* it) const requires TokenSelection<S> {
+    const index_t E = r.experts;
+    if constexpr (selection_uses_bias<S>) {
+      biased.resize(std::size_t(E));
+      for (index_t e = 0; e < E; ++e) biased[std::size_t(e)] = r.probs[std::size_t(t * E + e)] + w.bias[std::size_t(e)];
+      selection_.select(biased.data(), E, it);
+    } else {
+      selection_.select(r.logits.data() + t * E, E, it);
+    }
+  }
+
+  /// Slots before the first no_expert (a per-call selection fills a prefix).
+  static int filled(const std::int32_t* it, int k) noexcept {
+    int n = 0;
+    while (n < k && it[n] != no_expert) ++n;
+    return n;
+  }
+
   [[no_unique_address]] N noise_{};
   [[no_unique_address]] C scoring_{};
   [[no_unique_address]] S selection_{};

@@ -14,12 +14,19 @@
 
 namespace moe {
 
+/// A scoring policy maps a token's logits to probabilities and the chosen
+/// experts' combine weights. For training it also gives the two backward
+/// steps (vector-Jacobian products), per token:
+///   weights_backward:       dw → adds to dlogits and/or dprobs
+///   probabilities_backward: dprobs → adds to dlogits
 template <class C>
 concept ScoringPolicy = requires(const C& c, const float* logits, float* probs, const std::int32_t* idx, float* w,
                                  index_t E, int k) {
   { C::name } -> std::convertible_to<std::string_view>;
   c.probabilities(logits, E, probs);
   c.weights(logits, probs, idx, k, w);
+  c.weights_backward(logits, probs, idx, k, w, w, probs, probs);
+  c.probabilities_backward(logits, probs, probs, E, probs);
 };
 
 namespace detail {
@@ -31,6 +38,13 @@ inline void softmax_row(const float* logits, index_t n, float* out) noexcept {
   for (index_t i = 0; i < n; ++i) sum += (out[i] = std::exp(logits[i] - m));
   const float inv = 1.0f / sum;
   for (index_t i = 0; i < n; ++i) out[i] *= inv;
+}
+
+/// Backward of softmax: dlogits += p ⊙ (dp − Σ p·dp).
+inline void softmax_row_backward(const float* p, const float* dp, index_t n, float* dlogits) noexcept {
+  float dot = 0.0f;
+  for (index_t i = 0; i < n; ++i) dot += p[i] * dp[i];
+  for (index_t i = 0; i < n; ++i) dlogits[i] += p[i] * (dp[i] - dot);
 }
 }  // namespace detail
 
@@ -50,6 +64,17 @@ struct SoftmaxThenTopK {
     for (int j = 0; j < k; ++j) sum += (w[j] = std::exp(logits[idx[j]] - m));
     for (int j = 0; j < k; ++j) w[j] /= sum;
   }
+  /// w is a softmax over the k chosen logits: dlogit[idx_j] += w_j (dw_j − Σ_i w_i dw_i).
+  void weights_backward(const float*, const float*, const std::int32_t* idx, int k, const float* w, const float* dw,
+                        float* dlogits, float*) const noexcept {
+    float dot = 0.0f;
+    for (int j = 0; j < k; ++j) dot += w[j] * dw[j];
+    for (int j = 0; j < k; ++j) dlogits[idx[j]] += w[j] * (dw[j] - dot);
+  }
+  void probabilities_backward(const float*, const float* probs, const float* dprobs, index_t E,
+                              float* dlogits) const noexcept {
+    detail::softmax_row_backward(probs, dprobs, E, dlogits);
+  }
 };
 
 /// Softmax over all E, keep the top k as they are (Switch: the weight of the
@@ -62,6 +87,15 @@ struct SoftmaxTopKRaw {
   }
   void weights(const float*, const float* probs, const std::int32_t* idx, int k, float* w) const noexcept {
     for (int j = 0; j < k; ++j) w[j] = probs[idx[j]];
+  }
+  /// w_j = p[idx_j]: the gradient goes to the probabilities.
+  void weights_backward(const float*, const float*, const std::int32_t* idx, int k, const float*, const float* dw,
+                        float*, float* dprobs) const noexcept {
+    for (int j = 0; j < k; ++j) dprobs[idx[j]] += dw[j];
+  }
+  void probabilities_backward(const float*, const float* probs, const float* dprobs, index_t E,
+                              float* dlogits) const noexcept {
+    detail::softmax_row_backward(probs, dprobs, E, dlogits);
   }
 };
 
@@ -85,6 +119,27 @@ struct Sigmoid {
     for (int j = 0; j < k; ++j) sum += (w[j] = probs[idx[j]]);
     const float norm = normalize ? scale / (sum + 1e-20f) : scale;  // DeepSeek-V3 adds 1e-20
     for (int j = 0; j < k; ++j) w[j] *= norm;
+  }
+  /// w_j = scale·s_j / S (S = Σ chosen s + 1e-20) or scale·s_j:
+  /// ds_j = scale·dw_j / S − scale·Σ_i dw_i s_i / S².
+  void weights_backward(const float*, const float* probs, const std::int32_t* idx, int k, const float*, const float* dw,
+                        float*, float* dprobs) const noexcept {
+    if (!normalize) {
+      for (int j = 0; j < k; ++j) dprobs[idx[j]] += scale * dw[j];
+      return;
+    }
+    float sum = 0.0f, dot = 0.0f;
+    for (int j = 0; j < k; ++j) {
+      sum += probs[idx[j]];
+      dot += dw[j] * probs[idx[j]];
+    }
+    const float S = sum + 1e-20f;
+    for (int j = 0; j < k; ++j) dprobs[idx[j]] += scale * (dw[j] / S - dot / (S * S));
+  }
+  /// s = σ(l): dl += ds · s (1 − s).
+  void probabilities_backward(const float*, const float* probs, const float* dprobs, index_t E,
+                              float* dlogits) const noexcept {
+    for (index_t e = 0; e < E; ++e) dlogits[e] += dprobs[e] * probs[e] * (1.0f - probs[e]);
   }
 };
 

@@ -17,14 +17,36 @@
 
 namespace moe {
 
-/// A selection policy: `k` slots, `select` writes the best k expert ids
-/// (best first), and `thin` may empty slots once weights are known.
+/// A per-token selection policy: `k` slots, `select` writes the best k
+/// expert ids (best first), and `thin` may empty slots once weights are
+/// known. Optional: `static constexpr bool uses_bias = true` makes the
+/// router rank probs + RouterWeights::bias instead of the logits
+/// (aux-loss-free balancing; the weights still come from the unbiased scores).
 template <class S>
-concept SelectionPolicy = requires(const S& s, const float* logits, index_t E, std::int32_t* idx, float* w,
-                                   const RouteContext& ctx, index_t token) {
+concept TokenSelection = requires(const S& s, const float* logits, index_t E, std::int32_t* idx, float* w,
+                                  const RouteContext& ctx, index_t token) {
   { S::k } -> std::convertible_to<int>;
   s.select(logits, E, idx);
   s.thin(ctx, token, idx, w);
+};
+
+/// A per-call selection policy sees every token before choosing (expert
+/// choice): `slots(E)` slots per token; `select_all` fills [T, slots] with
+/// each token's experts best first, then no_expert.
+template <class S>
+concept CallSelection = requires(const S& s, const float* probs, const float* logits, index_t n, std::int32_t* idx) {
+  { S::k } -> std::convertible_to<int>;
+  { s.slots(n) } -> std::convertible_to<int>;
+  s.select_all(probs, logits, n, n, idx);
+};
+
+template <class S>
+concept SelectionPolicy = TokenSelection<S> || CallSelection<S>;
+
+/// True for a selection that ranks by probs + bias.
+template <class S>
+inline constexpr bool selection_uses_bias = requires {
+  requires S::uses_bias;
 };
 
 namespace detail {
@@ -55,6 +77,22 @@ struct TopK {
   static constexpr int k = K;
   void select(const float* logits, index_t E, std::int32_t* idx) const noexcept {
     detail::top_k_indices(logits, E, K, idx);
+  }
+  void thin(const RouteContext&, index_t, std::int32_t*, float*) const noexcept {}
+};
+
+/// Top-K on probs + a per-expert bias, for auxiliary-loss-free balancing
+/// (DeepSeek-V3, Wang et al. 2024): the bias (RouterWeights::bias) moves an
+/// expert up or down the ranking only; the combine weights come from the
+/// unbiased scores, so the bias never reaches the output or the gradient.
+/// Between steps a BiasBalancer nudges it towards equal load.
+template <int K>
+struct BiasedTopK {
+  static_assert(K >= 1, "BiasedTopK<K>: K must be at least 1");
+  static constexpr int k = K;
+  static constexpr bool uses_bias = true;
+  void select(const float* biased_scores, index_t E, std::int32_t* idx) const noexcept {
+    detail::top_k_indices(biased_scores, E, K, idx);
   }
   void thin(const RouteContext&, index_t, std::int32_t*, float*) const noexcept {}
 };
