@@ -231,8 +231,9 @@ int main(int argc, char** argv) {
   bool written = true;
   for (const Result& r : results) {
     const std::string path = out_dir + "/load_" + r.name + ".svg";
-    written = written && example::write_line_chart(path, "per-expert load: " + r.name,
-                                                   "share of routed (token, slot) pairs", r.load, 0.5);
+    written =
+        written && example::write_line_chart(path, "per-expert load: " + r.name, "share of routed (token, slot) pairs",
+                                             r.load, 0.5, 1.0 / double(num_experts));
     std::printf("wrote %s\n", path.c_str());
   }
 

@@ -8,9 +8,10 @@
 
 namespace example {
 
-/// series[i][step]: writes `path`; returns false if it cannot be opened.
+/// series[i][step]: writes `path`, with a dashed line at `reference` (if
+/// >= 0); returns false if the file cannot be written.
 inline bool write_line_chart(const std::string& path, const std::string& title, const std::string& y_label,
-                             const std::vector<std::vector<double>>& series, double y_max) {
+                             const std::vector<std::vector<double>>& series, double y_max, double reference = -1) {
   std::FILE* f = std::fopen(path.c_str(), "w");
   if (!f) return false;
   const double W = 640, H = 360, left = 56, right = 110, top = 36, bottom = 40;
@@ -26,7 +27,7 @@ inline bool write_line_chart(const std::string& path, const std::string& title, 
   for (int i = 0; i <= 4; ++i) {  // horizontal grid and y ticks
     const double v = y_max * i / 4, y = top + ph - ph * i / 4;
     std::fprintf(f, "<line x1='%g' y1='%g' x2='%g' y2='%g' stroke='#ddd'/>\n", left, y, left + pw, y);
-    std::fprintf(f, "<text x='%g' y='%g' text-anchor='end'>%.2f</text>\n", left - 6, y + 4, v);
+    std::fprintf(f, "<text x='%g' y='%g' text-anchor='end'>%.3g</text>\n", left - 6, y + 4, v);
   }
   std::fprintf(f, "<line x1='%g' y1='%g' x2='%g' y2='%g' stroke='black'/>\n", left, top + ph, left + pw, top + ph);
   std::fprintf(f, "<line x1='%g' y1='%g' x2='%g' y2='%g' stroke='black'/>\n", left, top, left, top + ph);
@@ -34,6 +35,12 @@ inline bool write_line_chart(const std::string& path, const std::string& title, 
                steps ? steps - 1 : 0);
   std::fprintf(f, "<text x='14' y='%g' transform='rotate(-90 14 %g)' text-anchor='middle'>%s</text>\n", top + ph / 2,
                top + ph / 2, y_label.c_str());
+  if (reference >= 0) {
+    const double y = top + ph - ph * std::min(1.0, reference / y_max);
+    std::fprintf(f, "<line x1='%g' y1='%g' x2='%g' y2='%g' stroke='black' stroke-dasharray='4 4'/>\n", left, y,
+                 left + pw, y);
+    std::fprintf(f, "<text x='%g' y='%g'>balanced</text>\n", left + pw + 10, y + 4);
+  }
   for (std::size_t s = 0; s < series.size(); ++s) {
     const char* color = colors[s % 10];
     std::fprintf(f, "<polyline fill='none' stroke='%s' stroke-width='1.5' points='", color);

@@ -7,7 +7,12 @@
 ///   logits  += noise (NoisyTopK, training)             [T, E]
 ///   probs    = softmax or sigmoid(logits)              [T, E]
 ///   expert   = top-k of logits, best first             [T, k]
+///              (BiasedTopK: of probs + bias; ExpertChoice: each expert's
+///              top-C tokens, k = E slots per token)
 ///   weight   = scoring of the chosen                    [T, k]
+///
+/// backward() runs the same steps in reverse (scoring, noise, the linear
+/// maps, jitter), replaying every random draw from the call's key.
 ///
 /// Why fp32: router logits are small numbers compared against each other;
 /// bf16 rounding flips top-k choices (Switch Transformers §2.4 "selective
