@@ -14,6 +14,11 @@ bfloat16: PyTorch then computes in bf16 with fp32 accumulation, as oneDNN
 does).
 
     python3 bench/torch_peer.py --out torch.json [--shapes scaled,fine] [--tokens 1,8,32]
+    python3 bench/torch_peer.py --train --out train.json --shapes scaled --dtypes f32 --tokens 128,512
+
+--train times a training step instead: forward with autograd, then
+backward of (y * dy).sum() into the input and every weight (the peer of
+moe-train-bench).
 
 Writes a JSON list of {shape, dtype, impl, T, ms, runs}.
 """
@@ -75,6 +80,28 @@ def time_forward(block, x, min_time):
     return total / runs * 1e3, runs
 
 
+def time_train_step(block, x, min_time):
+    block.train()
+    x = x.clone().requires_grad_(True)
+    dy = torch.randn(x.shape, generator=torch.Generator().manual_seed(8)).to(x.dtype)
+
+    def step():
+        block.zero_grad(set_to_none=False)
+        x.grad = None
+        out = block(x)
+        y = out[0] if isinstance(out, tuple) else out
+        (y * dy).sum().backward()
+
+    step()  # warm-up
+    runs, total = 0, 0.0
+    while total < min_time or runs < 2:
+        t0 = time.perf_counter()
+        step()
+        total += time.perf_counter() - t0
+        runs += 1
+    return total / runs * 1e3, runs
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True)
@@ -84,6 +111,7 @@ def main():
     ap.add_argument("--impls", default="eager,grouped_mm")
     ap.add_argument("--threads", type=int, default=0, help="default: all cores")
     ap.add_argument("--min-time", type=float, default=0.5, help="seconds per measurement")
+    ap.add_argument("--train", action="store_true", help="time forward + backward instead of inference")
     a = ap.parse_args()
     if a.threads > 0:
         torch.set_num_threads(a.threads)
@@ -95,7 +123,8 @@ def main():
                 block = make_block(shape, dtype, impl)
                 for T in [int(t) for t in a.tokens.split(",")]:
                     try:
-                        ms, runs = time_forward(block, tokens(shape, T, dtype), a.min_time)
+                        timer = time_train_step if a.train else time_forward
+                        ms, runs = timer(block, tokens(shape, T, dtype), a.min_time)
                     except RuntimeError as e:  # e.g. an implementation that runs out of memory
                         print(f"{shape} {dtype} {impl} T={T}: {e}", file=sys.stderr)
                         continue
