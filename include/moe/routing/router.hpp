@@ -41,16 +41,6 @@ struct RouterWeights {
   std::span<const float> bias{};  ///< [E] selection bias of BiasedTopK (DeepSeek `e_score_correction_bias`)
 };
 
-namespace detail {
-/// W as fp32: the weight itself when F32, else widened into `scratch`.
-inline const float* as_float(const WeightMatrix& w, std::vector<float>& scratch) {
-  if (w.dtype == DType::F32) return static_cast<const float*>(w.data);
-  scratch.resize(std::size_t(w.rows * w.cols));
-  widen_to_float(w.data, w.dtype, 0, w.rows * w.cols, scratch.data());
-  return scratch.data();
-}
-}  // namespace detail
-
 template <SelectionPolicy S, NoisePolicy N = NoNoise, ScoringPolicy C = SoftmaxThenTopK>
 class Router {
  public:
