@@ -20,11 +20,6 @@ struct ExpertGrads {
     g.down = Matrix::Zero(d_model, d_ff);
     return g;
   }
-  void set_zero() {
-    gate.setZero();
-    up.setZero();
-    down.setZero();
-  }
 };
 
 }  // namespace moe

@@ -14,7 +14,10 @@
 
 #include <Eigen/Core>
 
+#include <vector>
+
 #include "moe/backend/backend.hpp"
+#include "moe/core/linear.hpp"
 #include "moe/expert/expert.hpp"
 
 namespace moe::backend::cpu {
@@ -33,22 +36,14 @@ inline MutRowsMap rows_of(MatrixView<float> v, index_t r0, index_t n) {
 /// A weight as fp32: mapped when F32, widened once otherwise.
 class Fp32Weight {
  public:
-  explicit Fp32Weight(const WeightMatrix& w) : map_(nullptr, w.rows, w.cols, Eigen::OuterStride<>(w.cols)) {
-    if (w.empty()) return;
-    if (w.dtype == DType::F32) {
-      new (&map_) RowsMap(static_cast<const float*>(w.data), w.rows, w.cols, Eigen::OuterStride<>(w.cols));
-    } else {
-      widened_.resize(w.rows, w.cols);
-      widen_to_float(w.data, w.dtype, 0, w.rows * w.cols, widened_.data());
-      new (&map_) RowsMap(widened_.data(), w.rows, w.cols, Eigen::OuterStride<>(w.cols));
-    }
-  }
+  explicit Fp32Weight(const WeightMatrix& w)
+      : map_(w.empty() ? nullptr : moe::detail::as_float(w, widened_), w.rows, w.cols, Eigen::OuterStride<>(w.cols)) {}
   Fp32Weight(const Fp32Weight&) = delete;  // the map may point into widened_
   Fp32Weight& operator=(const Fp32Weight&) = delete;
   const RowsMap& operator()() const noexcept { return map_; }
 
  private:
-  Matrix widened_;
+  std::vector<float> widened_;  // declared before map_: filled before the map is built
   RowsMap map_;
 };
 
