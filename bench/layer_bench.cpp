@@ -33,6 +33,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -92,7 +93,6 @@ struct Fixture {
   moe::LayerConfig config;
   std::vector<std::vector<unsigned char>> buffers;
   moe::LayerWeights weights;
-  // Backends with their own state: packing one leaves the others (and `views`) unpacked.
   moe::backend::Cpu<> packed_cpu;
   moe::backend::Cpu<moe::numerics::Bf16Compute> bf16c_cpu;
   moe::backend::Cpu<moe::numerics::Int8> int8_cpu;
@@ -175,18 +175,32 @@ void set_counters(benchmark::State& state, const Fixture& f, const moe::RoutingP
 
 enum class Impl { packed, views, bf16c, int8, reference };
 
+/// One layer per (fixture, backend, packing), built and prepared once: the
+/// panels (or bf16/int8 copies) are the layer's, and packing a Mixtral-sized
+/// layer takes seconds, so every T of a benchmark reuses them.
+template <int K, class Backend>
+const moe::PresetLayer<Preset<K>, Backend>& cached_layer(Fixture& f, const Backend& backend, bool pack) {
+  using Layer = moe::PresetLayer<Preset<K>, Backend>;
+  static std::map<std::pair<const Fixture*, bool>, std::unique_ptr<Layer>> layers;
+  std::unique_ptr<Layer>& slot = layers[{&f, pack}];
+  if (!slot) {
+    slot = std::make_unique<Layer>(moe::make_layer<Preset<K>, Backend>(f.config, f.weights, backend));
+    if (pack) slot->pack_weights();
+  }
+  return *slot;
+}
+
 template <int K, class Backend>
 void time_layer(benchmark::State& state, Fixture& f, const Backend& backend, bool pack, double bytes_per_weight,
                 bool int8) {
-  const auto layer = moe::make_layer<Preset<K>, Backend>(f.config, f.weights, backend);
-  if (pack) layer.pack_weights();  // once per fixture: the backend caches the panels
+  const auto& layer = cached_layer<K>(f, backend, pack);
   // Decode-sized calls cycle through 16 inputs, so the experts change from
   // call to call as in generation, and a small shape's two experts cannot
   // sit in the last-level cache between calls.
   const index_t T = state.range(0);
   std::vector<moe::Matrix> inputs;
   for (std::uint64_t i = 0; i < (T <= 8 ? 16u : 1u); ++i) inputs.push_back(f.tokens(T, 7 + i));
-  moe::Workspace ws;                                                // reused by every call, as a serving loop would
+  auto ws = layer.make_workspace();                                               // reused by every call, as a serving loop would
   const moe::RoutingPlan plan = layer.forward(inputs[0], ws).plan;  // warm-up, and the plan for the counters
   std::size_t call = 0;
   const double seconds =

@@ -54,7 +54,7 @@ fs::path checkpoint(moe::DType dtype) {
 /// panels by Model::pack_experts().
 const mx::Model<>& model(moe::DType dtype, bool packed = false) {
   static const mx::Model<> f32(checkpoint(moe::DType::F32)), bf16(checkpoint(moe::DType::BF16));
-  static const mx::Model<> f32_packed(checkpoint(moe::DType::F32)), bf16_packed(checkpoint(moe::DType::BF16));
+  static mx::Model<> f32_packed(checkpoint(moe::DType::F32)), bf16_packed(checkpoint(moe::DType::BF16));
   static const bool once = (f32_packed.pack_experts(), bf16_packed.pack_experts(), true);
   (void)once;
   if (packed) return dtype == moe::DType::F32 ? f32_packed : bf16_packed;

@@ -30,7 +30,7 @@ void train_step(benchmark::State& state) {
   const auto layer = moe::make_layer<moe::presets::Mixtral>(c, store.view(), Backend{});
   const index_t T = state.range(0);
   const moe::Matrix x = moe::random_normal_matrix(T, d_model, 4), dy = moe::random_normal_matrix(T, d_model, 5);
-  moe::Workspace ws;
+  auto ws = layer.make_workspace();
   moe::LayerGrads g = layer.make_grads(T);
   std::uint64_t step = 0;
   double seconds = 0;

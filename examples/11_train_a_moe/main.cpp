@@ -102,7 +102,7 @@ Result train(const std::string& name, const Layer& layer, moe::WeightStore& stor
   moe::LayerGrads grads = layer.make_grads();
   std::vector<moe::train::ParamGroup> groups = moe::train::parameter_groups(store, grads);
   moe::train::Adam adam({.lr = 3e-3f});
-  moe::Workspace ws;
+  auto ws = layer.make_workspace();
   const auto start = std::chrono::steady_clock::now();
   for (int step = 0; step < steps; ++step) {
     const Task::Batch b = task.make(batch, 1000 + std::uint64_t(step));

@@ -141,7 +141,7 @@ int with_model(const RunOptions& o, Fn&& fn) {
   moe::detail::require(o.backend == "cpu", moe::ErrorCode::invalid_argument,
                        "--backend: expected cpu or reference, got '", o.backend, "'");
   moe::backend::Cpu<> cpu = o.threads > 0 ? moe::backend::Cpu<>(o.threads) : moe::backend::Cpu<>();
-  const mx::Model<moe::backend::Cpu<>> model(o.model, cpu);
+  mx::Model<moe::backend::Cpu<>> model(o.model, cpu);
   if (o.pack) std::fprintf(stderr, "packed experts: %.1f MiB\n", double(model.pack_experts()) / (1 << 20));
   return fn(model);
 }

@@ -45,16 +45,11 @@ inline double tolerance_for(BackendChoice b, double exact) {
   return exact;
 }
 
-/// backend::Cpu on the panel kernel: packs each expert set the first time it
-/// sees it (then the cached panels are used).
+/// backend::Cpu on the panel kernel: every layer it serves packs its experts.
 struct PackedCpu : backend::Cpu<> {
   static constexpr std::string_view name() { return "cpu-packed"; }
-  using backend::Cpu<>::expert_ffn;  // the training overload (dropout)
-  template <FFN F>
-  void expert_ffn(const RoutingPlan& plan, MatrixView<const float> in, std::span<const ExpertWeights> w,
-                  MatrixView<float> out) const {
-    pack(w);
-    backend::Cpu<>::expert_ffn<F>(plan, in, w, out);
+  Prepared prepare(std::span<const ExpertWeights> w, PrepareOptions = {}) const {
+    return backend::Cpu<>::prepare(w, {.pack = true});
   }
 };
 
@@ -149,7 +144,8 @@ inline Tensor stacked(const std::vector<ExpertGrads>& g, Matrix ExpertGrads::*pa
 /// with the loss coefficients at 0 (the golden L is Σ y ⊙ dy alone), and
 /// each loss's own gradient on the logits at coefficient 1.
 template <class Layer>
-void moe_block_grads(const io::SafeTensors& f, const Layer& layer, MatrixView<const float> x, const Workspace& ws,
+void moe_block_grads(const io::SafeTensors& f, const Layer& layer, MatrixView<const float> x,
+                     typename Layer::workspace_type& ws,
                      Outputs& o) {
   const LayerGrads g = layer.backward(x, ws, input(f, "dy"));
   o["grad_x"] = matrix(g.x);
@@ -185,7 +181,7 @@ inline Outputs run_moe_block(const io::SafeTensors& f, BackendChoice b) {
           c, w, {}, {},
           Loss(SwitchBalanceLoss{.alpha = 0.0f, .counting = SlotCounting::every_slot}, RouterZLoss{.beta = 0.0f}),
           backend);
-      Workspace ws;
+      auto ws = layer.make_workspace();
       const Output& out = layer.forward(x, ws);
       const index_t T = x.rows, E = c.num_experts;
       Outputs o;

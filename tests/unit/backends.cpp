@@ -24,13 +24,13 @@ void compare(const Shape& s, DType dtype, Capacity capacity, std::uint64_t seed)
   const R router(Jitter{.eps = 0.05f});
   const MoELayer<R, Expert<F>, Capacity, SwitchBalanceLoss, backend::Reference> ref(c, store.view(), router, capacity);
   const MoELayer<R, Expert<F>, Capacity, SwitchBalanceLoss, backend::Cpu<>> cpu(c, store.view(), router, capacity);
-  // A second Cpu layer (its own state) with packed weights: the panel kernel.
-  const MoELayer<R, Expert<F>, Capacity, SwitchBalanceLoss, backend::Cpu<>> packed(c, store.view(), router, capacity);
+  // A second Cpu layer with packed weights: the panel kernel.
+  MoELayer<R, Expert<F>, Capacity, SwitchBalanceLoss, backend::Cpu<>> packed(c, store.view(), router, capacity);
   CHECK(packed.pack_weights() >= std::size_t(s.E * s.f * s.d * (F::gated ? 3 : 2)) * (dtype == DType::BF16 ? 2 : 4));
   const Matrix x = random_normal_matrix(s.T, s.d, seed + 1);
   for (Mode mode : {Mode::eval, Mode::train}) {
     const Output a = ref.forward(x, {mode, 3});
-    for (const auto* layer : {&cpu, &packed}) {
+    for (const auto* layer : {&cpu, static_cast<const decltype(cpu)*>(&packed)}) {
       CAPTURE(layer == &packed);
       const Output b = layer->forward(x, {mode, 3});
       // Identical routing decisions (routing is backend-independent by design).
@@ -69,24 +69,28 @@ TEST_CASE("packed kernel: several depth blocks, panel blocks and row blocks, ske
   compare<1, MLP<GeLU>>({150, 270, 300, 2}, DType::F16, Dropless{}, 903);
 }
 
-TEST_CASE("pack: cached per weight set, memory reported, dropped on request") {
+TEST_CASE("pack: the layer owns its panels, reports their memory, unpacks on request") {
   const LayerConfig c{.d_model = 24, .d_ff = 40, .num_experts = 4, .seed = 1};
   const WeightStore store = WeightStore::random(c, true, DType::BF16, 5);
   const backend::Cpu<> cpu(2);
-  const auto layer = make_layer<presets::Mixtral>(c, store.view(), cpu);
-  CHECK(cpu.packed_bytes() == 0);
+  auto layer = make_layer<presets::Mixtral>(c, store.view(), cpu);
+  CHECK(layer.prepared().bytes() == 0);  // views: nothing copied
+  CHECK(!layer.prepared().from.holds_copy);
   const std::size_t bytes = layer.pack_weights();
   // gate/up: ceil(40 / W) panels of 2W bf16 × 24; down: ceil(24 / 2W) panels of 2W × 40.
   constexpr index_t NR = backend::Cpu<>::panel_width, W = NR / 2;
   const index_t per_expert = ((40 + W - 1) / W) * NR * 24 + ((24 + NR - 1) / NR) * NR * 40;
   CHECK(bytes == std::size_t(4 * per_expert * 2));
-  CHECK(cpu.packed_bytes() == bytes);  // copies of a backend share its state
-  CHECK(layer.pack_weights() == bytes);
-  CHECK(cpu.packed_bytes() == bytes);  // packing again reuses the cached set
+  CHECK(layer.prepared().bytes() == bytes);
+  CHECK(layer.prepared().from.holds_copy);
+  // A second layer on the same backend and weights prepares its own: nothing is shared by address.
+  const auto other = make_layer<presets::Mixtral>(c, store.view(), cpu);
+  CHECK(other.prepared().bytes() == 0);
   const Matrix x = random_normal_matrix(9, c.d_model, 2);
   const Matrix packed_y = layer.forward(x).y;
-  cpu.drop_packed();
-  CHECK(cpu.packed_bytes() == 0);
+  CHECK(test::max_abs_diff(packed_y, other.forward(x).y) <= 1e-5f * std::max(1.0f, packed_y.cwiseAbs().maxCoeff()));
+  layer.prepare({.pack = false});
+  CHECK(layer.prepared().bytes() == 0);
   const Matrix unpacked_y = layer.forward(x).y;
   CHECK(test::max_abs_diff(packed_y, unpacked_y) <= 1e-5f * std::max(1.0f, unpacked_y.cwiseAbs().maxCoeff()));
   CHECK(packed_y != unpacked_y);  // two kernels, two summation orders: it really ran packed
@@ -95,9 +99,9 @@ TEST_CASE("pack: cached per weight set, memory reported, dropped on request") {
 TEST_CASE("forward into a reused Workspace equals a fresh forward, for growing and shrinking T") {
   const LayerConfig c{.d_model = 32, .d_ff = 48, .num_experts = 4, .seed = 3};
   const WeightStore store = WeightStore::random(c, true, DType::F32, 8);
-  const auto layer = make_layer<presets::Mixtral>(c, store.view(), backend::Cpu<>(2));
+  auto layer = make_layer<presets::Mixtral>(c, store.view(), backend::Cpu<>(2));
   layer.pack_weights();
-  Workspace ws;
+  auto ws = layer.make_workspace();
   for (index_t T : {5, 40, 1, 40, 17}) {
     CAPTURE(T);
     const Matrix x = random_normal_matrix(T, c.d_model, std::uint64_t(T));
@@ -106,7 +110,7 @@ TEST_CASE("forward into a reused Workspace equals a fresh forward, for growing a
     CHECK(&reused == &ws.out);
     CHECK(reused.y == fresh.y);
     CHECK(reused.plan.slot_row == fresh.plan.slot_row);
-    CHECK(ws.packed.rows() >= reused.plan.rows());
+    CHECK(ws.backend.input.rows() >= reused.plan.rows());
   }
 }
 
@@ -119,7 +123,7 @@ TEST_CASE("same seed, same output, whatever the thread count (bitwise)") {
   for (int threads : {1, 2, 3, 7})
     outs.push_back(make_layer<P>(c, store.view(), backend::Cpu<>(threads)).forward(x, {Mode::train, 4}));
   for (int threads : {1, 2, 3, 7}) {  // packed: a second kernel, equally deterministic
-    const auto layer = make_layer<P>(c, store.view(), backend::Cpu<>(threads));
+    auto layer = make_layer<P>(c, store.view(), backend::Cpu<>(threads));
     layer.pack_weights();
     outs.push_back(layer.forward(x, {Mode::train, 4}));
   }

@@ -40,7 +40,7 @@ TEST_CASE("plan: counting sort by expert, token order within an expert") {
   // T = 5, k = 1, E = 3: experts 2, 0, 2, 1, 2.
   const Routing r = make_routing(3, 1, {2, 0, 2, 1, 2}, std::vector<float>(15, 0.3f));
   const RoutingPlan p = build_plan(r, std::nullopt, Priority::token_order);
-  CHECK(p.offsets == std::vector<index_t>{0, 1, 2, 5});
+  CHECK(p.offsets == std::vector<std::int32_t>{0, 1, 2, 5});
   CHECK(p.row_token == std::vector<std::int32_t>{1, 3, 0, 2, 4});
   CHECK(p.slot_row == std::vector<std::int32_t>{2, 0, 3, 1, 4});
   CHECK(p.slot_position == std::vector<std::int32_t>{0, 0, 1, 0, 2});

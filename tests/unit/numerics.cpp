@@ -40,7 +40,7 @@ TEST_CASE("int8 kernel: integer data quantises exactly, so the product is exact"
     CHECK(zero[std::size_t(i)] == 0);
   }
   std::vector<std::int32_t> c(std::size_t(n * B.panels * 16));
-  backend::cpu::int8_gemm(q.data(), L, B, 0, B.panels, c.data(), B.panels * 16);
+  backend::cpu::int8_gemm<isa::Native>(q.data(), L, B, 0, B.panels, c.data(), B.panels * 16);
   for (index_t i = 0; i < n; ++i)
     for (index_t r = 0; r < N; ++r) {
       double exact = 0;
@@ -85,18 +85,20 @@ TEST_CASE("bf16 compute and int8: routing unchanged, error within the documented
   }
 }
 
-TEST_CASE("lower-precision numerics pack on first use and stay deterministic across threads") {
+TEST_CASE("lower-precision numerics pack when the layer is built and stay deterministic across threads") {
   const LayerConfig c{.d_model = 40, .d_ff = 72, .num_experts = 4, .seed = 1};
   const WeightStore store = WeightStore::random(c, false, DType::F32, 3);
   const Matrix x = random_normal_matrix(33, c.d_model, 2);
   using Int8Cpu = backend::Cpu<numerics::Int8>;
   const Int8Cpu one(1), three(3);
-  const auto a = make_layer<presets::Switch, Int8Cpu>(c, store.view(), one).forward(x);
-  CHECK(one.packed_bytes() > 0);
+  const auto layer_one = make_layer<presets::Switch, Int8Cpu>(c, store.view(), one);
+  CHECK(layer_one.prepared().bytes() > 0);
+  CHECK(layer_one.prepared().from.holds_copy);
+  const auto a = layer_one.forward(x);
   const auto b = make_layer<presets::Switch, Int8Cpu>(c, store.view(), three).forward(x);
   CHECK(a.y == b.y);
   // int8 weights: a quarter of the fp32 bytes, plus a scale and a sum per
   // output and padding to whole panels (a third at these tiny sizes).
   const std::size_t fp32_bytes = sizeof(float) * std::size_t(c.num_experts * 2 * c.d_ff * c.d_model);
-  CHECK(one.packed_bytes() < fp32_bytes / 2);
+  CHECK(layer_one.prepared().bytes() < fp32_bytes / 2);
 }

@@ -16,7 +16,7 @@ TEST_CASE("frozen groups: backward skips them, the rest is unchanged") {
   WeightStore store = WeightStore::random(small, true, DType::F32, 3);
   const auto layer = make_layer<presets::Mixtral, backend::Reference>(small, store.view());
   const Matrix x = random_normal_matrix(9, small.d_model, 4), dy = random_normal_matrix(9, small.d_model, 5);
-  Workspace ws;
+  auto ws = layer.make_workspace();
   layer.forward(x, ws, {Mode::train, 1});
   const LayerGrads all = layer.backward(x, ws, dy);
 
@@ -62,7 +62,7 @@ TEST_CASE("dropped slots give their expert no gradient; a fully dropped token ge
   const MoELayer<R, Expert<SwiGLU>, CapacityFactor, NoLoss, backend::Reference> layer(
       small, store.view(), {}, CapacityFactor{.train = 0.01, .eval = 0.01, .min = 1});
   const Matrix x = random_normal_matrix(12, small.d_model, 4), dy = random_normal_matrix(12, small.d_model, 5);
-  Workspace ws;
+  auto ws = layer.make_workspace();
   const Output& out = layer.forward(x, ws);
   REQUIRE(out.stats.dropped_slots > 0);
   const LayerGrads g = layer.backward(x, ws, dy);
@@ -95,7 +95,7 @@ TEST_CASE("Cpu backward is bitwise identical on 1, 2 and 3 threads, with dropout
   for (int threads : {1, 2, 3}) {
     const MoELayer<R, Expert<SwiGLU>, Dropless, ImportanceLoadLoss, backend::Cpu<>> layer(cfg, store.view(), {}, {}, {},
                                                                                           backend::Cpu<>(threads));
-    Workspace ws;
+    auto ws = layer.make_workspace();
     layer.forward(x, ws, {Mode::train, 3});
     runs.push_back(layer.backward(x, ws, dy));
   }
@@ -182,7 +182,7 @@ TEST_CASE("training a layer lowers its loss (SGD and Adam, both backends)") {
     LayerGrads g = layer.make_grads();
     auto groups = train::parameter_groups(store, g);
     const Matrix x = random_normal_matrix(32, small.d_model, 4), target = random_normal_matrix(32, small.d_model, 6);
-    Workspace ws;
+    auto ws = layer.make_workspace();
     double first = 0, last = 0;
     for (std::uint64_t step = 0; step < 30; ++step) {
       const Output& out = layer.forward(x, ws, {Mode::train, step});
@@ -227,7 +227,8 @@ TEST_CASE("BiasBalancer moves the bias against the load; BiasedTopK ranks by pro
     CHECK(after.weight_at(t, 0) == after.prob(t, 3));
     CHECK(before.prob(t, 3) == after.prob(t, 3));
   }
-  LayerWeights no_bias = WeightStore::random(small, true, DType::F32, 3).view();
+  const WeightStore no_bias_store = WeightStore::random(small, true, DType::F32, 3);
+  LayerWeights no_bias = no_bias_store.view();
   require_error([&] { (void)MoELayer<R, Expert<SwiGLU>, Dropless, NoLoss>(small, no_bias); }, ErrorCode::shape_mismatch,
                 {"selection bias has 0 entries", "one per expert (4)"});
 }
@@ -236,14 +237,14 @@ TEST_CASE("backward rejects a dy or x that does not match the forward call, and 
   const WeightStore store = WeightStore::random(small, true, DType::F32, 3);
   const RefMixtral layer = make_layer<presets::Mixtral, backend::Reference>(small, store.view());
   const Matrix x = random_normal_matrix(5, small.d_model, 4);
-  Workspace ws;
+  auto ws = layer.make_workspace();
   layer.forward(x, ws);
   require_error([&] { (void)layer.backward(x, ws, Matrix(5, 3)); }, ErrorCode::shape_mismatch,
                 {"dy is [5, 3]", "expected [5, 8]"});
   const Matrix x6 = random_normal_matrix(6, small.d_model, 4);
   require_error([&] { (void)layer.backward(x6, ws, Matrix(6, 8)); }, ErrorCode::shape_mismatch,
                 {"x has 6 rows", "saw 5 tokens"});
-  Workspace never;
+  auto never = layer.make_workspace();
   require_error([&] { (void)layer.backward(x, never, Matrix(5, 8)); }, ErrorCode::shape_mismatch,
                 {"x has 5 rows", "saw 0 tokens"});
 

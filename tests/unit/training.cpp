@@ -47,14 +47,14 @@ double objective(const Output& o, const Matrix& dy) {
 template <class Layer>
 void check_finite_differences(const Layer& layer, WeightStore& store, Matrix& x, const Matrix& dy, ForwardOptions opt,
                               float h) {
-  Workspace ws;
+  auto ws = layer.make_workspace();
   layer.forward(x, ws, opt);
   const auto base = decisions(layer, x, ws.out);
   LayerGrads g = layer.make_grads();
   layer.backward(x, ws, dy, g);
 
   const auto at = [&] {
-    Workspace w;
+    auto w = layer.make_workspace();
     const Output& o = layer.forward(x, w, opt);
     REQUIRE_MESSAGE(decisions(layer, x, o) == base, "a decision or kink moved within the step: pick another seed");
     return objective(o, dy);
@@ -112,7 +112,8 @@ void check_combination(LayerConfig cfg, R router, C capacity, L loss, ForwardOpt
   const MoELayer<R, X, C, L, backend::Reference> ref(cfg, store.view(), router, capacity, loss);
   const MoELayer<R, X, C, L, backend::Cpu<>> cpu(cfg, store.view(), router, capacity, loss, backend::Cpu<>(2));
 
-  Workspace ws_ref, ws_cpu;
+  auto ws_ref = ref.make_workspace();
+  auto ws_cpu = cpu.make_workspace();
   expect(ref.forward(x, ws_ref, opt));
   cpu.forward(x, ws_cpu, opt);
   const LayerGrads a = ref.backward(x, ws_ref, dy), b = cpu.backward(x, ws_cpu, dy);

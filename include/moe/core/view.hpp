@@ -6,6 +6,7 @@
 
 #include <Eigen/Core>
 
+#include <concepts>
 #include <string>
 #include <type_traits>
 
@@ -17,9 +18,27 @@ namespace moe {
 /// Row-major Eigen matrix: the owning type outputs come back in.
 using Matrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
-/// A row-major [rows, cols] window on memory; rows may be padded (row_stride).
-template <class T>
+/// Where a view's memory lives. A view's space is part of its type, so a
+/// kernel that takes host views cannot be handed device memory (or the
+/// reverse): the mistake does not compile. Host is the default everywhere.
+namespace memory {
+struct Host {
+  static constexpr const char* name = "host";
+};
+struct Device {
+  static constexpr const char* name = "device";
+};
+template <class S>
+concept Space = std::same_as<S, Host> || std::same_as<S, Device>;
+}  // namespace memory
+
+/// A row-major [rows, cols] window on memory in space `Space`; rows may be
+/// padded (row_stride). Only host views can be read on the host (operator(),
+/// row() are for kernels running where the memory is) and only host views
+/// wrap Eigen matrices.
+template <class T, memory::Space Space = memory::Host>
 struct MatrixView {
+  using space = Space;
   T* data = nullptr;
   index_t rows = 0;
   index_t cols = 0;
@@ -31,18 +50,19 @@ struct MatrixView {
 
   /// Views any row-major Eigen matrix (or a const one, for MatrixView<const float>).
   template <class Derived>
-  requires(std::is_same_v<std::remove_const_t<T>, typename Derived::Scalar> &&
+  requires(std::is_same_v<Space, memory::Host>&& std::is_same_v<std::remove_const_t<T>, typename Derived::Scalar> &&
            (static_cast<int>(Derived::Flags) & Eigen::RowMajorBit) != 0)
       MatrixView(Eigen::PlainObjectBase<Derived>& m)  // NOLINT: implicit on purpose
       : data(m.data()), rows(m.rows()), cols(m.cols()), row_stride(m.cols()) {}
   template <class Derived>
-  requires(std::is_const_v<T>&& std::is_same_v<std::remove_const_t<T>, typename Derived::Scalar> &&
+  requires(std::is_same_v<Space, memory::Host>&& std::is_const_v<T>&&
+               std::is_same_v<std::remove_const_t<T>, typename Derived::Scalar> &&
            (static_cast<int>(Derived::Flags) & Eigen::RowMajorBit) != 0)
       MatrixView(const Eigen::PlainObjectBase<Derived>& m)  // NOLINT: implicit on purpose
       : data(m.data()), rows(m.rows()), cols(m.cols()), row_stride(m.cols()) {}
 
-  /// A mutable view converts to a const one.
-  operator MatrixView<const T>() const { return {data, rows, cols, row_stride}; }  // NOLINT
+  /// A mutable view converts to a const one in the same space (never to another space).
+  operator MatrixView<const T, Space>() const { return {data, rows, cols, row_stride}; }  // NOLINT
 
   T* row(index_t r) const noexcept { return data + r * row_stride; }
   T& operator()(index_t r, index_t c) const noexcept { return data[r * row_stride + c]; }
@@ -53,7 +73,9 @@ struct MatrixView {
 /// y = x · Wᵀ (nn.Linear's layout: rows = outputs, cols = inputs).
 /// Type-erased on purpose: the dtype is a property of the checkpoint, known
 /// at run time, and one layer type runs on F32, BF16 or F16 weights.
-struct WeightMatrix {
+template <memory::Space Space = memory::Host>
+struct WeightMatrixIn {
+  using space = Space;
   const void* data = nullptr;
   DType dtype = DType::F32;
   index_t rows = 0;
@@ -66,6 +88,7 @@ struct WeightMatrix {
     return static_cast<const unsigned char*>(data) + r * cols * size_of(dtype);
   }
 };
+using WeightMatrix = WeightMatrixIn<memory::Host>;
 
 /// Views a buffer of float, Eigen::bfloat16 or Eigen::half as a weight matrix.
 template <class T>

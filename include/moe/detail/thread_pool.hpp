@@ -10,10 +10,11 @@
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
-#include <functional>
 #include <mutex>
 #include <thread>
 #include <vector>
+
+#include "moe/core/function_ref.hpp"
 
 namespace moe::detail {
 
@@ -37,8 +38,10 @@ class ThreadPool {
   int size() const noexcept { return size_; }
 
   /// Calls fn(task, thread) for task in [0, n), thread in [0, size()).
-  /// Blocks until all tasks are done; rethrows the first exception.
-  void parallel_for(std::int64_t n, const std::function<void(std::int64_t, int)>& fn) {
+  /// Blocks until all tasks are done; rethrows the first exception. Calls
+  /// from several threads take turns (one loop at a time per pool); no call
+  /// allocates.
+  void parallel_for(std::int64_t n, FunctionRef<void(std::int64_t, int)> fn) {
     if (n <= 0) return;
     if (size_ == 1 || n == 1) {
       for (std::int64_t i = 0; i < n; ++i) fn(i, 0);
@@ -98,7 +101,7 @@ class ThreadPool {
   std::mutex call_mutex_;
   std::mutex mutex_;
   std::condition_variable wake_, done_;
-  const std::function<void(std::int64_t, int)>* job_ = nullptr;
+  const FunctionRef<void(std::int64_t, int)>* job_ = nullptr;
   std::int64_t tasks_ = 0;
   std::atomic<std::int64_t> next_{0};
   int active_ = 0;

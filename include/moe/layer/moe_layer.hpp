@@ -22,6 +22,7 @@
 #include "moe/capacity/capacity.hpp"
 #include "moe/core/error.hpp"
 #include "moe/core/linear.hpp"
+#include "moe/core/weight_version.hpp"
 #include "moe/expert/expert.hpp"
 #include "moe/layer/stats.hpp"
 #include "moe/loss/balance_loss.hpp"
@@ -38,10 +39,13 @@ struct LayerConfig {
   float expert_dropout = 0.0f;  ///< dropout on the experts' hidden units in training (ST-MoE: 0.4); 0 = off
 };
 
-/// Views of every weight a layer reads (it owns none of them).
+/// Views of every weight a layer reads (it owns none of them), and the
+/// version of their owner (WeightStore: bumped by optimiser steps), which
+/// tells a layer whether a copy it prepared (packed panels) is still current.
 struct LayerWeights {
   RouterWeights router;
   std::vector<ExpertWeights> experts;  ///< [E]
+  WeightVersion version;               ///< untracked (an mmap'ed checkpoint): never stale
 };
 
 /// What forward returns. `y` excludes the residual: a dropped slot adds 0,
@@ -49,20 +53,24 @@ struct LayerWeights {
 struct Output {
   Matrix y;                ///< [T, d_model]
   Routing routing;         ///< logits, probabilities, choices and weights
-  RoutingPlan plan;        ///< who went where, what was dropped
+  RoutingPlan plan;        ///< who went where, with what weight, what was dropped
   RoutingStats stats;      ///< counts, entropy, losses
   ForwardOptions options;  ///< the call's mode and step: backward replays its draws from them
 };
 
-/// What a forward call keeps between calls: the output and the row buffers.
-/// Passing the same Workspace to every call of a loop (decode, training
-/// steps) reuses them: once they have grown to the largest call, no buffer
-/// that scales with tokens × d_model is allocated again (the backend keeps
-/// its own workspace for hidden activations). Not shared between threads.
+/// What a forward call keeps between calls: the output, the routing and
+/// plan scratch, and the backend's own buffers (expert rows, hidden
+/// activations, per-thread tiles), each grown to the largest call. Passing
+/// the same Workspace to every call of a loop (decode, training steps)
+/// reuses them: a steady-state call allocates nothing. One Workspace serves
+/// one call at a time; threads that call one layer at once each bring
+/// their own. backward reads the forward call it holds.
+template <class B>
 struct Workspace {
   Output out;
-  Matrix packed;      ///< [rows, d_model] tokens grouped by expert
-  Matrix expert_out;  ///< [rows, d_model] each row's expert output
+  RouterScratch route;
+  PlanScratch plan;
+  typename B::Workspace backend;
 };
 
 /// What backward computes; a frozen part is skipped (its grads stay zero).
@@ -89,9 +97,13 @@ class MoELayer {
   using capacity_type = C;
   using loss_type = L;
   using backend_type = B;
+  using workspace_type = Workspace<B>;
+  using prepared_type = typename B::Prepared;
   static constexpr int top_k = R::top_k;
 
-  /// Validates everything up front; throws moe::Error naming the bad piece.
+  /// Validates everything up front (throws moe::Error naming the bad piece),
+  /// then has the backend prepare the experts (views; no copy unless its
+  /// numerics convert the weights).
   MoELayer(LayerConfig config, LayerWeights weights, R router = {}, C capacity = {}, L loss = {}, B backend = {})
       : config_(config),
         weights_(std::move(weights)),
@@ -120,6 +132,7 @@ class MoELayer {
     ExpertDropout::validate(config_.expert_dropout);
     detail::require(config_.expert_dropout == 0.0f || TrainableBackend<B>, ErrorCode::unsupported, "MoELayer: backend ",
                     B::name(), " cannot train, but expert_dropout is ", config_.expert_dropout);
+    prepare({});
   }
 
   const LayerConfig& config() const noexcept { return config_; }
@@ -128,17 +141,28 @@ class MoELayer {
   const C& capacity() const noexcept { return capacity_; }
   const L& loss() const noexcept { return loss_; }
   const B& backend() const noexcept { return backend_; }
+  /// The experts as the backend computes with them (owned by the layer).
+  const prepared_type& prepared() const noexcept { return prepared_; }
 
-  /// Packs the experts' weights into the backend's fast layout: an explicit,
-  /// one-time copy (the views stay as they are). Returns the bytes it costs;
-  /// 0 for a backend that runs on the views directly.
-  std::size_t pack_weights() const {
-    const std::span<const ExpertWeights> experts(weights_.experts);
-    if constexpr (requires { backend_.pack(experts); })
-      return backend_.pack(experts)->bytes();
-    else
-      return 0;
+  /// (Re)prepares the experts from the current weights: after the weights
+  /// changed under a packed copy, or to pack or unpack.
+  void prepare(PrepareOptions options) {
+    prepared_ = backend_.prepare(std::span<const ExpertWeights>(weights_.experts), options);
+    prepared_.from.version = weights_.version.value();
   }
+
+  /// Packs the experts into the backend's fast layout: an explicit copy
+  /// (the views stay as they are), held by the layer. Returns the bytes it
+  /// costs; 0 for a backend that runs on the views. Once the weights change
+  /// (an optimiser step), forward refuses the stale copy until this is
+  /// called again.
+  std::size_t pack_weights() {
+    prepare({.pack = true});
+    return prepared_.bytes();
+  }
+
+  /// A workspace for this layer's calls.
+  workspace_type make_workspace() const { return {}; }
 
   /// Routes only (no expert compute): what examples and routing tests need.
   Routing route(MatrixView<const float> x, ForwardOptions opt = {}) const {
@@ -148,38 +172,30 @@ class MoELayer {
 
   /// y = Σ_j w_j · expert_j(x) for the T rows of x ([T, d_model], fp32).
   Output forward(MatrixView<const float> x, ForwardOptions opt = {}) const {
-    Workspace ws;
+    workspace_type ws;
     forward(x, ws, opt);
     return std::move(ws.out);
   }
 
   /// The same, into `ws` (reused across calls): returns ws.out.
-  const Output& forward(MatrixView<const float> x, Workspace& ws, ForwardOptions opt = {}) const {
+  ///   route → plan → stats, losses → gather → experts → combine
+  const Output& forward(MatrixView<const float> x, workspace_type& ws, ForwardOptions opt = {}) const {
+    check_input(x);
+    check_prepared("forward");
     Output& out = ws.out;
     out.options = opt;
-    out.routing = route(x, opt);
+    backend_.route(router_, x, weights_.router, {opt.mode, {config_.seed, opt.step}}, out.routing, ws.route);
     const PlanShape shape{x.rows, config_.num_experts, out.routing.k};
-    out.plan = build_plan(out.routing, capacity_.capacity(shape, opt.mode), capacity_.priority());
-    out.stats = make_stats(out.routing, out.plan);
+    backend_.plan(out.routing, capacity_.capacity(shape, opt.mode), capacity_.priority(), out.plan, ws.plan);
+    make_stats(out.routing, out.plan, out.stats);
     out.stats.weighted_loss = loss_.evaluate(out.routing, out.plan, out.stats);
 
-    reserve_rows(ws.packed, out.plan.rows());
-    reserve_rows(ws.expert_out, out.plan.rows());
-    out.y.resize(x.rows, config_.d_model);  // [T, d]
-    const MatrixView<float> packed(ws.packed.data(), out.plan.rows(), config_.d_model);
-    const MatrixView<float> expert_out(ws.expert_out.data(), out.plan.rows(), config_.d_model);
-    const std::span<const ExpertWeights> experts(weights_.experts);
-    backend_.gather(out.plan, x, packed);
-    const ExpertDropout drop = dropout(opt);
-    if constexpr (TrainableBackend<B>) {
-      if (drop.active()) {
-        backend_.template expert_ffn<typename X::ffn>(out.plan, packed, experts, expert_out, drop);
-        backend_.combine(out.plan, out.routing, expert_out, out.y);
-        return out;
-      }
-    }
-    backend_.template expert_ffn<typename X::ffn>(out.plan, packed, experts, expert_out);
-    backend_.combine(out.plan, out.routing, expert_out, out.y);
+    const index_t rows = out.plan.rows(), d = config_.d_model;
+    if (out.y.rows() != x.rows || out.y.cols() != d) out.y.resize(x.rows, d);  // [T, d]
+    const MatrixView<float> in = ws.backend.input_rows(rows, d), expert_out = ws.backend.output_rows(rows, d);
+    backend_.gather(out.plan, x, in);
+    backend_.template experts<X>(out.plan, prepared_, in, expert_out, ws.backend, dropout(opt));
+    backend_.combine(out.plan, expert_out, out.y);
     return out;
   }
 
@@ -199,14 +215,16 @@ class MoELayer {
   ///     router's: the objective is  Σ dy ⊙ y + stats.weighted_loss.
   /// Expert choice is piecewise constant: no gradient through it. Training
   /// noise, jitter and dropout are replayed from the forward call's step.
-  void backward(MatrixView<const float> x, const Workspace& ws, MatrixView<const float> dy, LayerGrads& g,
-                BackwardOptions opt = {}) const requires TrainableBackend<B> && TrainableLoss<L> {
+  ///   combine → experts → losses → router → gather (dx)
+  void backward(MatrixView<const float> x, workspace_type& ws, MatrixView<const float> dy, LayerGrads& g,
+                BackwardOptions opt = {}) const requires TrainableBackend<B> && TrainableRouter<R> && TrainableLoss<L> {
     const Output& out = ws.out;
     const Routing& r = out.routing;
     const RoutingPlan& plan = out.plan;
     const index_t T = r.tokens, E = config_.num_experts, d = config_.d_model;
     const int k = r.k;
     check_input(x);
+    check_prepared("backward");
     detail::require(x.rows == T && index_t(out.y.rows()) == T, ErrorCode::shape_mismatch, "MoELayer::backward: x has ",
                     x.rows, " rows but the forward call in the workspace saw ", T, " tokens");
     detail::require(dy.rows == T && dy.cols == d, ErrorCode::shape_mismatch, "MoELayer::backward: dy is ",
@@ -217,24 +235,14 @@ class MoELayer {
     RoutingGrad rg;
     rg.reset(T, E, k);
     const index_t rows = plan.rows();
-    Matrix d_out(rows, d), d_packed(opt.input ? rows : 0, d);
-    const MatrixView<const float> expert_out(ws.expert_out.data(), rows, d);
-    for (index_t t = 0; t < T; ++t)
-      for (int j = 0; j < k; ++j) {
-        const std::int32_t row = plan.slot_row[std::size_t(t * k + j)];
-        if (row < 0) continue;  // dropped or empty: y does not depend on it
-        rg.weight[std::size_t(t * k + j)] = detail::dot(dy.row(t), expert_out.row(row), d);
-        const float w = r.weight_at(t, j);
-        for (index_t i = 0; i < d; ++i) d_out(row, i) = w * dy(t, i);
-      }
+    const MatrixView<const float> in = ws.backend.input_rows(rows, d), expert_out = ws.backend.output_rows(rows, d);
+    Matrix d_out(rows, d), d_in(opt.input ? rows : 0, d);
+    backend_.combine_backward(plan, expert_out, dy, std::span<float>(rg.weight), d_out);
 
-    if (rows > 0 && (opt.experts || opt.input)) {
-      const MatrixView<const float> packed(ws.packed.data(), rows, d);
-      backend_.template expert_backward<typename X::ffn>(
-          plan, packed, std::span<const ExpertWeights>(weights_.experts), d_out, dropout(out.options),
-          opt.experts ? std::span<ExpertGrads>(g.experts) : std::span<ExpertGrads>(),
-          opt.input ? MatrixView<float>(d_packed) : MatrixView<float>());
-    }
+    if (rows > 0 && (opt.experts || opt.input))
+      backend_.template experts_backward<X>(plan, prepared_, in, d_out, ws.backend, dropout(out.options),
+                                            opt.experts ? std::span<ExpertGrads>(g.experts) : std::span<ExpertGrads>(),
+                                            opt.input ? MatrixView<float>(d_in) : MatrixView<float>());
 
     if (opt.router || opt.input) {
       loss_.backward(r, plan, rg);
@@ -244,31 +252,33 @@ class MoELayer {
                        opt.input ? MatrixView<float>(g.x) : MatrixView<float>());
       g.logits = rg.clean_logits;
     }
-    if (opt.input)
-      for (index_t t = 0; t < T; ++t)
-        for (int j = 0; j < k; ++j)
-          if (const std::int32_t row = plan.slot_row[std::size_t(t * k + j)]; row >= 0)
-            for (index_t i = 0; i < d; ++i) g.x(t, i) += d_packed(row, i);
+    if (opt.input) backend_.gather_backward(plan, d_in, g.x);
   }
 
   /// The same, returning fresh gradients.
-  LayerGrads backward(MatrixView<const float> x, const Workspace& ws, MatrixView<const float> dy,
-                      BackwardOptions opt = {}) const requires TrainableBackend<B> && TrainableLoss<L> {
+  LayerGrads backward(MatrixView<const float> x, workspace_type& ws, MatrixView<const float> dy,
+                      BackwardOptions opt = {}) const requires TrainableBackend<B> && TrainableRouter<R> &&
+      TrainableLoss<L> {
     LayerGrads g;
     backward(x, ws, dy, g, opt);
     return g;
   }
 
  private:
-  /// Grows m to at least `rows` rows of d_model (never shrinks: a smaller
-  /// call uses the first rows).
-  void reserve_rows(Matrix& m, index_t rows) const {
-    if (m.rows() < rows || m.cols() != config_.d_model) m.resize(std::max(rows, index_t(m.rows())), config_.d_model);
-  }
-
   /// Expert dropout of a call: active in training only.
   ExpertDropout dropout(const ForwardOptions& opt) const noexcept {
     return {opt.mode == Mode::train ? config_.expert_dropout : 0.0f, {config_.seed, opt.step}};
+  }
+
+  /// A prepared copy of the weights is only as good as the version it was made from.
+  void check_prepared(const char* call) const {
+    if (!prepared_.from.holds_copy) return;
+    const std::uint64_t now = weights_.version.value();
+    detail::require(prepared_.from.version == now, ErrorCode::invalid_argument, "MoELayer::", call, ": backend ",
+                    B::name(), " prepared a copy of the experts at weight version ", prepared_.from.version,
+                    ", but the weights are now at version ", now,
+                    " (an optimiser step or WeightStore::touch() changed them); call layer.pack_weights() or "
+                    "layer.prepare() again, or train on the unpacked views");
   }
 
   /// Sizes g for T tokens (keeping its buffers when they fit) and zeroes it.
@@ -280,7 +290,7 @@ class MoELayer {
     };
     zero(g.x, T, d);
     zero(g.router_gate, E, d);
-    zero(g.router_noise, R::noise_type::needs_weight ? E : 0, d);
+    zero(g.router_noise, R::needs_noise_weight ? E : 0, d);
     g.experts.resize(std::size_t(E));
     for (ExpertGrads& e : g.experts) {
       zero(e.gate, X::ffn::gated ? config_.d_ff : 0, d);
@@ -305,6 +315,7 @@ class MoELayer {
   [[no_unique_address]] C capacity_;
   [[no_unique_address]] L loss_;
   [[no_unique_address]] B backend_;
+  prepared_type prepared_;
 };
 
 }  // namespace moe

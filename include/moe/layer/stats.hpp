@@ -40,9 +40,9 @@ struct RoutingStats {
   }
 };
 
-/// Counts and entropy from a routing and its plan (losses are added by the policy).
-inline RoutingStats make_stats(const Routing& r, const RoutingPlan& p) {
-  RoutingStats s;
+/// Counts and entropy from a routing and its plan into `s` (its buffers
+/// reused; the losses are reset, for the policy to add).
+inline void make_stats(const Routing& r, const RoutingPlan& p, RoutingStats& s) {
   s.tokens = r.tokens;
   s.experts = r.experts;
   s.k = r.k;
@@ -54,7 +54,13 @@ inline RoutingStats make_stats(const Routing& r, const RoutingPlan& p) {
     s.routed_per_expert[std::size_t(e)] = p.routed_per_expert[std::size_t(e)];
   }
   s.dropped_slots = p.dropped;
+  s.dropped_tokens = 0;
   s.empty_slots = p.empty_slots;
+  s.balance_loss.reset();
+  s.z_loss.reset();
+  s.importance_loss.reset();
+  s.load_loss.reset();
+  s.weighted_loss = 0;
   double entropy = 0;
   for (index_t t = 0; t < r.tokens; ++t) {
     bool any_kept = false;
@@ -70,6 +76,12 @@ inline RoutingStats make_stats(const Routing& r, const RoutingPlan& p) {
     }
   }
   s.router_entropy = r.tokens == 0 ? 0.0f : float(entropy / double(r.tokens));
+}
+
+/// The same, returning fresh stats.
+inline RoutingStats make_stats(const Routing& r, const RoutingPlan& p) {
+  RoutingStats s;
+  make_stats(r, p, s);
   return s;
 }
 

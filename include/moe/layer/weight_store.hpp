@@ -91,15 +91,26 @@ class WeightStore {
   std::span<float> selection_bias() noexcept { return bias_; }
 
   /// Views of everything, ready for a MoELayer. Valid while the store lives
-  /// (an update of the values through parameters() shows through them).
-  LayerWeights view() const {
+  /// (an update of the values through parameters() shows through them), so
+  /// a temporary store has none: `WeightStore::random(...).view()` does not
+  /// compile. The views carry the store's version(): a layer that prepared
+  /// a copy of them (packed panels) sees when they change.
+  LayerWeights view() const& {
     LayerWeights w;
+    w.version = version_;
     w.router.gate = matrix(gate_);
     w.router.noise = matrix(noise_);
     w.router.bias = bias_;
     for (const Slots& x : experts_) w.experts.push_back({matrix(x.gate), matrix(x.up), matrix(x.down)});
     return w;
   }
+  LayerWeights view() const&& = delete;
+
+  /// Counts writes to the weights: optimisers bump it after each step (the
+  /// groups of train::parameter_groups carry it); call touch() after
+  /// writing through parameters() yourself.
+  const WeightVersion& version() const noexcept { return version_; }
+  void touch() const noexcept { version_.bump(); }
 
   /// One weight as a mutable fp32 tensor, for an optimiser or a test.
   struct NamedWeight {
@@ -161,6 +172,7 @@ class WeightStore {
   int gate_ = -1, noise_ = -1;
   std::vector<Slots> experts_;
   std::vector<float> bias_;
+  WeightVersion version_ = WeightVersion::tracked();
 };
 
 }  // namespace moe

@@ -34,29 +34,28 @@ struct SwitchBalanceLoss {
                     "SwitchBalanceLoss: alpha must be finite and >= 0, got ", alpha);
   }
 
-  /// f_e: the routing share of each expert under the chosen counting.
-  std::vector<double> fractions(const Routing& r, const RoutingPlan& p) const {
-    std::vector<double> f(std::size_t(r.experts), 0.0);
+  /// f_e: the routing share of expert e under the chosen counting. Counted
+  /// per expert (no [E] buffer), so evaluating the loss allocates nothing.
+  double fraction(const Routing& r, const RoutingPlan& p, index_t e) const {
+    double f = 0;
     for (index_t t = 0; t < r.tokens; ++t) {
       const int slots = counting == SlotCounting::every_slot ? r.k : 1;
       for (int j = 0; j < slots; ++j) {
-        std::int32_t e = r.expert_at(t, j);
-        if (counting == SlotCounting::top1_hf_quirk && p.slot_dropped(t, j)) e = 0;
-        if (e != no_expert) f[std::size_t(e)] += 1.0;
+        std::int32_t chosen = r.expert_at(t, j);
+        if (counting == SlotCounting::top1_hf_quirk && p.slot_dropped(t, j)) chosen = 0;
+        if (chosen == std::int32_t(e)) f += 1.0;
       }
     }
-    for (double& v : f) v /= double(r.tokens);
-    return f;
+    return f / double(r.tokens);
   }
 
   float value(const Routing& r, const RoutingPlan& p) const {
     if (r.tokens == 0) return 0.0f;
-    const std::vector<double> f = fractions(r, p);
     double loss = 0;
     for (index_t e = 0; e < r.experts; ++e) {
       double P = 0;
       for (index_t t = 0; t < r.tokens; ++t) P += r.prob(t, e);
-      loss += f[std::size_t(e)] * (P / double(r.tokens));
+      loss += fraction(r, p, e) * (P / double(r.tokens));
     }
     return float(double(r.experts) * loss);
   }
@@ -69,9 +68,8 @@ struct SwitchBalanceLoss {
   /// Adds alpha · dL/dprobs.
   void backward(const Routing& r, const RoutingPlan& p, RoutingGrad& g) const {
     if (r.tokens == 0) return;
-    const std::vector<double> f = fractions(r, p);
     for (index_t e = 0; e < r.experts; ++e) {
-      const float d = float(double(alpha) * double(r.experts) * f[std::size_t(e)] / double(r.tokens));
+      const float d = float(double(alpha) * double(r.experts) * fraction(r, p, e) / double(r.tokens));
       for (index_t t = 0; t < r.tokens; ++t) g.probs[std::size_t(t * r.experts + e)] += d;
     }
   }

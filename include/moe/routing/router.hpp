@@ -34,6 +34,15 @@
 
 namespace moe {
 
+/// Buffers a route call needs besides its output; reused across calls so a
+/// steady-state call allocates nothing.
+struct RouterScratch {
+  std::vector<float> widened;       ///< the gate (or noise) weight widened to fp32 when stored as BF16/F16
+  std::vector<float> noise_logits;  ///< [T, E] x·W_noiseᵀ (NoisyTopK in training)
+  std::vector<float> biased;        ///< [E] probs + bias (BiasedTopK)
+  Matrix jittered;                  ///< [T, d] the router's jittered copy of x (Jitter in training)
+};
+
 /// Weights the router reads.
 struct RouterWeights {
   WeightMatrix gate;              ///< [E, d_model] (HF `block_sparse_moe.gate.weight`)
@@ -49,6 +58,8 @@ class Router {
   using scoring_type = C;
   /// Slots per token; 0 for a per-call selection (expert choice: E slots).
   static constexpr int top_k = S::k;
+  /// Whether the router reads RouterWeights::noise (NoisyTopK's W_noise).
+  static constexpr bool needs_noise_weight = N::needs_weight;
 
   Router() = default;
   explicit Router(N noise, C scoring = {}, S selection = {})
@@ -58,9 +69,10 @@ class Router {
   const C& scoring() const noexcept { return scoring_; }
   const S& selection() const noexcept { return selection_; }
 
-  /// Slots per token for E experts.
+  /// Slots per token for E experts: S::k, or what the selection says when
+  /// it decides per call or per layer (ExpertChoice, RuntimeTopK).
   int slots(index_t E) const noexcept {
-    if constexpr (CallSelection<S>)
+    if constexpr (requires { selection_.slots(E); })
       return selection_.slots(E);
     else
       return S::k;
@@ -68,11 +80,11 @@ class Router {
 
   /// Checks parameters and weights against (E, d_model); throws moe::Error.
   void validate(const RouterWeights& w, index_t num_experts, index_t d_model) const {
-    detail::require(top_k <= num_experts, ErrorCode::invalid_argument, "Router: k = ", top_k,
-                    " experts per token, but the layer has only ", num_experts, " experts");
+    if constexpr (requires { selection_.validate(); }) selection_.validate();
+    detail::require(slots(num_experts) <= num_experts, ErrorCode::invalid_argument, "Router: k = ",
+                    slots(num_experts), " experts per token, but the layer has only ", num_experts, " experts");
     noise_.validate();
     scoring_.validate();
-    if constexpr (requires { selection_.validate(); }) selection_.validate();
     detail::require_weight(w.gate, "router gate weight", num_experts, d_model);
     if constexpr (N::needs_weight)
       detail::require_weight(w.noise, "NoisyTopK noise weight (W_noise)", num_experts, d_model);
@@ -86,25 +98,32 @@ class Router {
   /// token whose logits are NaN or infinite: a NaN would otherwise route
   /// silently to an arbitrary expert.
   Routing route(MatrixView<const float> x, const RouterWeights& w, const RouteContext& ctx) const {
+    Routing r;
+    RouterScratch scratch;
+    route(x, w, ctx, r, scratch);
+    return r;
+  }
+
+  /// The same, into `r` (its buffers reused: no allocation once they have grown).
+  void route(MatrixView<const float> x, const RouterWeights& w, const RouteContext& ctx, Routing& r,
+             RouterScratch& scratch) const {
     const index_t T = x.rows, E = w.gate.rows;
     const int k = slots(E);
-    Routing r;
     r.tokens = T;
     r.experts = E;
     r.k = k;
     r.clean_logits.resize(std::size_t(T * E));
-    std::vector<float> scratch;
+    r.noise_std.clear();
 
-    Matrix jittered;
-    const MatrixView<const float> input = router_input(x, ctx, jittered);
-    detail::linear_small(input, w.gate, r.clean_logits.data(), scratch);  // [T, E]
+    const MatrixView<const float> input = router_input(x, ctx, scratch.jittered);
+    detail::linear_small(input, w.gate, r.clean_logits.data(), scratch.widened);  // [T, E]
     r.logits = r.clean_logits;
     if constexpr (N::perturbs_logits) {
       if (ctx.mode == Mode::train) {
-        std::vector<float> noise_logits(std::size_t(T * E));
-        detail::linear_small(input, w.noise, noise_logits.data(), scratch);  // [T, E]
+        scratch.noise_logits.resize(std::size_t(T * E));
+        detail::linear_small(input, w.noise, scratch.noise_logits.data(), scratch.widened);  // [T, E]
         r.noise_std.resize(std::size_t(T * E));
-        noise_.perturb_logits(noise_logits.data(), r.logits.data(), r.noise_std.data(), T, E, ctx);
+        noise_.perturb_logits(scratch.noise_logits.data(), r.logits.data(), r.noise_std.data(), T, E, ctx);
       }
     }
 
@@ -120,16 +139,14 @@ class Router {
     r.expert.resize(std::size_t(T * k));
     r.weight.assign(std::size_t(T * k), 0.0f);
     if constexpr (CallSelection<S>) selection_.select_all(r.probs.data(), r.logits.data(), T, E, r.expert.data());
-    std::vector<float> biased;
     for (index_t t = 0; t < T; ++t) {
       std::int32_t* it = r.expert.data() + t * k;
       float* wt = r.weight.data() + t * k;
-      if constexpr (TokenSelection<S>) select_token(r, t, w, biased, it);
+      if constexpr (TokenSelection<S>) select_token(r, t, w, scratch.biased, it);
       const int n = filled(it, k);
       if (n > 0) scoring_.weights(r.logits.data() + t * E, r.probs.data() + t * E, it, n, wt);
       if constexpr (TokenSelection<S>) selection_.thin(ctx, t, it, wt);
     }
-    return r;
   }
 
   /// Carries the gradients on the router's outputs (g: combine weights,
@@ -223,7 +240,7 @@ class Router {
   MatrixView<const float> router_input(MatrixView<const float> x, const RouteContext& ctx, Matrix& jittered) const {
     if constexpr (N::perturbs_input) {
       if (ctx.mode == Mode::train) {
-        jittered.resize(x.rows, x.cols);
+        if (jittered.rows() != x.rows || jittered.cols() != x.cols) jittered.resize(x.rows, x.cols);
         for (index_t t = 0; t < x.rows; ++t)
           for (index_t i = 0; i < x.cols; ++i) jittered(t, i) = x(t, i);
         noise_.perturb_input(MatrixView<float>(jittered), ctx);
@@ -258,13 +275,26 @@ class Router {
   [[no_unique_address]] S selection_{};
 };
 
-/// A routing policy: what MoELayer needs of a router.
+/// A routing policy: everything MoELayer calls on its router. `top_k` is
+/// the slots per token (0: decided per call, see slots(E)); the layer sizes
+/// the noise weight's gradient by `needs_noise_weight`.
 template <class R>
 concept RoutingPolicy = requires(const R& r, MatrixView<const float> x, const RouterWeights& w, const RouteContext& ctx,
-                                 index_t n) {
+                                 index_t n, Routing& out, RouterScratch& scratch) {
   { R::top_k } -> std::convertible_to<int>;
-  { r.route(x, w, ctx) } -> std::same_as<Routing>;
+  { R::needs_noise_weight } -> std::convertible_to<bool>;
+  { r.slots(n) } -> std::convertible_to<int>;
+  r.route(x, w, ctx, out, scratch);
   r.validate(w, n, n);
+};
+
+/// A router the layer can train through: backward carries the gradients on
+/// its outputs to its weights and its input.
+template <class R>
+concept TrainableRouter = RoutingPolicy<R> &&
+    requires(const R& r, MatrixView<const float> x, const RouterWeights& w, const RouteContext& ctx,
+             const Routing& routing, RoutingGrad& g, Matrix* dw, MatrixView<float> dx) {
+  r.backward(x, w, ctx, routing, g, dw, dw, dx);
 };
 
 }  // namespace moe

@@ -11,6 +11,7 @@
 #include <concepts>
 #include <cstdint>
 
+#include "moe/core/error.hpp"
 #include "moe/core/rng.hpp"
 #include "moe/core/types.hpp"
 #include "moe/routing/routing.hpp"
@@ -79,6 +80,22 @@ struct TopK {
     detail::top_k_indices(logits, E, K, idx);
   }
   void thin(const RouteContext&, index_t, std::int32_t*, float*) const noexcept {}
+};
+
+/// Top-k with k a number known at run time (a checkpoint's
+/// num_experts_per_tok): the same selection as TopK<k>, one type for every
+/// k. `k` is 0 ("decided per layer"); slots() gives the number.
+struct RuntimeTopK {
+  static constexpr int k = 0;
+  int n = 2;  ///< experts per token
+  int slots(index_t) const noexcept { return n; }
+  void select(const float* logits, index_t E, std::int32_t* idx) const noexcept {
+    detail::top_k_indices(logits, E, n, idx);
+  }
+  void thin(const RouteContext&, index_t, std::int32_t*, float*) const noexcept {}
+  void validate() const {
+    detail::require(n >= 1, ErrorCode::invalid_argument, "RuntimeTopK: k must be at least 1, got ", n);
+  }
 };
 
 /// Top-K on probs + a per-expert bias, for auxiliary-loss-free balancing

@@ -6,7 +6,8 @@
 /// is stepped with; the order and sizes must not change between steps.
 /// Frozen groups are skipped (their state stays as it was).
 /// The update of each value is elementwise and sequential: the same bits on
-/// every run.
+/// every run. A step bumps the version of every group it updates, so a
+/// layer that packed a copy of those weights refuses to run on it.
 
 #include <cmath>
 #include <cstdint>
@@ -28,6 +29,13 @@ inline std::vector<float>& slot(std::vector<std::vector<float>>& state, std::siz
                        "optimiser: parameter ", p.name, " has ", p.value.size(), " values and ", p.grad.size(),
                        " gradients; its state has ", s.size(), " (the groups changed between steps?)");
   return s;
+}
+
+/// Bumps the version of every group a step updated (once per owner is enough,
+/// but a bump is cheap and groups of one owner share the counter).
+inline void mark_written(std::span<ParamGroup> groups) noexcept {
+  for (const ParamGroup& g : groups)
+    if (!g.frozen) g.version.bump();
 }
 }  // namespace detail
 
@@ -58,6 +66,7 @@ class Sgd {
           p.value[j] -= rate * v[j];
         }
       }
+    detail::mark_written(groups);
   }
 
  private:
@@ -101,6 +110,7 @@ class Adam {
           p.value[j] -= rate * (m_hat / (std::sqrt(v_hat) + eps) + weight_decay * p.value[j]);
         }
       }
+    detail::mark_written(groups);
   }
   std::uint64_t steps() const noexcept { return t_; }
 

@@ -36,6 +36,7 @@ struct ParamGroup {
   std::vector<Parameter> params;
   float lr_scale = 1.0f;  ///< multiplies the optimiser's learning rate
   bool frozen = false;    ///< skipped by the optimiser (and by backward, through backward_options)
+  WeightVersion version;  ///< the owner's write counter: bumped by a step that updates the group
 };
 
 namespace detail {
@@ -47,7 +48,8 @@ inline std::span<const float> flat(const Matrix& m) { return {m.data(), std::siz
 /// have the layer's shapes (layer.make_grads()); backward keeps its buffers,
 /// so the groups stay valid across steps.
 inline std::vector<ParamGroup> parameter_groups(WeightStore& store, LayerGrads& g) {
-  ParamGroup router{.name = "router", .params = {}}, experts{.name = "experts", .params = {}};
+  ParamGroup router{.name = "router", .params = {}, .version = store.version()},
+      experts{.name = "experts", .params = {}, .version = store.version()};
   for (WeightStore::NamedWeight& w : store.parameters()) {
     const Matrix* grad = nullptr;
     if (w.name == "router.gate") grad = &g.router_gate;

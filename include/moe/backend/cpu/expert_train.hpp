@@ -16,7 +16,7 @@
 
 #include <vector>
 
-#include "moe/backend/backend.hpp"
+#include "moe/backend/host_stages.hpp"
 #include "moe/core/linear.hpp"
 #include "moe/expert/expert.hpp"
 
@@ -61,7 +61,7 @@ struct ExpertActivations {
     hidden.resize(n, d_ff);
     mask.resize(drop.active() ? n : 0, d_ff);
     for (index_t i = 0; i < n; ++i) {
-      const std::uint64_t pair = moe::detail::row_pair(plan, r0 + i);
+      const std::uint64_t pair = row_pair(plan, r0 + i);
       for (index_t f = 0; f < d_ff; ++f) {
         float h;
         if constexpr (F::gated)

@@ -21,15 +21,12 @@
 ///
 /// Dequantised: y[i, f] = s_i · s_f · (acc[i, f] − z_i · Σ_k w_q[f, k]).
 
-#if defined(__AVX2__)
-#include <immintrin.h>
-#endif
-
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 
 #include "moe/backend/cpu/panels.hpp"
+#include "moe/backend/cpu/simd.hpp"
 
 namespace moe::backend::cpu {
 
@@ -69,43 +66,46 @@ inline void quantize_rows(const float* A, index_t lda, const QuantRows& L, std::
   }
 }
 
-/// acc[MR, NR] = Σ over `quads` of A group (u8) × panel (s8); C rows ldc apart (int32).
-template <int MR>
-void int8_tile(const std::uint8_t* a, const std::int8_t* panel, index_t quads, index_t width, std::int32_t* c,
-               index_t ldc, const std::int8_t* next) noexcept {
-#if defined(__AVX2__)
-  if (width == 16) {
-    __m256i acc0[MR], acc1[MR];
-    for (int i = 0; i < MR; ++i) acc0[i] = acc1[i] = _mm256_setzero_si256();
-    [[maybe_unused]] const __m256i ones = _mm256_set1_epi16(1);
-    for (index_t q = 0; q < quads; ++q) {
-      if (next) __builtin_prefetch(next + q * 64);
-      const __m256i b0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(panel + q * 64));
-      const __m256i b1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(panel + q * 64 + 32));
+/// The AVX2 tile (NR = 16: two vectors of 8 int32 columns). Per quad the
+/// broadcast u8 quad times a weight vector: vpmaddubsw + vpmaddwd + vpaddd,
+/// or one vpdpbusd where the ISA has VNNI.
+template <class Isa, int MR>
+void int8_tile_avx2(const std::uint8_t* a, const std::int8_t* panel, index_t quads, std::int32_t* c, index_t ldc,
+                    const std::int8_t* next) noexcept {
+  __m256i acc0[MR], acc1[MR];
+  for (int i = 0; i < MR; ++i) acc0[i] = acc1[i] = _mm256_setzero_si256();
+  [[maybe_unused]] const __m256i ones = _mm256_set1_epi16(1);
+  for (index_t q = 0; q < quads; ++q) {
+    if (next) __builtin_prefetch(next + q * 64);
+    const __m256i b0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(panel + q * 64));
+    const __m256i b1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(panel + q * 64 + 32));
 #pragma GCC unroll 4
-      for (int i = 0; i < MR; ++i) {
-        std::int32_t quad;
-        std::memcpy(&quad, a + (q * int8_rows + i) * 4, 4);
-        const __m256i ai = _mm256_set1_epi32(quad);
-#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+    for (int i = 0; i < MR; ++i) {
+      std::int32_t quad;
+      std::memcpy(&quad, a + (q * int8_rows + i) * 4, 4);
+      const __m256i ai = _mm256_set1_epi32(quad);
+      if constexpr (Isa::vnni && Isa::avx512) {
         acc0[i] = _mm256_dpbusd_epi32(acc0[i], ai, b0);  // VNNI: the same sums in one instruction
         acc1[i] = _mm256_dpbusd_epi32(acc1[i], ai, b1);
-#elif defined(__AVXVNNI__)
-        acc0[i] = _mm256_dpbusd_avx_epi32(acc0[i], ai, b0);
-        acc1[i] = _mm256_dpbusd_avx_epi32(acc1[i], ai, b1);
-#else
+      } else {
         acc0[i] = _mm256_add_epi32(acc0[i], _mm256_madd_epi16(_mm256_maddubs_epi16(ai, b0), ones));
         acc1[i] = _mm256_add_epi32(acc1[i], _mm256_madd_epi16(_mm256_maddubs_epi16(ai, b1), ones));
-#endif
       }
     }
-    for (int i = 0; i < MR; ++i) {
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(c + i * ldc), acc0[i]);
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(c + i * ldc + 8), acc1[i]);
-    }
-    return;
   }
-#endif
+  for (int i = 0; i < MR; ++i) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(c + i * ldc), acc0[i]);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(c + i * ldc + 8), acc1[i]);
+  }
+}
+
+/// acc[MR, NR] = Σ over `quads` of A group (u8) × panel (s8); C rows ldc apart (int32).
+template <class Isa, int MR>
+void int8_tile(const std::uint8_t* a, const std::int8_t* panel, index_t quads, index_t width, std::int32_t* c,
+               index_t ldc, const std::int8_t* next) noexcept {
+  if constexpr (Isa::avx2) {
+    if (width == 16) return int8_tile_avx2<Isa, MR>(a, panel, quads, c, ldc, next);
+  }
   (void)next;
   // Portable path: the same integer sums, one column at a time.
   for (int i = 0; i < MR; ++i)
@@ -122,7 +122,8 @@ void int8_tile(const std::uint8_t* a, const std::int8_t* panel, index_t quads, i
 /// [first, first + count) of B (I8); rows taken int8_rows at a time. Each
 /// panel is read whole (depth/4 quads of NR·4 bytes: at most a few hundred
 /// KiB, L2-resident across the row groups) and the next one is prefetched.
-inline void int8_gemm(const std::uint8_t* A, const QuantRows& L, const PanelMatrix& B, index_t first, index_t count,
+template <class Isa>
+void int8_gemm(const std::uint8_t* A, const QuantRows& L, const PanelMatrix& B, index_t first, index_t count,
                       std::int32_t* C, index_t ldc) noexcept {
   const index_t NR = B.width, quads = L.quads();
   for (index_t p = 0; p < count; ++p) {
@@ -134,16 +135,16 @@ inline void int8_gemm(const std::uint8_t* A, const QuantRows& L, const PanelMatr
       const auto* prefetch = g == 0 ? next : nullptr;
       switch (std::min<index_t>(int8_rows, L.rows - g * int8_rows)) {
         case 4:
-          int8_tile<4>(a, panel, quads, NR, c, ldc, prefetch);
+          int8_tile<Isa, 4>(a, panel, quads, NR, c, ldc, prefetch);
           break;
         case 3:
-          int8_tile<3>(a, panel, quads, NR, c, ldc, prefetch);
+          int8_tile<Isa, 3>(a, panel, quads, NR, c, ldc, prefetch);
           break;
         case 2:
-          int8_tile<2>(a, panel, quads, NR, c, ldc, prefetch);
+          int8_tile<Isa, 2>(a, panel, quads, NR, c, ldc, prefetch);
           break;
         default:
-          int8_tile<1>(a, panel, quads, NR, c, ldc, prefetch);
+          int8_tile<Isa, 1>(a, panel, quads, NR, c, ldc, prefetch);
           break;
       }
     }

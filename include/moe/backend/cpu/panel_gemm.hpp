@@ -20,16 +20,11 @@
 /// blocks, so each output is one fp32 FMA chain over k = 0 … K-1 in order:
 /// the same bits whatever the tiling, row count or thread.
 
-#include <xsimd/xsimd.hpp>
-
-#if defined(__AVX2__) || defined(__AVX512F__)
-#include <immintrin.h>
-#endif
-
 #include <algorithm>
 #include <cstdint>
 
 #include "moe/backend/cpu/panels.hpp"
+#include "moe/backend/cpu/simd.hpp"
 
 namespace moe::backend::cpu {
 
@@ -37,12 +32,12 @@ constexpr index_t panel_depth_block = 256;  ///< KC
 constexpr int panel_rows = 6;               ///< MR
 
 /// Two fp32 vectors from one k step of a panel: columns 0…W-1 and W…2W-1.
-template <class Arch, DType Stored>
+template <class Isa, DType Stored>
 struct PanelStep;
 
-template <class Arch>
-struct PanelStep<Arch, DType::F32> {
-  using batch = xsimd::batch<float, Arch>;
+template <class Isa>
+struct PanelStep<Isa, DType::F32> {
+  using batch = floats<Isa>;
   static void load(const void* p, index_t k, batch& lo, batch& hi) noexcept {
     const float* f = static_cast<const float*>(p) + k * 2 * index_t(batch::size);
     lo = batch::load_aligned(f);
@@ -53,37 +48,31 @@ struct PanelStep<Arch, DType::F32> {
 /// BF16: one vector of 32-bit words, each holding column i (low half) and
 /// column W + i (high half). bf16 is the top half of an fp32, so a shift
 /// left by 16 gives column i, and masking the low half gives column W + i.
-template <class Arch>
-struct PanelStep<Arch, DType::BF16> {
-  using batch = xsimd::batch<float, Arch>;
+template <class Isa>
+struct PanelStep<Isa, DType::BF16> {
+  using batch = floats<Isa>;
   static constexpr std::size_t W = batch::size;
   static void load(const void* p, index_t k, batch& lo, batch& hi) noexcept {
     const auto* words = static_cast<const std::uint32_t*>(p) + k * index_t(W);
-#if defined(__AVX512F__)
-    if constexpr (W == 16) {
+    if constexpr (Isa::avx512 && W == 16) {
       const __m512i v = _mm512_load_si512(words);
       lo = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
       hi = _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32(std::int32_t(0xFFFF0000u))));
-      return;
-    }
-#endif
-#if defined(__AVX2__)
-    if constexpr (W == 8) {
+    } else if constexpr (Isa::avx2 && W == 8) {
       const __m256i v = _mm256_load_si256(reinterpret_cast<const __m256i*>(words));
       lo = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
       hi = _mm256_castsi256_ps(_mm256_and_si256(v, _mm256_set1_epi32(std::int32_t(0xFFFF0000u))));
-      return;
+    } else {
+      // Portable path (any other architecture xsimd targets): widen through memory.
+      alignas(64) float l[W], h[W];
+      for (std::size_t i = 0; i < W; ++i) {
+        const std::uint32_t lw = words[i] << 16, hw = words[i] & 0xFFFF0000u;
+        std::memcpy(&l[i], &lw, 4);
+        std::memcpy(&h[i], &hw, 4);
+      }
+      lo = batch::load_aligned(l);
+      hi = batch::load_aligned(h);
     }
-#endif
-    // Portable path (any other architecture xsimd targets): widen through memory.
-    alignas(64) float l[W], h[W];
-    for (std::size_t i = 0; i < W; ++i) {
-      const std::uint32_t lw = words[i] << 16, hw = words[i] & 0xFFFF0000u;
-      std::memcpy(&l[i], &lw, 4);
-      std::memcpy(&h[i], &hw, 4);
-    }
-    lo = batch::load_aligned(l);
-    hi = batch::load_aligned(h);
   }
 };
 
@@ -91,10 +80,10 @@ struct PanelStep<Arch, DType::BF16> {
 /// panel_rows (a[k · panel_rows + i]), C rows ldc apart. If `next` is set,
 /// the tile also asks for the next panel block, one cache line per k step,
 /// so the weights arrive from memory while this block computes.
-template <class Arch, DType Stored, int MR>
+template <class Isa, DType Stored, int MR>
 void panel_tile(const float* a, const std::byte* panel, index_t kc, float* c, index_t ldc, bool accumulate,
                 const std::byte* next) noexcept {
-  using batch = xsimd::batch<float, Arch>;
+  using batch = floats<Isa>;
   constexpr index_t W = index_t(batch::size);
   batch c0[MR], c1[MR];
 #pragma GCC unroll 8
@@ -106,7 +95,7 @@ void panel_tile(const float* a, const std::byte* panel, index_t kc, float* c, in
   for (index_t k = 0; k < kc; ++k) {
     if (next && k * 64 < kc * step_bytes) __builtin_prefetch(next + k * 64);
     batch b0, b1;
-    PanelStep<Arch, Stored>::load(panel, k, b0, b1);
+    PanelStep<Isa, Stored>::load(panel, k, b0, b1);
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
       const batch ai(a[k * panel_rows + i]);
@@ -125,10 +114,10 @@ void panel_tile(const float* a, const std::byte* panel, index_t kc, float* c, in
 /// FMA chains hide the FMA latency that a lone 1-row tile (2 chains) waits
 /// on. Each output is still one chain over k in order: the same bits as
 /// panel_tile gives it, whatever the batch.
-template <class Arch, DType Stored, int MR, int P>
+template <class Isa, DType Stored, int MR, int P>
 void panel_tile_wide(const float* a, const std::byte* panel, index_t panel_bytes, index_t kc, float* c, index_t ldc,
                      index_t NR, bool accumulate) noexcept {
-  using batch = xsimd::batch<float, Arch>;
+  using batch = floats<Isa>;
   constexpr index_t W = index_t(batch::size);
   batch c0[P][MR], c1[P][MR];
 #pragma GCC unroll 4
@@ -142,7 +131,7 @@ void panel_tile_wide(const float* a, const std::byte* panel, index_t panel_bytes
 #pragma GCC unroll 4
     for (int p = 0; p < P; ++p) {
       batch b0, b1;
-      PanelStep<Arch, Stored>::load(panel + p * panel_bytes, k, b0, b1);
+      PanelStep<Isa, Stored>::load(panel + p * panel_bytes, k, b0, b1);
 #pragma GCC unroll 2
       for (int i = 0; i < MR; ++i) {
         const batch ai(a[k * panel_rows + i]);
@@ -210,7 +199,7 @@ inline void pack_rows(const float* A, index_t lda, const RowLayout& L, float* ds
 /// C[n, count·NR] = A · panels [first, first + count) of B, for A's n rows
 /// packed in layout L (pack_rows), C rows ldc apart (ldc ≥ count·NR). Rows
 /// are taken MR at a time; the last group uses a smaller compile-time tile.
-template <class Arch, DType Stored>
+template <class Isa, DType Stored>
 void panel_gemm(const float* A, const RowLayout& L, const PanelMatrix& B, index_t first, index_t count, float* C,
                 index_t ldc) noexcept {
   const index_t NR = B.width, n = L.rows;
@@ -221,16 +210,16 @@ void panel_gemm(const float* A, const RowLayout& L, const PanelMatrix& B, index_
     for (; p + P <= count; p += P) {
       const std::byte* panel = B.at(first + p, 0);
       if (n == 1)
-        panel_tile_wide<Arch, Stored, 1, P>(A, panel, panel_bytes, kc, C + p * NR, ldc, NR, false);
+        panel_tile_wide<Isa, Stored, 1, P>(A, panel, panel_bytes, kc, C + p * NR, ldc, NR, false);
       else
-        panel_tile_wide<Arch, Stored, 2, P>(A, panel, panel_bytes, kc, C + p * NR, ldc, NR, false);
+        panel_tile_wide<Isa, Stored, 2, P>(A, panel, panel_bytes, kc, C + p * NR, ldc, NR, false);
     }
     for (; p < count; ++p) {
       const std::byte* panel = B.at(first + p, 0);
       if (n == 1)
-        panel_tile<Arch, Stored, 1>(A, panel, kc, C + p * NR, ldc, false, nullptr);
+        panel_tile<Isa, Stored, 1>(A, panel, kc, C + p * NR, ldc, false, nullptr);
       else
-        panel_tile<Arch, Stored, 2>(A, panel, kc, C + p * NR, ldc, false, nullptr);
+        panel_tile<Isa, Stored, 2>(A, panel, kc, C + p * NR, ldc, false, nullptr);
     }
     return;
   }
@@ -249,22 +238,22 @@ void panel_gemm(const float* A, const RowLayout& L, const PanelMatrix& B, index_
         if (i > 0) next = nullptr;  // the first row group fetches it
         switch (std::min<index_t>(panel_rows, n - i)) {
           case 6:
-            panel_tile<Arch, Stored, 6>(a, panel, kc, c, ldc, accumulate, next);
+            panel_tile<Isa, Stored, 6>(a, panel, kc, c, ldc, accumulate, next);
             break;
           case 5:
-            panel_tile<Arch, Stored, 5>(a, panel, kc, c, ldc, accumulate, next);
+            panel_tile<Isa, Stored, 5>(a, panel, kc, c, ldc, accumulate, next);
             break;
           case 4:
-            panel_tile<Arch, Stored, 4>(a, panel, kc, c, ldc, accumulate, next);
+            panel_tile<Isa, Stored, 4>(a, panel, kc, c, ldc, accumulate, next);
             break;
           case 3:
-            panel_tile<Arch, Stored, 3>(a, panel, kc, c, ldc, accumulate, next);
+            panel_tile<Isa, Stored, 3>(a, panel, kc, c, ldc, accumulate, next);
             break;
           case 2:
-            panel_tile<Arch, Stored, 2>(a, panel, kc, c, ldc, accumulate, next);
+            panel_tile<Isa, Stored, 2>(a, panel, kc, c, ldc, accumulate, next);
             break;
           default:
-            panel_tile<Arch, Stored, 1>(a, panel, kc, c, ldc, accumulate, next);
+            panel_tile<Isa, Stored, 1>(a, panel, kc, c, ldc, accumulate, next);
             break;
         }
       }
@@ -273,13 +262,13 @@ void panel_gemm(const float* A, const RowLayout& L, const PanelMatrix& B, index_
 }
 
 /// panel_gemm for B's stored dtype.
-template <class Arch>
+template <class Isa>
 void panel_gemm(const float* A, const RowLayout& L, const PanelMatrix& B, index_t first, index_t count, float* C,
                 index_t ldc) noexcept {
   if (B.dtype == DType::BF16)
-    panel_gemm<Arch, DType::BF16>(A, L, B, first, count, C, ldc);
+    panel_gemm<Isa, DType::BF16>(A, L, B, first, count, C, ldc);
   else
-    panel_gemm<Arch, DType::F32>(A, L, B, first, count, C, ldc);
+    panel_gemm<Isa, DType::F32>(A, L, B, first, count, C, ldc);
 }
 
 }  // namespace moe::backend::cpu

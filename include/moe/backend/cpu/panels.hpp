@@ -39,7 +39,6 @@
 #if defined(__linux__)
 #include <sys/mman.h>
 #endif
-#include <span>
 #include <vector>
 
 #include "moe/core/error.hpp"
@@ -206,28 +205,6 @@ struct PackedExpert {
   PanelMatrix up;  ///< gate_up layout for gated FFNs, single otherwise
   PanelMatrix down;
   std::size_t bytes() const noexcept { return up.bytes() + down.bytes(); }
-};
-
-/// The weights an expert set was packed from, to recognise them later.
-struct PackedExperts {
-  std::vector<ExpertWeights> source;
-  std::vector<PackedExpert> experts;
-
-  std::size_t bytes() const noexcept {
-    std::size_t b = 0;
-    for (const auto& e : experts) b += e.bytes();
-    return b;
-  }
-  bool packs(std::span<const ExpertWeights> w) const noexcept {
-    if (w.size() != source.size()) return false;
-    const auto same = [](const WeightMatrix& a, const WeightMatrix& b) {
-      return a.data == b.data && a.dtype == b.dtype && a.rows == b.rows && a.cols == b.cols;
-    };
-    for (std::size_t e = 0; e < w.size(); ++e)
-      if (!same(w[e].gate, source[e].gate) || !same(w[e].up, source[e].up) || !same(w[e].down, source[e].down))
-        return false;
-    return true;
-  }
 };
 
 }  // namespace moe::backend::cpu

@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <mutex>
 #include <span>
 #include <vector>
 
@@ -90,9 +91,9 @@ class Model {
   /// Packs every layer's experts into the backend's fast layout (backend::Cpu:
   /// panels, a copy of the expert weights next to the mapped checkpoint).
   /// Returns the bytes it costs; 0 for a backend that runs on the views.
-  std::size_t pack_experts() const {
+  std::size_t pack_experts() {
     std::size_t bytes = 0;
-    for (const auto& b : blocks_) bytes += b.pack_weights();
+    for (auto& b : blocks_) bytes += b.pack_weights();
     return bytes;
   }
 
@@ -108,8 +109,12 @@ class Model {
 
   /// Runs `ids` at the next positions of `cache` (0.. for a new one), adds
   /// their keys and values to it, and returns the logits and the routing.
+  /// Each sparse block computes in a workspace of its own, kept across
+  /// calls, so calls on one Model take turns (use one Model per thread, or
+  /// batch, to run sequences at once).
   StepOutput forward(std::span<const std::int32_t> ids, KvCache& cache, Logits which = Logits::all,
                      Trace* trace = nullptr) const {
+    std::lock_guard lock(forward_mutex_);
     const index_t S = index_t(ids.size()), H = config_.hidden_size, first = cache.next_position();
     check_tokens(ids, first);
     Matrix x(S, H);  // the residual stream
@@ -133,14 +138,14 @@ class Model {
       x += attn;
 
       rms_norm(x, w.post_norm, config_.rms_norm_eps, normed);
-      Output moe = blocks_[std::size_t(l)].forward(normed);
+      const Output& moe = blocks_[std::size_t(l)].forward(normed);
       x += moe.y;
       if (tl) {
         tl->attn_out = attn;
         tl->moe_out = moe.y;
         tl->hidden_out = x;
       }
-      out.routing.push_back(std::move(moe.routing));
+      out.routing.push_back(moe.routing);
     }
     cache.advance(S);
 
@@ -174,6 +179,7 @@ class Model {
   Weights weights_;
   B backend_;
   std::vector<SparseBlock<B>> blocks_;
+  mutable std::mutex forward_mutex_;
 };
 
 }  // namespace moe::mixtral

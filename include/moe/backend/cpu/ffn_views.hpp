@@ -1,0 +1,130 @@
+#pragma once
+/// \file ffn_views.hpp
+/// ViewFfn<Isa>: the experts straight on the weight views (an mmap'ed
+/// checkpoint, nothing copied): dot products of rows (dot_tile.hpp), BF16
+/// weights widened in registers when few rows stream them (decode) and
+/// block by block into a per-thread buffer when many rows reuse them.
+/// Tasks are (expert, block of `block` output features). The same gemm
+/// runs the dense layers (attention projections, lm_head): linear().
+
+#include <algorithm>
+#include <span>
+#include <vector>
+
+#include "moe/backend/cpu/dot_tile.hpp"
+#include "moe/backend/cpu/simd.hpp"
+#include "moe/backend/cpu/workspace.hpp"
+#include "moe/capacity/plan.hpp"
+#include "moe/detail/thread_pool.hpp"
+#include "moe/expert/ffn.hpp"
+
+namespace moe::backend::cpu {
+
+template <class Isa>
+struct ViewFfn {
+  static constexpr index_t block = 32;  ///< output features per task
+
+  /// C[m, n] = A[m, K] · (rows [r0, r0+n) of W)ᵀ on the weight view. For a
+  /// few rows of A (decode) BF16 weights are widened in registers as they
+  /// stream; for many, a block is widened into `buf` once and reused by
+  /// every row (cheaper than widening per row group). F32 is read as is.
+  static void gemm_rows(const float* A, index_t lda, index_t m, const WeightMatrix& w, index_t r0, index_t n, float* C,
+                        index_t ldc, std::vector<float>& buf) {
+    constexpr index_t stream_rows = 8;
+    if (w.dtype == DType::BF16 && m <= stream_rows) {
+      const auto* b = reinterpret_cast<const std::uint16_t*>(w.row_bytes(r0));
+      gemm_nt<Isa>(A, lda, m, b, w.cols, n, w.cols, C, ldc);
+      return;
+    }
+    gemm_nt<Isa>(A, lda, m, widen(w, r0, n, buf), w.cols, n, w.cols, C, ldc);
+  }
+
+  template <FFN F>
+  static void run(moe::detail::ThreadPool& pool, const RoutingPlan& plan, MatrixView<const float> rows,
+                  std::span<const ExpertWeights> w, MatrixView<float> out, Workspace& ws) {
+    const index_t d_ff = w[0].up.rows, d_model = w[0].up.cols;
+    const MatrixView<float> hidden(grow(ws.hidden, std::size_t(plan.rows() * d_ff)), plan.rows(), d_ff);
+
+    // Phase 1: hidden = act(X·W1ᵀ) ⊙ (X·W3ᵀ) (gated) or act(X·Wiᵀ).
+    run_tiles(pool, plan, d_ff, ws, [&](index_t e, index_t f0, index_t nf, ThreadScratch& s) {
+      const ExpertWeights& we = w[std::size_t(e)];
+      const index_t r0 = plan.first_row(e), n = plan.kept(e);
+      float* h = hidden.row(r0) + f0;
+      gemm_rows(rows.row(r0), rows.row_stride, n, we.up, f0, nf, h, d_ff, s.up);
+      const typename F::activation act{};
+      if constexpr (F::gated) {
+        float* g = grow(s.gated, std::size_t(n * nf));
+        gemm_rows(rows.row(r0), rows.row_stride, n, we.gate, f0, nf, g, nf, s.gate);
+        for (index_t i = 0; i < n; ++i) apply_gated(act, g + i * nf, h + i * d_ff, nf);
+      } else {
+        for (index_t i = 0; i < n; ++i) apply_act(act, h + i * d_ff, nf);
+      }
+    });
+    // Phase 2: out = hidden · W2ᵀ.
+    run_tiles(pool, plan, d_model, ws, [&](index_t e, index_t o0, index_t no, ThreadScratch& s) {
+      const index_t r0 = plan.first_row(e), n = plan.kept(e);
+      gemm_rows(hidden.row(r0), d_ff, n, w[std::size_t(e)].down, o0, no, out.row(r0) + o0, out.row_stride, s.up);
+    });
+  }
+
+  /// out = x · Wᵀ: tasks are blocks of output features, each widened once
+  /// and applied to every row of x. Each pool thread widens into a buffer of
+  /// its own that lives as long as the thread (grown to the largest block,
+  /// then reused): no workspace to pass, no allocation in steady state.
+  static void linear(moe::detail::ThreadPool& pool, MatrixView<const float> x, const WeightMatrix& w,
+                     MatrixView<float> out) {
+    if (x.rows == 0) return;
+    const index_t blocks = (w.rows + block - 1) / block;
+    pool.parallel_for(blocks, [&](std::int64_t b, int) {
+      thread_local std::vector<float> widened;
+      const index_t o0 = index_t(b) * block, n = std::min(block, w.rows - o0);
+      gemm_rows(x.data, x.row_stride, x.rows, w, o0, n, out.row(0) + o0, out.row_stride, widened);
+    });
+  }
+
+ private:
+  /// Rows [r0, r0+n) of a weight as fp32: the weight itself when F32,
+  /// otherwise widened into `buf`.
+  static const float* widen(const WeightMatrix& w, index_t r0, index_t n, std::vector<float>& buf) {
+    if (w.dtype == DType::F32) return static_cast<const float*>(w.data) + r0 * w.cols;
+    float* dst = grow(buf, std::size_t(n * w.cols));
+    widen_to_float(w.data, w.dtype, r0 * w.cols, n * w.cols, dst);
+    return dst;
+  }
+
+  /// h = act(g) ⊙ h over n values, vectorised with a scalar tail.
+  template <class Act>
+  static void apply_gated(const Act& act, const float* g, float* h, index_t n) noexcept {
+    using batch = floats<Isa>;
+    constexpr index_t W = index_t(batch::size);
+    index_t i = 0;
+    for (; i + W <= n; i += W)
+      (act(batch::load_unaligned(g + i)) * batch::load_unaligned(h + i)).store_unaligned(h + i);
+    for (; i < n; ++i) h[i] = act(g[i]) * h[i];
+  }
+  template <class Act>
+  static void apply_act(const Act& act, float* h, index_t n) noexcept {
+    using batch = floats<Isa>;
+    constexpr index_t W = index_t(batch::size);
+    index_t i = 0;
+    for (; i + W <= n; i += W) act(batch::load_unaligned(h + i)).store_unaligned(h + i);
+    for (; i < n; ++i) h[i] = act(h[i]);
+  }
+
+  /// Runs fn(expert, first, count, scratch) over every (expert with rows,
+  /// block of `width` outputs), in parallel.
+  template <class Fn>
+  static void run_tiles(moe::detail::ThreadPool& pool, const RoutingPlan& plan, index_t width, Workspace& ws, Fn&& fn) {
+    ws.tiles.clear();
+    for (index_t e = 0; e < plan.experts; ++e)
+      if (plan.kept(e) > 0)
+        for (index_t f = 0; f < width; f += block) ws.tiles.emplace_back(e, f);
+    std::vector<ThreadScratch>& scratch = ws.per_thread(pool.size());
+    pool.parallel_for(std::int64_t(ws.tiles.size()), [&](std::int64_t i, int thread) {
+      const auto [e, f0] = ws.tiles[std::size_t(i)];
+      fn(e, f0, std::min(block, width - f0), scratch[std::size_t(thread)]);
+    });
+  }
+};
+
+}  // namespace moe::backend::cpu

@@ -1,0 +1,57 @@
+#pragma once
+/// \file workspace.hpp
+/// cpu::Workspace: everything one call of backend::Cpu writes besides its
+/// output, owned by the caller (inside the layer's Workspace) and grown to
+/// the largest call: the experts' input and output rows, the hidden
+/// activations between the two halves of the FFN, the row blocks of the
+/// call, per-thread tiles and the int8 path's quantised rows. A steady-state
+/// call (same or smaller shapes) allocates nothing. One workspace serves one
+/// call at a time; two threads calling at once each pass their own.
+
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+#include "moe/backend/host_stages.hpp"
+
+namespace moe::backend::cpu {
+
+/// A buffer of at least n elements (grown, never shrunk).
+template <class T>
+T* grow(std::vector<T>& buffer, std::size_t n) {
+  if (buffer.size() < n) buffer.resize(n);
+  return buffer.data();
+}
+
+/// One pool thread's buffers.
+struct ThreadScratch {
+  std::vector<float> up, gate, gated;  ///< views path: a widened weight block, gate outputs
+  std::vector<float> tile;             ///< panel path: [rows, panels · NR] fp32 results
+  std::vector<std::int32_t> itile;     ///< int8 path: [rows, panels · NR] int32 results
+};
+
+/// A block of one expert's rows, and where its rows sit in the packed
+/// activations of either phase (one after another).
+struct RowBlock {
+  index_t expert, r0, n;
+  std::size_t in_offset, hidden_offset;
+};
+
+struct Workspace : HostRows {
+  std::vector<float> in;                      ///< panel path: the experts' input rows, laid out for the kernel
+  std::vector<float> hidden;                  ///< hidden activations between the two halves of the FFN
+  std::vector<ThreadScratch> threads;         ///< one per pool thread
+  std::vector<RowBlock> blocks;               ///< the call's row blocks
+  std::vector<std::pair<index_t, index_t>> tiles;  ///< views path: (expert, first output) tasks
+  std::vector<std::uint8_t> q_in, q_hidden;   ///< int8 path: quantised rows, per row block
+  std::vector<std::size_t> q_in_at, q_hidden_at;  ///< int8 path: where each block's quantised rows start
+  std::vector<float> row_scale;               ///< int8 path: per-row scales (input rows, then hidden rows)
+  std::vector<std::int32_t> row_zero;         ///< int8 path: per-row zero points
+
+  std::vector<ThreadScratch>& per_thread(int n) {
+    if (threads.size() < std::size_t(n)) threads.resize(std::size_t(n));
+    return threads;
+  }
+};
+
+}  // namespace moe::backend::cpu
