@@ -12,6 +12,7 @@
 #include "moe/core/rng.hpp"
 #include "moe/core/types.hpp"
 #include "moe/core/view.hpp"
+#include "moe/core/weight_version.hpp"
 
 #include "moe/routing/expert_choice.hpp"
 #include "moe/routing/noise.hpp"
@@ -38,6 +39,7 @@
 
 #include "moe/backend/cpu.hpp"
 #include "moe/backend/default.hpp"
+#include "moe/backend/eigen_gemm.hpp"
 #include "moe/backend/reference.hpp"
 
 #include "moe/layer/moe_layer.hpp"

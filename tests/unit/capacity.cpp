@@ -50,11 +50,20 @@ TEST_CASE("plan: counting sort by expert, token order within an expert") {
 TEST_CASE("plan: overflow is dropped and counted, first choices before second choices") {
   // T = 4, k = 2, E = 2; every token picks expert 0 first, expert 1 second,
   // except token 3 (1 then 0). Capacity 2.
-  const Routing r = make_routing(2, 2, {0, 1, 0, 1, 0, 1, 1, 0}, std::vector<float>(8, 0.5f));
+  Routing r = make_routing(2, 2, {0, 1, 0, 1, 0, 1, 1, 0}, std::vector<float>(8, 0.5f));
+  r.weight = {0.6f, 0.4f, 0.7f, 0.3f, 0.8f, 0.2f, 0.9f, 0.1f};
   const RoutingPlan p = build_plan(r, 2, Priority::token_order);
   // First choices: tokens 0, 1 take expert 0; token 2 is dropped there; token 3 takes expert 1.
   // Second choices: token 0 takes expert 1 (its second place); tokens 1, 2, 3 are dropped.
   CHECK(p.slot_position == std::vector<std::int32_t>{0, 1, 1, -1, -1, -1, 0, -1});
+  // The plan carries each kept slot's combine weight (0 where nothing is computed).
+  CHECK(p.slot_weight == std::vector<float>{0.6f, 0.4f, 0.7f, 0.0f, 0.0f, 0.0f, 0.9f, 0.0f});
+  // Built again into the same plan (buffers reused), it is the same plan.
+  RoutingPlan again = p;
+  PlanScratch scratch;
+  build_plan(r, 2, Priority::token_order, again, scratch);
+  CHECK(again.slot_row == p.slot_row);
+  CHECK(again.dropped == p.dropped);
   CHECK(p.dropped == 4);
   CHECK(p.routed_per_expert == std::vector<std::int32_t>{4, 4});
   CHECK(p.kept(0) == 2);

@@ -251,3 +251,51 @@ TEST_CASE("backward rejects a dy or x that does not match the forward call, and 
   WeightStore bf16 = WeightStore::random(small, true, DType::BF16, 3);
   require_error([&] { (void)bf16.parameters(); }, ErrorCode::dtype_mismatch, {"experts.0.gate", "BF16", "needs F32"});
 }
+
+TEST_CASE("packed weights never go stale: an optimiser step makes the packed copy an error until re-packed") {
+  const LayerConfig c{.d_model = 16, .d_ff = 24, .num_experts = 4, .seed = 5};
+  WeightStore store = WeightStore::random(c, true, DType::F32, 3);
+  auto cpu = make_layer<presets::Mixtral>(c, store.view(), backend::Cpu<>(2));
+  const auto ref = make_layer<presets::Mixtral, backend::Reference>(c, store.view());
+  cpu.pack_weights();
+  const Matrix x = random_normal_matrix(20, c.d_model, 4), dy = random_normal_matrix(20, c.d_model, 5);
+  const float bound = 2e-5f;
+
+  // One training step on the Reference layer (it reads the views).
+  auto ws = ref.make_workspace();
+  LayerGrads g = ref.make_grads();
+  auto groups = train::parameter_groups(store, g);
+  ref.forward(x, ws, {Mode::train, 0});
+  ref.backward(x, ws, dy, g);
+  const std::uint64_t before = store.version().value();
+  train::Adam({.lr = 0.05f}).step(groups);
+  CHECK(store.version().value() > before);
+
+  // The panels were packed from the old weights: refused, with a message that says what to do.
+  require_error([&] { (void)cpu.forward(x); }, ErrorCode::invalid_argument,
+                {"cpu", "prepared a copy of the experts at weight version 0", "pack_weights()"});
+  // Re-packed: equal to the Reference on the new weights.
+  cpu.pack_weights();
+  const Matrix y_new = ref.forward(x).y;
+  CHECK(test::max_abs_diff(cpu.forward(x).y, y_new) <= bound * std::max(1.0f, y_new.cwiseAbs().maxCoeff()));
+
+  // On the views (unpacked), a step is seen at once: nothing was copied.
+  cpu.prepare({.pack = false});
+  ref.forward(x, ws, {Mode::train, 1});
+  ref.backward(x, ws, dy, g);
+  train::Sgd({.lr = 0.1f}).step(groups);
+  const Matrix y_after = ref.forward(x).y;
+  CHECK(test::max_abs_diff(cpu.forward(x).y, y_after) <= bound * std::max(1.0f, y_after.cwiseAbs().maxCoeff()));
+  CHECK(test::max_abs_diff(y_after, y_new) > 1e-3f);  // the step really changed the output
+
+  // Writing through parameters() by hand: touch() says so.
+  cpu.pack_weights();
+  store.parameters()[2].value[0] += 1.0f;
+  store.touch();
+  require_error([&] { (void)cpu.forward(x); }, ErrorCode::invalid_argument, {"weight version"});
+  // A frozen group is not written, so it does not bump the version.
+  cpu.pack_weights();
+  for (auto& group : groups) group.frozen = true;
+  train::Sgd({.lr = 0.1f}).step(groups);
+  CHECK_NOTHROW((void)cpu.forward(x));
+}

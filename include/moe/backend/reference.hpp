@@ -17,7 +17,9 @@ namespace moe::backend {
 
 struct Reference : HostStages {
   using Prepared = PreparedViews;
-  using Workspace = HostRows;
+  struct Workspace : HostRows {
+    ExpertScratch expert;  ///< one token's hidden units
+  };
 
   static constexpr std::string_view name() { return "reference"; }
 
@@ -28,10 +30,10 @@ struct Reference : HostStages {
   /// hidden units in training (expert dropout).
   template <ExpertPolicy X>
   void experts(const RoutingPlan& plan, const Prepared& w, MatrixView<const float> rows, MatrixView<float> out,
-               Workspace&, const ExpertDropout& drop = {}) const {
+               Workspace& ws, const ExpertDropout& drop = {}) const {
     for (index_t e = 0; e < plan.experts; ++e)
       for (index_t row = plan.first_row(e); row < plan.first_row(e + 1); ++row)
-        X::apply(w.experts[std::size_t(e)], rows.row(row), out.row(row), drop, row_pair(plan, row));
+        X::apply(w.experts[std::size_t(e)], rows.row(row), out.row(row), drop, row_pair(plan, row), ws.expert);
   }
 
   /// Backward of experts, row by row: d_out [rows, d] is dL/d out; adds

@@ -15,6 +15,12 @@
 
 namespace moe {
 
+/// The per-token buffers Expert<F>::apply needs ([d_ff] each), kept by the
+/// caller so that applying an expert row after row allocates nothing.
+struct ExpertScratch {
+  std::vector<float> pre_gate, pre_up, hidden;
+};
+
 template <FFN F>
 struct Expert {
   using ffn = F;
@@ -38,9 +44,15 @@ struct Expert {
   /// `drop` (training) masks the hidden units of (token, slot) pair `pair`.
   static void apply(const ExpertWeights& w, const float* x, float* out, const ExpertDropout& drop = {},
                     std::uint64_t pair = 0) {
+    ExpertScratch scratch;
+    apply(w, x, out, drop, pair, scratch);
+  }
+  /// The same with the caller's buffers.
+  static void apply(const ExpertWeights& w, const float* x, float* out, const ExpertDropout& drop, std::uint64_t pair,
+                    ExpertScratch& scratch) {
     const index_t d_ff = w.up.rows, d_model = w.up.cols;
-    std::vector<float> pre_gate, pre_up, h;
-    hidden(w, x, pre_gate, pre_up, h);
+    std::vector<float>& h = scratch.hidden;
+    hidden(w, x, scratch.pre_gate, scratch.pre_up, h);
     for (index_t f = 0; f < d_ff; ++f) h[std::size_t(f)] *= drop.scale(pair, f);
     for (index_t o = 0; o < d_model; ++o) {
       float acc = 0.0f;
@@ -123,7 +135,17 @@ struct Expert {
   }
 };
 
+/// An expert policy: everything MoELayer and the backends call on it.
+/// `ffn` names the FFN shape the fast kernels implement; validate checks one
+/// expert's weights; apply and backward are the one-token definition that
+/// backend::Reference runs (and the fast backends are tested against).
 template <class X>
-concept ExpertPolicy = FFN<typename X::ffn>;
+concept ExpertPolicy = FFN<typename X::ffn> &&
+    requires(const ExpertWeights& w, const float* x, float* out, const ExpertDropout& drop, std::uint64_t pair,
+             ExpertScratch& scratch, ExpertGrads* g, index_t n) {
+  X::validate(w, n, n, n);
+  X::apply(w, x, out, drop, pair, scratch);
+  X::backward(w, x, x, g, out, drop, pair);
+};
 
 }  // namespace moe

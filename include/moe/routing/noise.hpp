@@ -18,12 +18,22 @@
 
 namespace moe {
 
+/// A noise policy: its flags, validate(), and for each flag it sets the
+/// calls the router then makes (perturb_input; perturb_logits and its
+/// backward), so a policy that says it perturbs but lacks the call fails
+/// here, not inside Router.
 template <class N>
-concept NoisePolicy = requires {
+concept NoisePolicy = requires(const N& n) {
   { N::perturbs_input } -> std::convertible_to<bool>;
   { N::perturbs_logits } -> std::convertible_to<bool>;
   { N::needs_weight } -> std::convertible_to<bool>;
-};
+  n.validate();
+} && (!N::perturbs_input || requires(const N& n, MatrixView<float> r, const RouteContext& ctx) {
+  n.perturb_input(r, ctx);
+}) && (!N::perturbs_logits || requires(const N& n, const float* in, float* out, index_t T, const RouteContext& ctx) {
+  n.perturb_logits(in, out, out, T, T, ctx);
+  n.backward_logits(in, in, out, T, T, ctx);
+});
 
 /// No noise (Mixtral, inference everywhere).
 struct NoNoise {

@@ -27,6 +27,7 @@ concept ScoringPolicy = requires(const C& c, const float* logits, float* probs, 
   c.weights(logits, probs, idx, k, w);
   c.weights_backward(logits, probs, idx, k, w, w, probs, probs);
   c.probabilities_backward(logits, probs, probs, E, probs);
+  c.validate();
 };
 
 namespace detail {

@@ -44,6 +44,17 @@ struct ViewFfn {
                   std::span<const ExpertWeights> w, MatrixView<float> out, Workspace& ws) {
     const index_t d_ff = w[0].up.rows, d_model = w[0].up.cols;
     const MatrixView<float> hidden(grow(ws.hidden, std::size_t(plan.rows() * d_ff)), plan.rows(), d_ff);
+    // Every thread's buffers grown here, before the tasks: which thread
+    // runs which task changes from call to call, so growing inside a task
+    // would allocate whenever a thread first meets a larger task.
+    index_t most_rows = 0;
+    for (index_t e = 0; e < plan.experts; ++e) most_rows = std::max(most_rows, plan.kept(e));
+    const std::size_t widened = std::size_t(block * std::max(d_model, d_ff));
+    for (ThreadScratch& s : ws.per_thread(pool.size())) {
+      grow(s.up, widened);
+      grow(s.gate, widened);
+      grow(s.gated, std::size_t(most_rows * block));
+    }
 
     // Phase 1: hidden = act(X·W1ᵀ) ⊙ (X·W3ᵀ) (gated) or act(X·Wiᵀ).
     run_tiles(pool, plan, d_ff, ws, [&](index_t e, index_t f0, index_t nf, ThreadScratch& s) {

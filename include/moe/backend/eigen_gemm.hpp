@@ -1,0 +1,149 @@
+#pragma once
+/// \file eigen_gemm.hpp
+/// backend::EigenGemm: each expert's rows as three dense Eigen GEMMs, one
+/// task per expert on a thread pool. The plainest fast backend: what a C++
+/// engineer would write first with Eigen at hand, kept as a peer to measure
+/// the panel kernels against, and as the proof that the execution contract
+/// is the whole of what a backend needs: this file is all of it (nothing in
+/// layer/ knows it exists).
+///
+///   H = X·W_upᵀ,  G = X·W_gateᵀ,  H = act(G) ⊙ H (gated) or act(H),  Y = H·W_downᵀ
+///
+/// Weights: fp32 views are mapped as they are; BF16/F16 experts (or any,
+/// with PrepareOptions::pack) are widened once into fp32 matrices the
+/// prepared weights own. Training reuses the Eigen expert kernels of
+/// cpu/expert_train.hpp.
+
+#include <memory>
+#include <span>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include <Eigen/Core>
+
+#include "moe/backend/backend.hpp"
+#include "moe/backend/cpu/expert_train.hpp"
+#include "moe/backend/host_stages.hpp"
+#include "moe/detail/thread_pool.hpp"
+
+namespace moe::backend {
+
+class EigenGemm : public HostStages {
+ public:
+  using Map = Eigen::Map<const Matrix>;
+
+  /// The experts as fp32 matrices: maps of the views, or owned widened copies.
+  struct Prepared {
+    PreparedFrom from;
+    std::vector<ExpertWeights> views;          ///< [E] what it was prepared from
+    std::shared_ptr<const std::vector<Matrix>> widened;  ///< [E·3] gate, up, down as fp32 (null: views are F32)
+
+    std::size_t bytes() const noexcept {
+      std::size_t b = 0;
+      if (widened)
+        for (const Matrix& m : *widened) b += std::size_t(m.size()) * sizeof(float);
+      return b;
+    }
+    /// Expert e's matrix i (0 gate, 1 up, 2 down) as fp32.
+    Map matrix(std::size_t e, int i) const {
+      if (widened) {
+        const Matrix& m = (*widened)[3 * e + std::size_t(i)];
+        return Map(m.data(), m.rows(), m.cols());
+      }
+      const ExpertWeights& w = views[e];
+      const WeightMatrix& m = i == 0 ? w.gate : i == 1 ? w.up : w.down;
+      return Map(static_cast<const float*>(m.data), m.rows, m.cols);
+    }
+  };
+
+  struct Workspace : HostRows {
+    Matrix hidden, gate;  ///< [rows, d_ff] each
+  };
+
+  static constexpr std::string_view name() { return "eigen-gemm"; }
+
+  /// Uses `threads` threads (one expert per task); 0 = one per hardware thread.
+  explicit EigenGemm(int threads = 0)
+      : pool_(std::make_shared<moe::detail::ThreadPool>(
+            threads > 0 ? threads : int(std::max(1u, std::thread::hardware_concurrency())))) {}
+
+  Prepared prepare(std::span<const ExpertWeights> w, PrepareOptions options = {}) const {
+    Prepared p;
+    p.views.assign(w.begin(), w.end());
+    if (w.empty() || (!options.pack && w[0].up.dtype == DType::F32)) return p;
+    auto widened = std::make_shared<std::vector<Matrix>>(3 * w.size());
+    for (std::size_t e = 0; e < w.size(); ++e) {
+      const WeightMatrix* m[3] = {&w[e].gate, &w[e].up, &w[e].down};
+      for (int i = 0; i < 3; ++i) {
+        if (m[i]->empty()) continue;
+        Matrix& dst = (*widened)[3 * e + std::size_t(i)];
+        dst.resize(m[i]->rows, m[i]->cols);
+        widen_to_float(m[i]->data, m[i]->dtype, 0, m[i]->rows * m[i]->cols, dst.data());
+      }
+    }
+    p.widened = std::move(widened);
+    p.from.holds_copy = true;
+    return p;
+  }
+
+  template <ExpertPolicy X>
+  void experts(const RoutingPlan& plan, const Prepared& w, MatrixView<const float> rows, MatrixView<float> out,
+               Workspace& ws, const ExpertDropout& drop = {}) const {
+    using F = typename X::ffn;
+    if (plan.rows() == 0) return;
+    if (drop.active()) {  // training with expert dropout: the Eigen training kernels (fp32 views)
+      for_each_expert(plan, [&](index_t e, index_t r0, index_t n) {
+        cpu::expert_forward<F>(plan, r0, n, rows, w.views[std::size_t(e)], drop, out);
+      });
+      return;
+    }
+    const index_t d_ff = w.views[0].up.rows;
+    grow(ws.hidden, plan.rows(), d_ff);
+    if constexpr (F::gated) grow(ws.gate, plan.rows(), d_ff);
+    const typename F::activation act{};
+    for_each_expert(plan, [&](index_t e, index_t r0, index_t n) {
+      const auto x = cpu::rows_of(rows, r0, n);
+      auto h = ws.hidden.middleRows(r0, n);
+      h.noalias() = x * w.matrix(std::size_t(e), 1).transpose();
+      if constexpr (F::gated) {
+        auto g = ws.gate.middleRows(r0, n);
+        g.noalias() = x * w.matrix(std::size_t(e), 0).transpose();
+        for (index_t i = 0; i < n; ++i)
+          for (index_t f = 0; f < d_ff; ++f) h(i, f) = act(g(i, f)) * h(i, f);
+      } else {
+        for (index_t i = 0; i < n; ++i)
+          for (index_t f = 0; f < d_ff; ++f) h(i, f) = act(h(i, f));
+      }
+      cpu::rows_of(out, r0, n).noalias() = h * w.matrix(std::size_t(e), 2).transpose();
+    });
+  }
+
+  /// Backward on the fp32 views, one expert per task (cpu/expert_train.hpp).
+  template <ExpertPolicy X>
+  void experts_backward(const RoutingPlan& plan, const Prepared& w, MatrixView<const float> rows,
+                        MatrixView<const float> d_out, Workspace&, const ExpertDropout& drop,
+                        std::span<ExpertGrads> grads, MatrixView<float> d_rows) const {
+    for_each_expert(plan, [&](index_t e, index_t r0, index_t n) {
+      cpu::expert_backward<typename X::ffn>(plan, r0, n, rows, w.views[std::size_t(e)], d_out, drop,
+                                            grads.empty() ? nullptr : &grads[std::size_t(e)], d_rows);
+    });
+  }
+
+ private:
+  static void grow(Matrix& m, index_t rows, index_t cols) {
+    if (m.rows() < rows || m.cols() != cols) m.resize(std::max(rows, m.cols() == cols ? index_t(m.rows()) : 0), cols);
+  }
+
+  template <class Fn>
+  void for_each_expert(const RoutingPlan& plan, Fn&& fn) const {
+    pool_->parallel_for(plan.experts, [&](std::int64_t e, int) {
+      const index_t n = plan.kept(index_t(e));
+      if (n > 0) fn(index_t(e), plan.first_row(index_t(e)), n);
+    });
+  }
+
+  std::shared_ptr<moe::detail::ThreadPool> pool_;
+};
+
+}  // namespace moe::backend

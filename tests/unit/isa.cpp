@@ -1,0 +1,95 @@
+// Every ISA this build and this CPU support, side by side: the same routing,
+// outputs equal to the Reference within the numerics' bound, and equal to
+// each other (forced AVX2 against AVX-512) within the same bound.
+#include "test_support.hpp"
+
+#include <tuple>
+
+using namespace moe;
+
+namespace {
+
+/// The ISA types this translation unit is compiled for (the rest do not exist here).
+using Isas = std::tuple<isa::Baseline
+#if XSIMD_WITH_AVX2 && XSIMD_WITH_FMA3_AVX2
+                        ,
+                        isa::Avx2
+#endif
+#if XSIMD_WITH_AVX512BW
+                        ,
+                        isa::Avx512
+#endif
+#if defined(__AVX512VNNI__) && defined(__AVX512BF16__) && XSIMD_WITH_AVX512BW
+                        ,
+                        isa::Avx512Bf16
+#endif
+                        >;
+
+template <class F>
+void for_each_isa(F&& f) {
+  std::apply([&](auto... i) { (f(i), ...); }, Isas{});
+}
+
+/// max|a − b| / max(1, max|b|): the bound numerics.hpp states per numerics.
+double relative(const Matrix& a, const Matrix& b) {
+  return double(test::max_abs_diff(a, b)) / std::max(1.0, double(b.cwiseAbs().maxCoeff()));
+}
+
+template <class N>
+void compare_isas(DType dtype, double bound, bool pack) {
+  CAPTURE(N::name);
+  CAPTURE(name(dtype));
+  CAPTURE(pack);
+  const LayerConfig c{.d_model = 72, .d_ff = 136, .num_experts = 6, .seed = 9};
+  const WeightStore store = WeightStore::random(c, true, dtype, 4);
+  const auto ref = make_layer<presets::Mixtral, backend::Reference>(c, store.view());
+  for (index_t T : {1, 2, 7, 50}) {
+    CAPTURE(T);
+    const Matrix x = random_normal_matrix(T, c.d_model, std::uint64_t(T));
+    const Output expected = ref.forward(x);
+    std::vector<Matrix> ys;
+    for_each_isa([&](auto i) {
+      using I = decltype(i);
+      CAPTURE(I::name);
+      if (int(isa::cpu_level()) < I::level) return;  // compiled for it, but this CPU lacks it
+      auto layer = make_layer<presets::Mixtral>(c, store.view(), backend::Cpu<N, I>(2));
+      if (pack) layer.pack_weights();
+      const Output out = layer.forward(x);
+      CHECK(out.routing.expert == expected.routing.expert);  // routing is fp32 and backend-independent
+      CHECK(out.plan.slot_row == expected.plan.slot_row);
+      CHECK(relative(out.y, expected.y) <= bound);
+      for (const Matrix& other : ys) CHECK(relative(out.y, other) <= bound);
+      ys.push_back(out.y);
+    });
+    CHECK(ys.size() >= 1);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("the CPU's level and this build's native ISA") {
+  MESSAGE("cpu: ", isa::name(isa::cpu_level()), ", native: ", isa::Native::name);
+  CHECK(int(isa::cpu_level()) >= isa::Native::level);  // a binary built for this CPU runs on it
+}
+
+TEST_CASE("every ISA gives the Reference's routing and output within the numerics' bound") {
+  for (DType dt : {DType::F32, DType::BF16}) {
+    compare_isas<numerics::AsStored>(dt, 1e-5, false);
+    compare_isas<numerics::AsStored>(dt, 1e-5, true);
+    compare_isas<numerics::Bf16Compute>(dt, 1e-2, true);
+    compare_isas<numerics::Int8>(dt, 6e-2, true);
+  }
+}
+
+TEST_CASE("int8 sums are exact on every ISA: the same bits") {
+  const LayerConfig c{.d_model = 40, .d_ff = 72, .num_experts = 4, .seed = 1};
+  const WeightStore store = WeightStore::random(c, true, DType::F32, 3);
+  const Matrix x = random_normal_matrix(33, c.d_model, 2);
+  std::vector<Matrix> ys;
+  for_each_isa([&](auto i) {
+    using I = decltype(i);
+    if (int(isa::cpu_level()) < I::level) return;
+    ys.push_back(make_layer<presets::Mixtral>(c, store.view(), backend::Cpu<numerics::Int8, I>(2)).forward(x).y);
+  });
+  for (const Matrix& y : ys) CHECK(y == ys.front());
+}
