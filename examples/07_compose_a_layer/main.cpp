@@ -25,7 +25,7 @@ int main() {
   const auto preset = moe::make_layer<moe::presets::Mixtral>(config, weights.view());
   const moe::Output a = by_hand.forward(x), b = preset.forward(x);
   example::expect(a.y == b.y, "the hand-built Mixtral block equals presets::Mixtral");
-  std::printf("Mixtral block: aux loss %.4f, entropy %.4f nats\n", *a.stats.balance_loss, a.stats.router_entropy);
+  std::printf("Mixtral block: aux loss %.4f, entropy %.4f nats\n", *a.stats.loss("balance"), a.stats.router_entropy);
 
   // A new design from the same pieces.
   using Custom = moe::MoELayer<moe::Router<moe::TopK<3>, moe::NoNoise, moe::Sigmoid>, moe::Expert<moe::GeGLU>,
@@ -39,9 +39,9 @@ int main() {
   const moe::Output c = custom.forward(x), r = reference.forward(x);
   const float diff = (c.y - r.y).cwiseAbs().maxCoeff();
   std::printf("custom layer: capacity %lld, dropped %lld slots, z-loss %.4f, cpu vs reference %.2e\n",
-              (long long)*c.stats.capacity, (long long)c.stats.dropped_slots, *c.stats.z_loss, diff);
+              (long long)*c.stats.capacity, (long long)c.stats.dropped_slots, *c.stats.loss("z"), diff);
   example::expect(c.routing.expert == r.routing.expert, "both backends make the same routing decisions");
   example::expect(diff < 1e-5f, "and compute the same outputs");
-  example::expect(c.stats.z_loss.has_value() && c.stats.balance_loss.has_value(), "both losses are reported");
+  example::expect(c.stats.loss("z").has_value() && c.stats.loss("balance").has_value(), "both losses are reported");
   return example::verdict();
 }

@@ -127,7 +127,7 @@ Result train(const std::string& name, const Layer& layer, moe::WeightStore& stor
   r.load_cv = cv(out.stats.routed_per_expert);
   r.dropped = out.stats.dropped_fraction();
   r.passed_through = double(out.stats.dropped_tokens) / double(eval_tokens);
-  r.z = out.stats.z_loss.value_or(0.0f);
+  r.z = out.stats.loss("z").value_or(0.0f);
   r.table.assign(std::size_t(num_clusters), std::vector<double>(std::size_t(num_experts), 0.0));
   std::vector<double> per_cluster(std::size_t(num_clusters), 0.0);
   for (moe::index_t t = 0; t < eval_tokens; ++t) {
@@ -135,7 +135,7 @@ Result train(const std::string& name, const Layer& layer, moe::WeightStore& stor
     for (moe::index_t e = 0; e < num_experts; ++e) m = std::max(m, double(std::abs(out.routing.logit(t, e))));
     for (moe::index_t e = 0; e < num_experts; ++e) lse += std::exp(double(out.routing.logit(t, e)));
     r.max_logit += m / double(eval_tokens);
-    if (!out.stats.z_loss) r.z += std::log(lse) * std::log(lse) / double(eval_tokens);
+    if (!out.stats.loss("z")) r.z += std::log(lse) * std::log(lse) / double(eval_tokens);
     const int c = b.cluster[std::size_t(t)];
     for (int j = 0; j < out.routing.k; ++j)
       if (const std::int32_t e = out.routing.expert_at(t, j); e != moe::no_expert) {

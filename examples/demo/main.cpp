@@ -123,8 +123,8 @@ int main(int argc, char** argv) try {
   for (moe::index_t n : s.tokens_per_expert) std::printf(" %lld", (long long)n);
   std::printf("\n  dropped slots: %lld (dropless)\n", (long long)s.dropped_slots);
   std::printf("  router entropy: %.4f nats (uniform would be %.4f)\n", s.router_entropy, std::log(double(o.experts)));
-  std::printf("  balance loss (HF Mixtral, balanced = %d): %.6f\n", k, s.balance_loss.value_or(0));
-  std::printf("  router z-loss: %.6f\n", s.z_loss.value_or(0));
+  std::printf("  balance loss (HF Mixtral, balanced = %d): %.6f\n", k, s.loss("balance").value_or(0));
+  std::printf("  router z-loss: %.6f\n", s.loss("z").value_or(0));
   std::printf("  weighted loss (0.02 aux + 0.001 z): %.6f\n", s.weighted_loss);
 
   // The Cpu backend against the readable Reference on a few tokens.

@@ -193,8 +193,8 @@ inline Outputs run_moe_block(const io::SafeTensors& f, BackendChoice b) {
       o["topk_idx"] = ints(DType::I32, {T, K}, out.routing.expert);
       o["topk_weight"] = floats({T, K}, out.routing.weight);
       o["tokens_per_expert"] = ints(DType::I32, {E}, out.stats.tokens_per_expert);
-      o["aux_loss"] = floats({1}, {*out.stats.balance_loss});
-      o["z_loss"] = floats({1}, {*out.stats.z_loss});
+      o["aux_loss"] = floats({1}, {*out.stats.loss("balance")});
+      o["z_loss"] = floats({1}, {*out.stats.loss("z")});
       return o;
     });
   });
@@ -267,10 +267,10 @@ inline Outputs run_switch(const io::SafeTensors& f, BackendChoice b) {
   }
   o["dispatch"] = ints(DType::U8, {T, E, C}, dispatch);
   o["combine"] = floats({T, E, C}, combine);
-  o["aux_loss"] = floats({1}, {*by_token.stats.balance_loss});
+  o["aux_loss"] = floats({1}, {*by_token.stats.loss("balance")});
   o["aux_loss_hf"] =
       floats({1}, {SwitchBalanceLoss{.counting = SlotCounting::top1_hf_quirk}.value(by_token.routing, by_token.plan)});
-  o["z_loss"] = floats({1}, {*by_token.stats.z_loss});
+  o["z_loss"] = floats({1}, {*by_token.stats.loss("z")});
   return o;
 }
 

@@ -32,8 +32,8 @@ TEST_CASE("forward equals Σ_j w_j · expert_j(x), by hand") {
   CHECK(total == 9 * 2);
   CHECK(out.stats.dropped_slots == 0);
   CHECK_FALSE(out.stats.capacity.has_value());
-  REQUIRE(out.stats.balance_loss);
-  CHECK(out.stats.weighted_loss == doctest::Approx(0.02f * *out.stats.balance_loss));
+  REQUIRE(out.stats.loss("balance"));
+  CHECK(out.stats.weighted_loss == doctest::Approx(0.02f * *out.stats.loss("balance")));
   CHECK(out.stats.router_entropy > 0.0f);
   CHECK(out.stats.router_entropy <= std::log(6.0f) + 1e-6f);
 }
@@ -45,7 +45,7 @@ TEST_CASE("T = 0 and T = 1 work") {
   const Output empty = layer.forward(none);
   CHECK(empty.y.rows() == 0);
   CHECK(empty.stats.tokens == 0);
-  CHECK(*empty.stats.balance_loss == 0.0f);
+  CHECK(*empty.stats.loss("balance") == 0.0f);
   const Matrix one = random_normal_matrix(1, small.d_model, 3);
   const Output single = layer.forward(one);
   CHECK(single.y.rows() == 1);
@@ -100,8 +100,8 @@ TEST_CASE("every preset builds and runs in both modes, and training noise is key
   CHECK(sw.forward(x, {Mode::train, 0}).stats.capacity == 8);  // train 1.25: ceil(1.25·50/8)
   const auto sh = make_layer<presets::ShazeerNoisyTopK>(c, plain.view());
   const Output noisy = sh.forward(x, {Mode::train, 0});
-  CHECK(noisy.stats.importance_loss.has_value());
-  CHECK(noisy.stats.load_loss.has_value());
+  CHECK(noisy.stats.loss("importance").has_value());
+  CHECK(noisy.stats.loss("load").has_value());
   CHECK(noisy.routing.noise_std.size() == 50u * 8u);
 }
 

@@ -70,9 +70,9 @@ TEST_CASE("RouterZLoss: mean squared logsumexp; zero logits give (log E)²") {
 TEST_CASE("ImportanceLoadLoss: zero when balanced, CV² otherwise") {
   const Routing r = uniform_routing(64, 8, 2);
   const RoutingPlan p = build_plan(r, std::nullopt, Priority::token_order);
-  RoutingStats s;
+  LossValues s;
   CHECK(ImportanceLoadLoss{}.evaluate(r, p, s) == doctest::Approx(0.0));
-  CHECK(*s.importance_loss == doctest::Approx(0.0));
+  CHECK(*s.get("importance") == doctest::Approx(0.0));
   // Everyone on expert 0 of 4: importance (T, 0, 0, 0) → CV² = var/mean² = 3.
   Routing c = uniform_routing(8, 4, 1);
   for (auto& e : c.expert) e = 0;
@@ -102,11 +102,19 @@ TEST_CASE("Losses<A, B> sums the weighted parts and records each raw value") {
   const Routing r = uniform_routing(16, 4, 2);
   const RoutingPlan p = build_plan(r, std::nullopt, Priority::token_order);
   const Losses<SwitchBalanceLoss, RouterZLoss> both(SwitchBalanceLoss{.alpha = 0.5f}, RouterZLoss{.beta = 0.25f});
-  RoutingStats s;
+  LossValues s;
   const float total = both.evaluate(r, p, s);
-  REQUIRE(s.balance_loss);
-  REQUIRE(s.z_loss);
-  CHECK(*s.balance_loss == doctest::Approx(2.0));
+  REQUIRE(s.get("balance"));
+  REQUIRE(s.get("z"));
+  CHECK(*s.get("balance") == doctest::Approx(2.0));
   CHECK(total == doctest::Approx(0.5 * 2.0 + 0.25 * std::log(4.0) * std::log(4.0)));
-  CHECK_FALSE(s.importance_loss);
+  CHECK_FALSE(s.get("importance"));
+  CHECK(s.entries().size() == 2);
+  // A value reported again replaces the first; more names than the table holds is an error, not an overflow.
+  s.set("z", 1.0f);
+  CHECK(*s.get("z") == 1.0f);
+  CHECK(s.entries().size() == 2);
+  for (const char* name : {"a", "b", "c", "d", "e", "f"}) s.set(name, 0.0f);
+  test::require_error([&] { s.set("one too many", 0.0f); }, ErrorCode::invalid_argument,
+                      {"more than 8 losses", "one too many"});
 }

@@ -145,7 +145,7 @@ TEST_CASE("finite differences: noisy top-k (learned noise scale), importance + s
       [](const Output& o) {
         REQUIRE(o.routing.noise_std.size() == std::size_t(10 * 4));
         REQUIRE(o.routing.logits != o.routing.clean_logits);
-        REQUIRE(o.stats.load_loss.value() > 0.0f);
+        REQUIRE(o.stats.loss("load").value() > 0.0f);
       },
       true);
 }

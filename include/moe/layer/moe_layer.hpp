@@ -188,7 +188,7 @@ class MoELayer {
     const PlanShape shape{x.rows, config_.num_experts, out.routing.k};
     backend_.plan(out.routing, capacity_.capacity(shape, opt.mode), capacity_.priority(), out.plan, ws.plan);
     make_stats(out.routing, out.plan, out.stats);
-    out.stats.weighted_loss = loss_.evaluate(out.routing, out.plan, out.stats);
+    out.stats.weighted_loss = loss_.evaluate(out.routing, out.plan, out.stats.losses);
 
     const index_t rows = out.plan.rows(), d = config_.d_model;
     if (out.y.rows() != x.rows || out.y.cols() != d) out.y.resize(x.rows, d);  // [T, d]

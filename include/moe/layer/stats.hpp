@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "moe/capacity/plan.hpp"
+#include "moe/loss/loss_values.hpp"
 #include "moe/routing/routing.hpp"
 
 namespace moe {
@@ -25,12 +26,15 @@ struct RoutingStats {
   index_t empty_slots = 0;                 ///< slots the selection chose to leave empty (GShard random second)
   float router_entropy = 0;                ///< mean over tokens of −Σ_e p log p, in nats (log E = uniform)
 
-  // Loss values, raw (no coefficient); set by the layer's BalanceLoss policy.
-  std::optional<float> balance_loss;     ///< E · Σ_e f_e · P_e (Switch / HF Mixtral aux loss)
-  std::optional<float> z_loss;           ///< mean (logsumexp logits)² (ST-MoE)
-  std::optional<float> importance_loss;  ///< CV² of per-expert importance (Shazeer 2017)
-  std::optional<float> load_loss;        ///< CV² of per-expert load (Shazeer 2017)
-  float weighted_loss = 0;               ///< Σ coefficient · loss: what a trainer adds to its objective
+  /// Loss values, raw (no coefficient), by the name each loss policy gives
+  /// its value: "balance" (E · Σ_e f_e · P_e, Switch / HF Mixtral aux loss),
+  /// "z" (mean (logsumexp logits)², ST-MoE), "importance" and "load" (CV² of
+  /// per-expert importance and load, Shazeer 2017), or a custom loss's own.
+  LossValues losses;
+  float weighted_loss = 0;  ///< Σ coefficient · loss: what a trainer adds to its objective
+
+  /// A loss value by name; nullopt if the layer's loss policy has none of that name.
+  std::optional<float> loss(std::string_view name) const noexcept { return losses.get(name); }
 
   /// Fraction of routed pairs that were dropped (0 when nothing was routed).
   double dropped_fraction() const noexcept {
@@ -56,10 +60,7 @@ inline void make_stats(const Routing& r, const RoutingPlan& p, RoutingStats& s) 
   s.dropped_slots = p.dropped;
   s.dropped_tokens = 0;
   s.empty_slots = p.empty_slots;
-  s.balance_loss.reset();
-  s.z_loss.reset();
-  s.importance_loss.reset();
-  s.load_loss.reset();
+  s.losses.clear();
   s.weighted_loss = 0;
   double entropy = 0;
   for (index_t t = 0; t < r.tokens; ++t) {

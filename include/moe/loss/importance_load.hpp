@@ -99,10 +99,12 @@ struct ImportanceLoadLoss {
     return load;
   }
 
-  float evaluate(const Routing& r, const RoutingPlan&, RoutingStats& s) const {
-    s.importance_loss = float(cv_squared(importance(r)));
-    s.load_loss = float(cv_squared(load(r)));
-    return w_importance * *s.importance_loss + w_load * *s.load_loss;
+  static constexpr std::string_view importance_name = "importance", load_name = "load";
+  float evaluate(const Routing& r, const RoutingPlan&, LossValues& s) const {
+    const float importance_cv2 = float(cv_squared(importance(r))), load_cv2 = float(cv_squared(load(r)));
+    s.set(importance_name, importance_cv2);
+    s.set(load_name, load_cv2);
+    return w_importance * importance_cv2 + w_load * load_cv2;
   }
 
   void backward(const Routing& r, const RoutingPlan&, RoutingGrad& g) const {

@@ -18,7 +18,7 @@ struct Losses {
   void validate() const {
     std::apply([](const auto&... l) { (l.validate(), ...); }, parts);
   }
-  float evaluate(const Routing& r, const RoutingPlan& p, RoutingStats& s) const {
+  float evaluate(const Routing& r, const RoutingPlan& p, LossValues& s) const {
     return std::apply([&](const auto&... l) { return (0.0f + ... + l.evaluate(r, p, s)); }, parts);
   }
   void backward(const Routing& r, const RoutingPlan& p, RoutingGrad& g) const requires(TrainableLoss<Ls>&&...) {

@@ -60,9 +60,11 @@ struct SwitchBalanceLoss {
     return float(double(r.experts) * loss);
   }
 
-  float evaluate(const Routing& r, const RoutingPlan& p, RoutingStats& s) const {
-    s.balance_loss = value(r, p);
-    return alpha * *s.balance_loss;
+  static constexpr std::string_view value_name = "balance";
+  float evaluate(const Routing& r, const RoutingPlan& p, LossValues& s) const {
+    const float v = value(r, p);
+    s.set(value_name, v);
+    return alpha * v;
   }
 
   /// Adds alpha · dL/dprobs.

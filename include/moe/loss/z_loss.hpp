@@ -41,9 +41,11 @@ struct RouterZLoss {
     return float(sum / double(r.tokens));
   }
 
-  float evaluate(const Routing& r, const RoutingPlan&, RoutingStats& s) const {
-    s.z_loss = value(r);
-    return beta * *s.z_loss;
+  static constexpr std::string_view value_name = "z";
+  float evaluate(const Routing& r, const RoutingPlan&, LossValues& s) const {
+    const float v = value(r);
+    s.set(value_name, v);
+    return beta * v;
   }
 
   /// Adds beta · dL_z/dlogits.
