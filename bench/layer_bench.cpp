@@ -93,6 +93,7 @@ struct Fixture {
   moe::LayerConfig config;
   std::vector<std::vector<unsigned char>> buffers;
   moe::LayerWeights weights;
+  std::map<std::string, std::shared_ptr<void>> layers;  ///< prepared layers by backend/k/packing (cached_layer)
   moe::backend::Cpu<> packed_cpu;
   moe::backend::Cpu<moe::numerics::Bf16Compute> bf16c_cpu;
   moe::backend::Cpu<moe::numerics::Int8> int8_cpu;
@@ -175,19 +176,21 @@ void set_counters(benchmark::State& state, const Fixture& f, const moe::RoutingP
 
 enum class Impl { packed, views, bf16c, int8, reference };
 
-/// One layer per (fixture, backend, packing), built and prepared once: the
-/// panels (or bf16/int8 copies) are the layer's, and packing a Mixtral-sized
-/// layer takes seconds, so every T of a benchmark reuses them.
+/// One layer per (fixture, backend, k, packing), built and prepared once and
+/// kept by the fixture (it dies with the weights it views): the panels (or
+/// bf16/int8 copies) are the layer's, and packing a Mixtral-sized layer
+/// takes seconds, so every T of a benchmark reuses them.
 template <int K, class Backend>
 const moe::PresetLayer<Preset<K>, Backend>& cached_layer(Fixture& f, const Backend& backend, bool pack) {
   using Layer = moe::PresetLayer<Preset<K>, Backend>;
-  static std::map<std::pair<const Fixture*, bool>, std::unique_ptr<Layer>> layers;
-  std::unique_ptr<Layer>& slot = layers[{&f, pack}];
+  const std::string key = std::string(Backend::name()) + "/k" + std::to_string(K) + (pack ? "/packed" : "/views");
+  std::shared_ptr<void>& slot = f.layers[key];
   if (!slot) {
-    slot = std::make_unique<Layer>(moe::make_layer<Preset<K>, Backend>(f.config, f.weights, backend));
-    if (pack) slot->pack_weights();
+    auto layer = std::make_shared<Layer>(moe::make_layer<Preset<K>, Backend>(f.config, f.weights, backend));
+    if (pack) layer->pack_weights();
+    slot = layer;
   }
-  return *slot;
+  return *std::static_pointer_cast<const Layer>(slot);
 }
 
 template <int K, class Backend>

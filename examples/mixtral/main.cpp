@@ -130,20 +130,36 @@ struct RunOptions {
   std::optional<std::string> prompt;
   std::optional<std::string> tokens;
   std::string backend = "cpu";
+  std::string isa = "native";
   int threads = 0;
   bool pack = false;
   bool no_bos = false;
 };
+
+/// "cpu@avx512-bf16", "reference": the backend and, for the CPU one, its instruction set.
+template <class B>
+std::string backend_label(const B& b) {
+  if constexpr (requires { typename B::isa_type; })
+    return std::string(b.name()) + "@" + std::string(B::isa_type::name);
+  else
+    return std::string(b.name());
+}
 
 template <class Fn>
 int with_model(const RunOptions& o, Fn&& fn) {
   if (o.backend == "reference") return fn(mx::Model<moe::backend::Reference>(o.model));
   moe::detail::require(o.backend == "cpu", moe::ErrorCode::invalid_argument,
                        "--backend: expected cpu or reference, got '", o.backend, "'");
-  moe::backend::Cpu<> cpu = o.threads > 0 ? moe::backend::Cpu<>(o.threads) : moe::backend::Cpu<>();
-  mx::Model<moe::backend::Cpu<>> model(o.model, cpu);
-  if (o.pack) std::fprintf(stderr, "packed experts: %.1f MiB\n", double(model.pack_experts()) / (1 << 20));
-  return fn(model);
+  // The kernels' instruction set: the best this program carries that the CPU runs, or a lower one asked for.
+  return moe::isa::with_isa(
+      moe::isa::parse(o.isa),
+      [&]<class I>() {
+        using Cpu = moe::backend::Cpu<moe::numerics::AsStored, I>;
+        mx::Model<Cpu> model(o.model, o.threads > 0 ? Cpu(o.threads) : Cpu());
+        if (o.pack) std::fprintf(stderr, "packed experts: %.1f MiB\n", double(model.pack_experts()) / (1 << 20));
+        return fn(model);
+      },
+      moe::isa::Offered{});
 }
 
 int generate(const RunOptions& o, const mx::GenerateOptions& g) {
@@ -191,7 +207,7 @@ int generate(const RunOptions& o, const mx::GenerateOptions& g) {
     const char* why = r.end == mx::GenerateResult::End::stop_token     ? "stop token"
                       : r.end == mx::GenerateResult::End::context_full ? "context full"
                                                                        : "max-new reached";
-    std::printf("%zu new tokens (%s); backend %s\n", r.tokens.size(), why, std::string(model.backend().name()).c_str());
+    std::printf("%zu new tokens (%s); backend %s\n", r.tokens.size(), why, backend_label(model.backend()).c_str());
     std::printf("prefill: %lld tokens in %.3f s = %.1f tokens/s\n", (long long)r.prompt_tokens, r.prefill_seconds,
                 r.prefill_tokens_per_second());
     std::printf("decode:  %zu tokens in %.3f s = %.1f tokens/s\n", r.tokens.size() > 0 ? r.tokens.size() - 1 : 0,
@@ -255,6 +271,9 @@ int main(int argc, char** argv) try {
     cmd->add_option("--model", run.model, "checkpoint folder (config.json + safetensors)")->required();
     cmd->add_option("--backend", run.backend, "cpu (default) or reference");
     cmd->add_option("--threads", run.threads, "threads for the cpu backend (default: all)");
+    cmd->add_option("--isa", run.isa,
+                    "instruction set of the cpu kernels: native (default: the best this CPU and build allow) or "
+                    "avx2");
     cmd->add_flag("--pack", run.pack,
                   "cpu: pack the experts into panels first (the fast kernel; costs a copy of the expert weights)");
   };

@@ -38,6 +38,7 @@
 #include "moe/loss/z_loss.hpp"
 
 #include "moe/backend/cpu.hpp"
+#include "moe/backend/cpu/dispatch.hpp"
 #include "moe/backend/default.hpp"
 #include "moe/backend/eigen_gemm.hpp"
 #include "moe/backend/reference.hpp"

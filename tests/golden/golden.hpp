@@ -12,6 +12,7 @@
 #include <functional>
 #include <map>
 #include <set>
+#include <type_traits>
 #include <string>
 #include <vector>
 
@@ -45,14 +46,6 @@ inline double tolerance_for(BackendChoice b, double exact) {
   return exact;
 }
 
-/// backend::Cpu on the panel kernel: every layer it serves packs its experts.
-struct PackedCpu : backend::Cpu<> {
-  static constexpr std::string_view name() { return "cpu-packed"; }
-  Prepared prepare(std::span<const ExpertWeights> w, PrepareOptions = {}) const {
-    return backend::Cpu<>::prepare(w, {.pack = true});
-  }
-};
-
 /// An output tensor moe computed, in the dtype and shape of the golden one.
 struct Tensor {
   DType dtype = DType::F32;
@@ -73,14 +66,43 @@ inline Tensor matrix(const Matrix& m) {
   return floats({m.rows(), m.cols()}, std::vector<float>(m.data(), m.data() + m.size()));
 }
 
-/// Runs fn(backend_object) with the chosen backend type.
+/// The ISAs the golden cases run the CPU backends on: isa::Offered, AVX2
+/// (forced) and the build's native one. tests/unit/isa.cpp compares every
+/// carried ISA on random layers; here each golden case runs on both ends.
+using GoldenIsas = isa::Offered;
+
+/// The levels of GoldenIsas this CPU runs, lowest first.
+inline std::vector<isa::Level> golden_levels() { return isa::runnable(GoldenIsas{}); }
+
+/// The ISA the CPU backends run on (moe-golden --isa; the tests set each in turn).
+inline isa::Level& current_isa() {
+  static isa::Level level = isa::Level(isa::Native::level);
+  return level;
+}
+
+/// backend::Cpu on the panel kernel: every layer it serves packs its experts.
+template <class I>
+struct PackedCpuOn : backend::Cpu<numerics::AsStored, I> {
+  static constexpr std::string_view name() { return "cpu-packed"; }
+  typename backend::Cpu<numerics::AsStored, I>::Prepared prepare(std::span<const ExpertWeights> w,
+                                                                 PrepareOptions = {}) const {
+    return backend::Cpu<numerics::AsStored, I>::prepare(w, {.pack = true});
+  }
+};
+
+/// Runs fn(backend_object) with the chosen backend type, the CPU ones on current_isa().
 template <class Fn>
 decltype(auto) with_backend(BackendChoice b, Fn&& fn) {
   if (b == BackendChoice::reference) return fn(backend::Reference{});
-  if (b == BackendChoice::cpu_packed) return fn(PackedCpu{});
-  if (b == BackendChoice::cpu_bf16) return fn(backend::Cpu<numerics::Bf16Compute>{});
-  if (b == BackendChoice::cpu_int8) return fn(backend::Cpu<numerics::Int8>{});
-  return fn(backend::Cpu<>{});
+  return isa::with_isa(
+      current_isa(),
+      [&]<class I>() -> decltype(auto) {
+        if (b == BackendChoice::cpu_packed) return fn(PackedCpuOn<I>{});
+        if (b == BackendChoice::cpu_bf16) return fn(backend::Cpu<numerics::Bf16Compute, I>{});
+        if (b == BackendChoice::cpu_int8) return fn(backend::Cpu<numerics::Int8, I>{});
+        return fn(backend::Cpu<numerics::AsStored, I>{});
+      },
+      GoldenIsas{});
 }
 
 /// Calls fn.template operator()<K>() for a runtime k in 1..8.

@@ -16,12 +16,8 @@ namespace fs = std::filesystem;
 namespace {
 const fs::path golden_dir = fs::path(MOE_TEST_DATA_DIR) / "golden";
 
-fs::path temp_file(const std::string& name) {
-  return fs::temp_directory_path() / ("moe-test-" + std::to_string(::getpid()) + "-" + name);
-}
-
-void check_kind(const std::string& folder, golden::BackendChoice b, int expected_cases, double tolerance = 1e-5) {
-  const auto results = golden::check_path(golden_dir / folder, b);
+void check_results(const std::vector<golden::CaseResult>& results, golden::BackendChoice b, int expected_cases,
+                   double tolerance) {
   CHECK(int(results.size()) == expected_cases);
   for (const auto& r : results) {
     CAPTURE(r.path);
@@ -32,6 +28,22 @@ void check_kind(const std::string& folder, golden::BackendChoice b, int expected
     CHECK(r.max_error <= tolerance);
     if (golden::can_train(b)) CHECK(r.unchecked.empty());  // gradients included
   }
+}
+
+fs::path temp_file(const std::string& name) {
+  return fs::temp_directory_path() / ("moe-test-" + std::to_string(::getpid()) + "-" + name);
+}
+
+/// Runs the kind's cases on backend b: the CPU backends on every ISA the
+/// golden cases cover that this CPU supports (forced AVX2 and native).
+void check_kind(const std::string& folder, golden::BackendChoice b, int expected_cases, double tolerance = 1e-5) {
+  for (const isa::Level level : golden::golden_levels()) {
+    if (b == golden::BackendChoice::reference && level != golden::golden_levels().front()) break;
+    CAPTURE(isa::name(level));
+    golden::current_isa() = level;
+    check_results(golden::check_path(golden_dir / folder, b), b, expected_cases, tolerance);
+  }
+  golden::current_isa() = isa::Level(isa::Native::level);
 }
 }  // namespace
 

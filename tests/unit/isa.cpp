@@ -3,31 +3,19 @@
 // each other (forced AVX2 against AVX-512) within the same bound.
 #include "test_support.hpp"
 
-#include <tuple>
 
 using namespace moe;
 
 namespace {
 
-/// The ISA types this translation unit is compiled for (the rest do not exist here).
-using Isas = std::tuple<isa::Baseline
-#if XSIMD_WITH_AVX2 && XSIMD_WITH_FMA3_AVX2
-                        ,
-                        isa::Avx2
-#endif
-#if XSIMD_WITH_AVX512BW
-                        ,
-                        isa::Avx512
-#endif
-#if defined(__AVX512VNNI__) && defined(__AVX512BF16__) && XSIMD_WITH_AVX512BW
-                        ,
-                        isa::Avx512Bf16
-#endif
-                        >;
-
+/// Calls f(I{}) for every ISA this unit carries (isa::Carried).
+template <class F, class... I>
+void for_each(F&& f, isa::List<I...>) {
+  (f(I{}), ...);
+}
 template <class F>
 void for_each_isa(F&& f) {
-  std::apply([&](auto... i) { (f(i), ...); }, Isas{});
+  for_each(f, isa::Carried{});
 }
 
 /// max|a − b| / max(1, max|b|): the bound numerics.hpp states per numerics.
@@ -67,9 +55,18 @@ void compare_isas(DType dtype, double bound, bool pack) {
 
 }  // namespace
 
-TEST_CASE("the CPU's level and this build's native ISA") {
+TEST_CASE("the CPU's level, this build's native ISA, and picking one at run time") {
   MESSAGE("cpu: ", isa::name(isa::cpu_level()), ", native: ", isa::Native::name);
   CHECK(int(isa::cpu_level()) >= isa::Native::level);  // a binary built for this CPU runs on it
+  CHECK(isa::best_level() == isa::compiled_level);
+  CHECK(isa::parse("native") == isa::best_level());
+  CHECK(isa::parse("avx2") == isa::Level::avx2);
+  test::require_error([] { (void)isa::parse("sse9"); }, ErrorCode::invalid_argument, {"--isa", "sse9"});
+  for (isa::Level l : isa::available_levels())
+    CHECK(isa::with_isa(l, []<class I>() { return I::name; }) == isa::name(l));
+  if (isa::compiled_level != isa::Level::avx512_bf16)
+    test::require_error([] { (void)isa::with_isa(isa::Level::avx512_bf16, []<class I>() { return 0; }); },
+                        ErrorCode::unsupported, {"avx512-bf16", "not"});
 }
 
 TEST_CASE("every ISA gives the Reference's routing and output within the numerics' bound") {

@@ -19,6 +19,7 @@
 
 #include <xsimd/xsimd.hpp>
 
+#include <concepts>
 #include <string_view>
 #include <type_traits>
 
@@ -78,6 +79,19 @@ using Native = Avx512;
 using Native = Avx2;
 #else
 using Native = Baseline;
+#endif
+
+/// Every ISA this unit carries, lowest first: Native and each level below it.
+template <class... I>
+struct List {};
+#if defined(__AVX512VNNI__) && defined(__AVX512BF16__) && XSIMD_WITH_AVX512BW
+using Carried = List<Baseline, Avx2, Avx512, Avx512Bf16>;
+#elif XSIMD_WITH_AVX512BW
+using Carried = List<Baseline, Avx2, Avx512>;
+#elif XSIMD_WITH_AVX2 && XSIMD_WITH_FMA3_AVX2
+using Carried = List<Baseline, Avx2>;
+#else
+using Carried = List<Baseline>;
 #endif
 
 template <class I>
