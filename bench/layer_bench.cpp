@@ -15,6 +15,9 @@
 //   eigen     the plain-Eigen way: route with moe, one GEMM per expert over its gathered rows
 //             (Eigen's GEMM on all cores through OpenMP when the build has it)
 //   reference backend::Reference (scaled shape, T ≤ 8: it is the readable truth, not fast)
+//   packed-avx2  packed, with the kernels forced to isa::Avx2 (registered when the build's
+//             native ISA is higher): what the same binary gives an AVX2-only CPU's code path
+//   eigengemm backend::EigenGemm: each expert's rows as three Eigen GEMMs on moe's pool
 // numerics (the 4th name part):
 //   f32    fp32 weights, fp32 compute                  (backend::Cpu<>)
 //   bf16   bf16 weights, fp32 activations and compute  (backend::Cpu<>)
@@ -37,6 +40,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <typeinfo>
 #include <vector>
 
 #include "machine_limits.hpp"
@@ -174,7 +178,7 @@ void set_counters(benchmark::State& state, const Fixture& f, const moe::RoutingP
   }();
 }
 
-enum class Impl { packed, views, bf16c, int8, reference };
+enum class Impl { packed, packed_avx2, views, bf16c, int8, reference, eigengemm };
 
 /// One layer per (fixture, backend, k, packing), built and prepared once and
 /// kept by the fixture (it dies with the weights it views): the panels (or
@@ -183,7 +187,8 @@ enum class Impl { packed, views, bf16c, int8, reference };
 template <int K, class Backend>
 const moe::PresetLayer<Preset<K>, Backend>& cached_layer(Fixture& f, const Backend& backend, bool pack) {
   using Layer = moe::PresetLayer<Preset<K>, Backend>;
-  const std::string key = std::string(Backend::name()) + "/k" + std::to_string(K) + (pack ? "/packed" : "/views");
+  const std::string key =
+      std::string(typeid(Backend).name()) + "/k" + std::to_string(K) + (pack ? "/packed" : "/views");
   std::shared_ptr<void>& slot = f.layers[key];
   if (!slot) {
     auto layer = std::make_shared<Layer>(moe::make_layer<Preset<K>, Backend>(f.config, f.weights, backend));
@@ -203,7 +208,7 @@ void time_layer(benchmark::State& state, Fixture& f, const Backend& backend, boo
   const index_t T = state.range(0);
   std::vector<moe::Matrix> inputs;
   for (std::uint64_t i = 0; i < (T <= 8 ? 16u : 1u); ++i) inputs.push_back(f.tokens(T, 7 + i));
-  auto ws = layer.make_workspace();                                               // reused by every call, as a serving loop would
+  auto ws = layer.make_workspace();                                 // reused by every call, as a serving loop would
   const moe::RoutingPlan plan = layer.forward(inputs[0], ws).plan;  // warm-up, and the plan for the counters
   std::size_t call = 0;
   const double seconds =
@@ -226,6 +231,14 @@ void run_layer(benchmark::State& state, const Shape& s, moe::DType dt, Impl impl
       return time_layer<K>(state, f, f.int8_cpu, true, 1.0, true);
     case Impl::reference:
       return time_layer<K>(state, f, moe::backend::Reference{}, false, stored, false);
+    case Impl::eigengemm:
+      return time_layer<K>(state, f, moe::backend::EigenGemm(), false, stored, false);
+    case Impl::packed_avx2:
+#if XSIMD_WITH_AVX2 && XSIMD_WITH_FMA3_AVX2
+      return time_layer<K>(state, f, moe::backend::Cpu<moe::numerics::AsStored, moe::isa::Avx2>(), true, stored, false);
+#else
+      return state.SkipWithError("this build carries no AVX2 kernels");
+#endif
   }
 }
 
@@ -287,6 +300,9 @@ void register_shape(const Shape& s) {
   reg(
       "eigen", "f32", [s](benchmark::State& st) { run_eigen<K>(st, s); }, 2048);
   if (std::string(s.name) == "scaled") reg("reference", "f32", layer(DType::F32, Impl::reference), 8);
+  reg("eigengemm", "f32", layer(DType::F32, Impl::eigengemm), 2048);
+  if (moe::isa::Native::level > int(moe::isa::Level::avx2))
+    reg("packed-avx2", "f32", layer(DType::F32, Impl::packed_avx2), 2048);
   reg("packed", "bf16", layer(DType::BF16, Impl::packed), 2048);
   reg("views", "bf16", layer(DType::BF16, Impl::views), 2048);
   reg("packed", "bf16c", layer(DType::BF16, Impl::bf16c), 2048);

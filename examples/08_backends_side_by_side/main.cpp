@@ -7,12 +7,20 @@
 // cores stay busy even when one expert gets most tokens, and widens bf16
 // weights block by block into fp32.
 //
+// backend::EigenGemm runs each expert's rows as three Eigen GEMMs: a whole
+// backend in one file (include/moe/backend/eigen_gemm.hpp), because a
+// backend is only the stages of the execution contract (backend.hpp):
+// prepare the weights, route, plan, gather, experts, combine.
+//
 // Routing is computed by the same code for every backend, so the decisions
-// are identical; the expert outputs agree to float rounding. (This is a
-// lesson, not a benchmark: see bench/ for measurements.)
+// are identical; the expert outputs agree to float rounding. The CPU
+// kernels' instruction set is a type too: Cpu<Numerics, Isa>, here the
+// build's native one and AVX2 forced. (This is a lesson, not a benchmark:
+// see bench/ for measurements.)
 #include <moe/moe.hpp>
 
 #include <chrono>
+#include <string>
 
 #include "../check.hpp"
 
@@ -41,5 +49,23 @@ int main() {
                   "identical routing decisions and plans");
   example::expect(diff < 1e-5f, "outputs agree to float rounding");
   example::expect(a.stats.tokens_per_expert == b.stats.tokens_per_expert, "identical statistics");
+
+  const auto eigen = moe::make_layer<moe::presets::Mixtral, moe::backend::EigenGemm>(config, weights.view());
+  moe::Output c;
+  const double tc = seconds(eigen, x, c);
+  const float eigen_diff = (a.y - c.y).cwiseAbs().maxCoeff() / a.y.cwiseAbs().maxCoeff();
+  std::printf("eigen-gemm: %.1f ms (bf16 experts widened once when prepared: %.1f KiB), max relative difference %.2e\n",
+              1e3 * tc, double(eigen.prepared().bytes()) / 1024, eigen_diff);
+  example::expect(eigen_diff < 1e-5f, "EigenGemm agrees to float rounding");
+
+  // The same layer with the kernels of each instruction set this program carries and this CPU runs.
+  for (const moe::isa::Level level : moe::isa::available_levels())
+    moe::isa::with_isa(level, [&]<class I>() {
+      const auto on = moe::make_layer<moe::presets::Mixtral>(config, weights.view(),
+                                                             moe::backend::Cpu<moe::numerics::AsStored, I>());
+      const float d = (a.y - on.forward(x).y).cwiseAbs().maxCoeff() / a.y.cwiseAbs().maxCoeff();
+      std::printf("cpu on %-12s max relative difference %.2e\n", std::string(I::name).c_str(), d);
+      example::expect(d < 1e-5f, "every instruction set agrees to float rounding");
+    });
   return example::verdict();
 }

@@ -18,7 +18,7 @@
 
 namespace moe::golden {
 
-enum class BackendChoice { reference, cpu, cpu_packed, cpu_bf16, cpu_int8 };
+enum class BackendChoice { reference, cpu, cpu_packed, cpu_bf16, cpu_int8, eigen_gemm };
 inline std::string_view name(BackendChoice b) {
   switch (b) {
     case BackendChoice::reference:
@@ -31,6 +31,8 @@ inline std::string_view name(BackendChoice b) {
       return "cpu-bf16";
     case BackendChoice::cpu_int8:
       return "cpu-int8";
+    case BackendChoice::eigen_gemm:
+      return "eigen-gemm";
   }
   return "?";
 }
@@ -94,6 +96,7 @@ struct PackedCpuOn : backend::Cpu<numerics::AsStored, I> {
 template <class Fn>
 decltype(auto) with_backend(BackendChoice b, Fn&& fn) {
   if (b == BackendChoice::reference) return fn(backend::Reference{});
+  if (b == BackendChoice::eigen_gemm) return fn(backend::EigenGemm{});
   return isa::with_isa(
       current_isa(),
       [&]<class I>() -> decltype(auto) {
@@ -167,8 +170,7 @@ inline Tensor stacked(const std::vector<ExpertGrads>& g, Matrix ExpertGrads::*pa
 /// each loss's own gradient on the logits at coefficient 1.
 template <class Layer>
 void moe_block_grads(const io::SafeTensors& f, const Layer& layer, MatrixView<const float> x,
-                     typename Layer::workspace_type& ws,
-                     Outputs& o) {
+                     typename Layer::workspace_type& ws, Outputs& o) {
   const LayerGrads g = layer.backward(x, ws, input(f, "dy"));
   o["grad_x"] = matrix(g.x);
   o["grad_gate_w"] = matrix(g.router_gate);

@@ -1,8 +1,9 @@
 // moe-golden: runs the golden conformance cases through moe.
 //
-//   moe-golden run CASE.safetensors OUT.safetensors [--backend reference|cpu|cpu-packed|cpu-bf16|cpu-int8]
+//   moe-golden run CASE.safetensors OUT.safetensors [--backend reference|cpu|cpu-packed|cpu-bf16|cpu-int8|eigen-gemm]
 //                  [--isa native|avx2|...]
-//   moe-golden check PATH... [--backend reference|cpu|cpu-packed|cpu-bf16|cpu-int8|all] [--isa all|native|avx2|...]
+//   moe-golden check PATH... [--backend reference|cpu|cpu-packed|cpu-bf16|cpu-int8|eigen-gemm|all] [--isa
+//   all|native|avx2|...]
 //
 // `run` writes every output the case's kind defines, under the golden names
 // and dtypes. `check` runs cases (files or folders), prints one line per case,
@@ -19,11 +20,12 @@ using namespace moe;
 namespace {
 int usage() {
   std::cerr << "usage: moe-golden run CASE.safetensors OUT.safetensors [--backend "
-               "reference|cpu|cpu-packed|cpu-bf16|cpu-int8]\n"
-               "       moe-golden check PATH... [--backend reference|cpu|cpu-packed|cpu-bf16|cpu-int8|all]\n"
+               "reference|cpu|cpu-packed|cpu-bf16|cpu-int8|eigen-gemm]\n"
+               "       moe-golden check PATH... [--backend reference|cpu|cpu-packed|cpu-bf16|cpu-int8|eigen-gemm|all]\n"
                "  cpu runs backend::Cpu on the weight views, cpu-packed on packed panels (both exact: 1e-5);\n"
                "  cpu-bf16 and cpu-int8 the lower-precision numerics (bounds 1e-2 and 6e-2);\n"
-               "  all = reference, cpu and cpu-packed\n"
+               "  eigen-gemm runs backend::EigenGemm (exact: 1e-5)\n"
+               "  all = reference, cpu, cpu-packed and eigen-gemm\n"
                "  --isa: the CPU backends' instruction set; check's default `all` runs each of avx2 and\n"
                "  this build's native ISA that the CPU supports, run's default is native\n";
   return 2;
@@ -35,8 +37,10 @@ std::vector<golden::BackendChoice> parse_backends(const std::string& v, bool all
   if (v == "cpu-packed") return {golden::BackendChoice::cpu_packed};
   if (v == "cpu-bf16") return {golden::BackendChoice::cpu_bf16};
   if (v == "cpu-int8") return {golden::BackendChoice::cpu_int8};
+  if (v == "eigen-gemm") return {golden::BackendChoice::eigen_gemm};
   if (v == "all" && allow_all)
-    return {golden::BackendChoice::reference, golden::BackendChoice::cpu, golden::BackendChoice::cpu_packed};
+    return {golden::BackendChoice::reference, golden::BackendChoice::cpu, golden::BackendChoice::cpu_packed,
+            golden::BackendChoice::eigen_gemm};
   throw Error(ErrorCode::invalid_argument, "--backend: expected reference, cpu, cpu-packed, cpu-bf16, cpu-int8" +
                                                std::string(allow_all ? " or all" : "") + ", got '" + v + "'");
 }
@@ -64,11 +68,13 @@ int main(int argc, char** argv) try {
   const std::vector<isa::Level> levels =
       isa_option == "all" ? golden::golden_levels() : std::vector<isa::Level>{isa::parse(isa_option)};
   for (const isa::Level l : levels)  // checked once, up front: not one failure per case
-    isa::with_isa(l, []<class I>() {}, golden::GoldenIsas{});
+    isa::with_isa(
+        l, []<class I>() {}, golden::GoldenIsas{});
   // A backend's label: its name, and for the CPU backends the ISA it ran on.
   const auto label = [](golden::BackendChoice b) {
-    return b == golden::BackendChoice::reference ? std::string(name(b))
-                                                 : std::string(name(b)) + "@" + std::string(isa::name(golden::current_isa()));
+    return b == golden::BackendChoice::reference || b == golden::BackendChoice::eigen_gemm
+               ? std::string(name(b))
+               : std::string(name(b)) + "@" + std::string(isa::name(golden::current_isa()));
   };
 
   if (command == "run") {
@@ -92,7 +98,8 @@ int main(int argc, char** argv) try {
     for (const auto b : parse_backends(backend, true))
       for (const isa::Level l : levels) {
         runs.emplace_back(b, l);
-        if (b == golden::BackendChoice::reference) break;  // the Reference has no ISA
+        if (b == golden::BackendChoice::reference || b == golden::BackendChoice::eigen_gemm)
+          break;  // no CPU kernels of moe's own: no ISA
       }
     for (const auto& [b, level] : runs)
       for (const auto& path : args)
@@ -105,11 +112,11 @@ int main(int argc, char** argv) try {
           }
           r.passed ? ++passed : ++failed;
           if (r.kind == "io" || r.kind == "io_bad") {
-            std::printf("%s  %-22s %-10s %s%s%s\n", r.passed ? "PASS" : "FAIL", label(b).c_str(),
-                        r.kind.c_str(), r.path.c_str(), r.worst.empty() ? "" : "  rejected: ", r.worst.c_str());
+            std::printf("%s  %-22s %-10s %s%s%s\n", r.passed ? "PASS" : "FAIL", label(b).c_str(), r.kind.c_str(),
+                        r.path.c_str(), r.worst.empty() ? "" : "  rejected: ", r.worst.c_str());
           } else {
-            std::printf("%s  %-22s %-10s %s  max_err %.2e (%s)\n", r.passed ? "PASS" : "FAIL",
-                        label(b).c_str(), r.kind.c_str(), r.path.c_str(), r.max_error, r.worst.c_str());
+            std::printf("%s  %-22s %-10s %s  max_err %.2e (%s)\n", r.passed ? "PASS" : "FAIL", label(b).c_str(),
+                        r.kind.c_str(), r.path.c_str(), r.max_error, r.worst.c_str());
           }
           for (const auto& f : r.failures) std::printf("      %s\n", f.c_str());
           if (!r.unchecked.empty()) {

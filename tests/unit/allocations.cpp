@@ -61,8 +61,8 @@ void* counted(std::size_t n, std::size_t align) {
 #ifdef MOE_COUNT_MALLOC
   allocations.fetch_sub(1, std::memory_order_relaxed);  // the malloc below counts it
 #endif
-  void* p = align > alignof(std::max_align_t) ? std::aligned_alloc(align, (n + align - 1) / align * align)
-                                              : std::malloc(n);
+  void* p =
+      align > alignof(std::max_align_t) ? std::aligned_alloc(align, (n + align - 1) / align * align) : std::malloc(n);
   if (!p) throw std::bad_alloc();
   return p;
 }
@@ -127,7 +127,8 @@ TEST_CASE("the counter counts") {
 
 TEST_CASE("steady-state forward allocates nothing: prefill and decode, every backend") {
   const LayerConfig c{.d_model = 48, .d_ff = 80, .num_experts = 8, .seed = 2};
-  const WeightStore f32 = WeightStore::random(c, true, DType::F32, 3), bf16 = WeightStore::random(c, true, DType::BF16, 4);
+  const WeightStore f32 = WeightStore::random(c, true, DType::F32, 3),
+                    bf16 = WeightStore::random(c, true, DType::BF16, 4);
   for (const WeightStore* store : {&f32, &bf16}) {
     check_backend<presets::Mixtral>(*store, c, backend::Reference{}, false);
     check_backend<presets::Mixtral>(*store, c, backend::Cpu<>(2), false);

@@ -41,6 +41,13 @@ void compare(const Shape& s, DType dtype, Capacity capacity, std::uint64_t seed)
       const float scale = std::max(1.0f, a.y.size() ? a.y.cwiseAbs().maxCoeff() : 0.0f);
       CHECK(test::max_abs_diff(a.y, b.y) <= 2e-5f * scale);
     }
+    // backend::EigenGemm, the backend in one file: the same contract, the same answers.
+    const MoELayer<R, Expert<F>, Capacity, SwitchBalanceLoss, backend::EigenGemm> eigen(
+        c, store.view(), router, capacity, {}, backend::EigenGemm(2));
+    const Output b = eigen.forward(x, {mode, 3});
+    CHECK(a.plan.slot_row == b.plan.slot_row);
+    const float scale = std::max(1.0f, a.y.size() ? a.y.cwiseAbs().maxCoeff() : 0.0f);
+    CHECK(test::max_abs_diff(a.y, b.y) <= 2e-5f * scale);
   }
 }
 
@@ -138,4 +145,34 @@ TEST_CASE("same seed, same output, whatever the thread count (bitwise)") {
   const Output other = make_layer<P>({.d_model = 40, .d_ff = 72, .num_experts = 8, .seed = 78}, store.view())
                            .forward(x, {Mode::train, 4});
   CHECK(other.routing.logits != outs[0].routing.logits);
+}
+
+TEST_CASE("EigenGemm trains like the Reference: same gradients within fp32 rounding") {
+  const LayerConfig c{.d_model = 24, .d_ff = 40, .num_experts = 4, .seed = 6, .expert_dropout = 0.25f};
+  const WeightStore store = WeightStore::random(c, true, DType::F32, 2);
+  const auto ref = make_layer<presets::Mixtral, backend::Reference>(c, store.view());
+  const auto eigen = make_layer<presets::Mixtral>(c, store.view(), backend::EigenGemm(2));
+  const Matrix x = random_normal_matrix(19, c.d_model, 3), dy = random_normal_matrix(19, c.d_model, 4);
+  auto ws_ref = ref.make_workspace();
+  auto ws_eigen = eigen.make_workspace();
+  const Matrix y_ref = ref.forward(x, ws_ref, {Mode::train, 2}).y;
+  const Matrix y_eigen = eigen.forward(x, ws_eigen, {Mode::train, 2}).y;
+  CHECK(test::max_abs_diff(y_ref, y_eigen) <= 2e-5f * std::max(1.0f, y_ref.cwiseAbs().maxCoeff()));
+  const LayerGrads a = ref.backward(x, ws_ref, dy), b = eigen.backward(x, ws_eigen, dy);
+  CHECK(test::max_abs_diff(a.x, b.x) <= 1e-4f);
+  CHECK(test::max_abs_diff(a.router_gate, b.router_gate) <= 1e-4f);
+  for (std::size_t e = 0; e < a.experts.size(); ++e) {
+    CHECK(test::max_abs_diff(a.experts[e].gate, b.experts[e].gate) <= 1e-4f);
+    CHECK(test::max_abs_diff(a.experts[e].down, b.experts[e].down) <= 1e-4f);
+  }
+  // bf16 experts are widened once into the prepared weights (a copy, so it records its version).
+  const WeightStore bf16 = WeightStore::random({.d_model = 24, .d_ff = 40, .num_experts = 4}, true, DType::BF16, 2);
+  const auto widened =
+      make_layer<presets::Mixtral>({.d_model = 24, .d_ff = 40, .num_experts = 4}, bf16.view(), backend::EigenGemm(1));
+  CHECK(widened.prepared().from.holds_copy);
+  CHECK(widened.prepared().bytes() == std::size_t(4 * 3 * 24 * 40 * 4));
+  const auto bf16_ref =
+      make_layer<presets::Mixtral, backend::Reference>({.d_model = 24, .d_ff = 40, .num_experts = 4}, bf16.view());
+  const Matrix yb = bf16_ref.forward(x).y;
+  CHECK(test::max_abs_diff(widened.forward(x).y, yb) <= 2e-5f * std::max(1.0f, yb.cwiseAbs().maxCoeff()));
 }

@@ -3,7 +3,6 @@
 // each other (forced AVX2 against AVX-512) within the same bound.
 #include "test_support.hpp"
 
-
 using namespace moe;
 
 namespace {

@@ -87,8 +87,7 @@ using AnyExpert = Expert<SwiGLU>;
 
 /// A backend: the stages of a forward call over the views of its memory space.
 template <class B>
-concept BackendPolicy =
-    memory::Space<typename B::memory_space> && PreparedWeights<typename B::Prepared> &&
+concept BackendPolicy = memory::Space<typename B::memory_space> && PreparedWeights<typename B::Prepared> &&
     BackendWorkspace<typename B::Workspace, typename B::memory_space> &&
     requires(const B& b, std::span<const ExpertWeights> w, const typename B::Prepared& prepared,
              typename B::Workspace& ws, const detail::contract::AnyRouter& router, const RouterWeights& rw,
@@ -96,33 +95,32 @@ concept BackendPolicy =
              RoutingPlan& plan, PlanScratch& plan_scratch, std::optional<index_t> capacity,
              MatrixView<const float, typename B::memory_space> in, MatrixView<float, typename B::memory_space> out,
              const ExpertDropout& drop) {
-      { B::name() } -> std::convertible_to<std::string_view>;
-      { b.prepare(w, PrepareOptions{}) } -> std::same_as<typename B::Prepared>;
-      b.route(router, in, rw, ctx, routing, route_scratch);
-      b.plan(routing, capacity, Priority::token_order, plan, plan_scratch);
-      b.gather(cplan, in, out);
-      b.template experts<detail::contract::AnyExpert>(cplan, prepared, in, out, ws, drop);
-      b.combine(cplan, in, out);
-    };
+  { B::name() } -> std::convertible_to<std::string_view>;
+  { b.prepare(w, PrepareOptions{}) } -> std::same_as<typename B::Prepared>;
+  b.route(router, in, rw, ctx, routing, route_scratch);
+  b.plan(routing, capacity, Priority::token_order, plan, plan_scratch);
+  b.gather(cplan, in, out);
+  b.template experts<detail::contract::AnyExpert>(cplan, prepared, in, out, ws, drop);
+  b.combine(cplan, in, out);
+};
 
 /// A backend that can train: the backward of every stage.
 template <class B>
-concept TrainableBackend =
-    BackendPolicy<B> && requires(const B& b, const typename B::Prepared& prepared, typename B::Workspace& ws,
-                                 const RoutingPlan& plan, MatrixView<const float, typename B::memory_space> in,
-                                 MatrixView<float, typename B::memory_space> out, std::span<float> d_weight,
-                                 const ExpertDropout& drop, std::span<ExpertGrads> grads) {
-      b.combine_backward(plan, in, in, d_weight, out);
-      b.template experts_backward<detail::contract::AnyExpert>(plan, prepared, in, in, ws, drop, grads, out);
-      b.gather_backward(plan, in, out);
-    };
+concept TrainableBackend = BackendPolicy<B> &&
+    requires(const B& b, const typename B::Prepared& prepared, typename B::Workspace& ws, const RoutingPlan& plan,
+             MatrixView<const float, typename B::memory_space> in, MatrixView<float, typename B::memory_space> out,
+             std::span<float> d_weight, const ExpertDropout& drop, std::span<ExpertGrads> grads) {
+  b.combine_backward(plan, in, in, d_weight, out);
+  b.template experts_backward<detail::contract::AnyExpert>(plan, prepared, in, in, ws, drop, grads, out);
+  b.gather_backward(plan, in, out);
+};
 
 /// A backend that also runs dense layers (attention projections, lm_head):
 /// out[T, N] = x[T, K] · Wᵀ for W [N, K] of any weight dtype.
 template <class B>
-concept LinearBackend = BackendPolicy<B> && requires(const B& b, MatrixView<const float, typename B::memory_space> x,
-                                                     const WeightMatrixIn<typename B::memory_space>& w,
-                                                     MatrixView<float, typename B::memory_space> out) {
+concept LinearBackend = BackendPolicy<B> &&
+    requires(const B& b, MatrixView<const float, typename B::memory_space> x,
+             const WeightMatrixIn<typename B::memory_space>& w, MatrixView<float, typename B::memory_space> out) {
   b.linear(x, w, out);
 };
 

@@ -147,8 +147,8 @@ class Cpu : public HostStages {
   template <ExpertPolicy X>
   void experts_backward(const RoutingPlan& plan, const Prepared& w, MatrixView<const float> rows,
                         MatrixView<const float> d_out, Workspace&, const ExpertDropout& drop,
-                        std::span<ExpertGrads> grads, MatrixView<float> d_rows) const
-      requires std::is_same_v<N, numerics::AsStored> {
+                        std::span<ExpertGrads> grads,
+                        MatrixView<float> d_rows) const requires std::is_same_v<N, numerics::AsStored> {
     for_each_expert(plan, [&](index_t e, index_t r0, index_t n) {
       cpu::expert_backward<typename X::ffn>(plan, r0, n, rows, w.views[std::size_t(e)], d_out, drop,
                                             grads.empty() ? nullptr : &grads[std::size_t(e)], d_rows);

@@ -36,7 +36,7 @@ class EigenGemm : public HostStages {
   /// The experts as fp32 matrices: maps of the views, or owned widened copies.
   struct Prepared {
     PreparedFrom from;
-    std::vector<ExpertWeights> views;          ///< [E] what it was prepared from
+    std::vector<ExpertWeights> views;                    ///< [E] what it was prepared from
     std::shared_ptr<const std::vector<Matrix>> widened;  ///< [E·3] gate, up, down as fp32 (null: views are F32)
 
     std::size_t bytes() const noexcept {
@@ -117,6 +117,15 @@ class EigenGemm : public HostStages {
       }
       cpu::rows_of(out, r0, n).noalias() = h * w.matrix(std::size_t(e), 2).transpose();
     });
+  }
+
+  /// out = x · Wᵀ for the dense layers (attention, lm_head): one Eigen GEMM;
+  /// BF16/F16 weights widened into a buffer the calling thread keeps.
+  void linear(MatrixView<const float> x, const WeightMatrix& w, MatrixView<float> out) const {
+    if (x.rows == 0) return;
+    thread_local std::vector<float> widened;
+    const Map W(moe::detail::as_float(w, widened), w.rows, w.cols);
+    cpu::rows_of(out, 0, x.rows).noalias() = cpu::rows_of(x, 0, x.rows) * W.transpose();
   }
 
   /// Backward on the fp32 views, one expert per task (cpu/expert_train.hpp).

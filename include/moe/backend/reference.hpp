@@ -46,8 +46,8 @@ struct Reference : HostStages {
     for (index_t e = 0; e < plan.experts; ++e)
       for (index_t row = plan.first_row(e); row < plan.first_row(e + 1); ++row)
         X::backward(w.experts[std::size_t(e)], rows.row(row), d_out.row(row),
-                    grads.empty() ? nullptr : &grads[std::size_t(e)], d_rows.empty() ? nullptr : d_rows.row(row),
-                    drop, row_pair(plan, row));
+                    grads.empty() ? nullptr : &grads[std::size_t(e)], d_rows.empty() ? nullptr : d_rows.row(row), drop,
+                    row_pair(plan, row));
   }
 
   /// out[t, o] = Σ_i x[t, i] · W[o, i], one output row of W at a time.

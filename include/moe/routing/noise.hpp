@@ -28,12 +28,13 @@ concept NoisePolicy = requires(const N& n) {
   { N::perturbs_logits } -> std::convertible_to<bool>;
   { N::needs_weight } -> std::convertible_to<bool>;
   n.validate();
-} && (!N::perturbs_input || requires(const N& n, MatrixView<float> r, const RouteContext& ctx) {
-  n.perturb_input(r, ctx);
-}) && (!N::perturbs_logits || requires(const N& n, const float* in, float* out, index_t T, const RouteContext& ctx) {
-  n.perturb_logits(in, out, out, T, T, ctx);
-  n.backward_logits(in, in, out, T, T, ctx);
-});
+}
+&&(!N::perturbs_input ||
+   requires(const N& n, MatrixView<float> r, const RouteContext& ctx) { n.perturb_input(r, ctx); }) &&
+    (!N::perturbs_logits || requires(const N& n, const float* in, float* out, index_t T, const RouteContext& ctx) {
+      n.perturb_logits(in, out, out, T, T, ctx);
+      n.backward_logits(in, in, out, T, T, ctx);
+    });
 
 /// No noise (Mixtral, inference everywhere).
 struct NoNoise {

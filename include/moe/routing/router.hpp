@@ -81,8 +81,8 @@ class Router {
   /// Checks parameters and weights against (E, d_model); throws moe::Error.
   void validate(const RouterWeights& w, index_t num_experts, index_t d_model) const {
     if constexpr (requires { selection_.validate(); }) selection_.validate();
-    detail::require(slots(num_experts) <= num_experts, ErrorCode::invalid_argument, "Router: k = ",
-                    slots(num_experts), " experts per token, but the layer has only ", num_experts, " experts");
+    detail::require(slots(num_experts) <= num_experts, ErrorCode::invalid_argument, "Router: k = ", slots(num_experts),
+                    " experts per token, but the layer has only ", num_experts, " experts");
     noise_.validate();
     scoring_.validate();
     detail::require_weight(w.gate, "router gate weight", num_experts, d_model);

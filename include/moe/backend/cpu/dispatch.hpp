@@ -91,7 +91,8 @@ decltype(auto) with_isa(Level level, Fn&& fn, List<I...> among) {
   moe::detail::require(int(level) <= int(cpu_level()), ErrorCode::unsupported, "ISA ", name(level),
                        " is not supported by this CPU (it runs ", name(cpu_level()), ")");
   moe::detail::require(((int(level) == I::level) || ...), ErrorCode::unsupported, "ISA ", name(level),
-                       " is not one this program offers (", [] {
+                       " is not one this program offers (",
+                       [] {
                          std::string names;
                          ((names += (names.empty() ? "" : ", ") + std::string(I::name)), ...);
                          return names;

@@ -124,7 +124,7 @@ void int8_tile(const std::uint8_t* a, const std::int8_t* panel, index_t quads, i
 /// KiB, L2-resident across the row groups) and the next one is prefetched.
 template <class Isa>
 void int8_gemm(const std::uint8_t* A, const QuantRows& L, const PanelMatrix& B, index_t first, index_t count,
-                      std::int32_t* C, index_t ldc) noexcept {
+               std::int32_t* C, index_t ldc) noexcept {
   const index_t NR = B.width, quads = L.quads();
   for (index_t p = 0; p < count; ++p) {
     const auto* panel = reinterpret_cast<const std::int8_t*>(B.at(first + p, 0));

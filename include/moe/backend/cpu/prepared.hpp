@@ -18,7 +18,7 @@ namespace moe::backend::cpu {
 
 struct Prepared {
   PreparedFrom from;
-  std::vector<ExpertWeights> views;                      ///< [E] what it was prepared from (backward reads them)
+  std::vector<ExpertWeights> views;                         ///< [E] what it was prepared from (backward reads them)
   std::shared_ptr<const std::vector<PackedExpert>> packed;  ///< [E] panels; null: computes on the views
 
   bool is_packed() const noexcept { return packed != nullptr; }
@@ -41,8 +41,7 @@ std::shared_ptr<const std::vector<PackedExpert>> pack_experts(std::span<const Ex
   packed->reserve(w.size());
   for (const ExpertWeights& e : w) {
     PackedExpert p;
-    p.up = pack_panels(e.gate.empty() ? e.up : e.gate, e.gate.empty() ? nullptr : &e.up, width, target,
-                       for_each_panel);
+    p.up = pack_panels(e.gate.empty() ? e.up : e.gate, e.gate.empty() ? nullptr : &e.up, width, target, for_each_panel);
     p.down = pack_panels(e.down, nullptr, width, target, for_each_panel);
     packed->push_back(std::move(p));
   }
