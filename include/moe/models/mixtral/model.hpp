@@ -109,7 +109,7 @@ class Model {
 
   /// Runs `ids` at the next positions of `cache` (0.. for a new one), adds
   /// their keys and values to it, and returns the logits and the routing.
-  /// Each sparse block computes in a workspace of its own, kept across
+  /// The sparse blocks compute in one workspace the Model keeps across
   /// calls, so calls on one Model take turns (use one Model per thread, or
   /// batch, to run sequences at once).
   StepOutput forward(std::span<const std::int32_t> ids, KvCache& cache, Logits which = Logits::all,
@@ -138,7 +138,7 @@ class Model {
       x += attn;
 
       rms_norm(x, w.post_norm, config_.rms_norm_eps, normed);
-      const Output& moe = blocks_[std::size_t(l)].forward(normed);
+      const Output& moe = blocks_[std::size_t(l)].forward(normed, moe_workspace_);
       x += moe.y;
       if (tl) {
         tl->attn_out = attn;
@@ -179,6 +179,8 @@ class Model {
   Weights weights_;
   B backend_;
   std::vector<SparseBlock<B>> blocks_;
+  mutable
+      typename SparseBlock<B>::Layer::workspace_type moe_workspace_;  ///< shared by the blocks, reused by every call
   mutable std::mutex forward_mutex_;
 };
 

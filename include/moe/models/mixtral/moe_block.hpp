@@ -2,8 +2,10 @@
 /// \file moe_block.hpp
 /// Mixtral's sparse FFN: the core library's Mixtral layer with top-k taken
 /// from the checkpoint's num_experts_per_tok at run time (RuntimeTopK: one
-/// layer type for any k), and a workspace of its own, reused by every call
-/// (decoding a token allocates no expert buffers).
+/// layer type for any k). It computes in a workspace the caller keeps
+/// (Model keeps one for all its blocks: they run one after another, so one
+/// set of buffers serves them all and stays in cache; decoding a token
+/// allocates no expert buffers).
 
 #include "moe/layer/presets.hpp"
 
@@ -33,13 +35,13 @@ class SparseBlock {
   std::size_t pack_weights() { return layer_.pack_weights(); }
 
   /// y (no residual), the routing and its statistics for the rows of x, in
-  /// the block's workspace (valid until the next call). One call at a time:
-  /// Model serialises its forward calls.
-  const Output& forward(MatrixView<const float> x) const { return layer_.forward(x, ws_); }
+  /// `ws` (valid until its next use).
+  const Output& forward(MatrixView<const float> x, typename Layer::workspace_type& ws) const {
+    return layer_.forward(x, ws);
+  }
 
  private:
   Layer layer_;
-  mutable typename Layer::workspace_type ws_;
 };
 
 }  // namespace moe::mixtral
