@@ -98,9 +98,6 @@ struct Fixture {
   std::vector<std::vector<unsigned char>> buffers;
   moe::LayerWeights weights;
   std::map<std::string, std::shared_ptr<void>> layers;  ///< prepared layers by backend/k/packing (cached_layer)
-  moe::backend::Cpu<> packed_cpu;
-  moe::backend::Cpu<moe::numerics::Bf16Compute> bf16c_cpu;
-  moe::backend::Cpu<moe::numerics::Int8> int8_cpu;
 
   Fixture(const Shape& s, moe::DType dt)
       : shape(s), dtype(dt), config{.d_model = s.d_model, .d_ff = s.d_ff, .num_experts = s.experts, .seed = 1} {
@@ -222,13 +219,13 @@ void run_layer(benchmark::State& state, const Shape& s, moe::DType dt, Impl impl
   const double stored = double(moe::size_of(dt));
   switch (impl) {
     case Impl::packed:
-      return time_layer<K>(state, f, f.packed_cpu, true, stored, false);
+      return time_layer<K>(state, f, moe::backend::Cpu<>(), true, stored, false);
     case Impl::views:
       return time_layer<K>(state, f, moe::backend::Cpu<>(), false, stored, false);
     case Impl::bf16c:
-      return time_layer<K>(state, f, f.bf16c_cpu, true, 2.0, false);
+      return time_layer<K>(state, f, moe::backend::Cpu<moe::numerics::Bf16Compute>(), true, 2.0, false);
     case Impl::int8:
-      return time_layer<K>(state, f, f.int8_cpu, true, 1.0, true);
+      return time_layer<K>(state, f, moe::backend::Cpu<moe::numerics::Int8>(), true, 1.0, true);
     case Impl::reference:
       return time_layer<K>(state, f, moe::backend::Reference{}, false, stored, false);
     case Impl::eigengemm:

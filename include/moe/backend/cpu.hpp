@@ -24,7 +24,6 @@
 #include <memory>
 #include <span>
 #include <string_view>
-#include <thread>
 #include <type_traits>
 
 #include "moe/backend/backend.hpp"
@@ -80,7 +79,7 @@ class Cpu : public HostStages {
   static constexpr index_t panel_width = packed_kernel::width;  ///< NR of the packed layout
 
   /// Uses a process-wide pool with one thread per hardware thread.
-  Cpu() : pool_(default_pool()) {}
+  Cpu() : pool_(detail::shared_pool()) {}
   /// Uses a pool of its own with `threads` threads (1 = no threading).
   explicit Cpu(int threads) : pool_(std::make_shared<detail::ThreadPool>(threads)) {}
 
@@ -128,10 +127,7 @@ class Cpu : public HostStages {
     if (drop.active()) {
       moe::detail::require(kernels::runs_on_views, ErrorCode::unsupported, "backend::", name(),
                            ": expert dropout (training) needs fp32 numerics");
-      for_each_expert(plan, [&](index_t e, index_t r0, index_t n) {
-        cpu::expert_forward<F>(plan, r0, n, rows, w.views[std::size_t(e)], drop, out);
-      });
-      return;
+      return cpu::train_forward<F>(*pool_, plan, rows, w.views, drop, out);
     }
     if (!w.is_packed()) return cpu::ViewFfn<I>::template run<F>(*pool_, plan, rows, w.views, out, ws);
     const bool gated_panels = (*w.packed)[0].up.layout == cpu::PanelLayout::gate_up;
@@ -149,28 +145,10 @@ class Cpu : public HostStages {
                         MatrixView<const float> d_out, Workspace&, const ExpertDropout& drop,
                         std::span<ExpertGrads> grads,
                         MatrixView<float> d_rows) const requires std::is_same_v<N, numerics::AsStored> {
-    for_each_expert(plan, [&](index_t e, index_t r0, index_t n) {
-      cpu::expert_backward<typename X::ffn>(plan, r0, n, rows, w.views[std::size_t(e)], d_out, drop,
-                                            grads.empty() ? nullptr : &grads[std::size_t(e)], d_rows);
-    });
+    cpu::train_backward<typename X::ffn>(*pool_, plan, rows, w.views, d_out, drop, grads, d_rows);
   }
 
  private:
-  /// Runs fn(e, first row, rows) for every expert with rows, one task each.
-  template <class Fn>
-  void for_each_expert(const RoutingPlan& plan, Fn&& fn) const {
-    pool_->parallel_for(plan.experts, [&](std::int64_t e, int) {
-      const index_t n = plan.kept(index_t(e));
-      if (n > 0) fn(index_t(e), plan.first_row(index_t(e)), n);
-    });
-  }
-
-  static std::shared_ptr<detail::ThreadPool> default_pool() {
-    static const auto pool =
-        std::make_shared<detail::ThreadPool>(int(std::max(1u, std::thread::hardware_concurrency())));
-    return pool;
-  }
-
   std::shared_ptr<detail::ThreadPool> pool_;
 };
 

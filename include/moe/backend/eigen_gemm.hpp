@@ -17,7 +17,6 @@
 #include <memory>
 #include <span>
 #include <string_view>
-#include <thread>
 #include <vector>
 
 #include <Eigen/Core>
@@ -63,10 +62,10 @@ class EigenGemm : public HostStages {
 
   static constexpr std::string_view name() { return "eigen-gemm"; }
 
-  /// Uses `threads` threads (one expert per task); 0 = one per hardware thread.
+  /// Uses `threads` threads (one expert per task); 0 = the process-wide pool
+  /// that backend::Cpu<> shares too.
   explicit EigenGemm(int threads = 0)
-      : pool_(std::make_shared<moe::detail::ThreadPool>(
-            threads > 0 ? threads : int(std::max(1u, std::thread::hardware_concurrency())))) {}
+      : pool_(threads > 0 ? std::make_shared<moe::detail::ThreadPool>(threads) : moe::detail::shared_pool()) {}
 
   Prepared prepare(std::span<const ExpertWeights> w, PrepareOptions options = {}) const {
     Prepared p;
@@ -93,16 +92,13 @@ class EigenGemm : public HostStages {
     using F = typename X::ffn;
     if (plan.rows() == 0) return;
     if (drop.active()) {  // training with expert dropout: the Eigen training kernels (fp32 views)
-      for_each_expert(plan, [&](index_t e, index_t r0, index_t n) {
-        cpu::expert_forward<F>(plan, r0, n, rows, w.views[std::size_t(e)], drop, out);
-      });
-      return;
+      return cpu::train_forward<F>(*pool_, plan, rows, w.views, drop, out);
     }
     const index_t d_ff = w.views[0].up.rows;
-    grow(ws.hidden, plan.rows(), d_ff);
-    if constexpr (F::gated) grow(ws.gate, plan.rows(), d_ff);
+    grow_rows(ws.hidden, plan.rows(), d_ff);
+    if constexpr (F::gated) grow_rows(ws.gate, plan.rows(), d_ff);
     const typename F::activation act{};
-    for_each_expert(plan, [&](index_t e, index_t r0, index_t n) {
+    cpu::for_each_expert(*pool_, plan, [&](index_t e, index_t r0, index_t n) {
       const auto x = cpu::rows_of(rows, r0, n);
       auto h = ws.hidden.middleRows(r0, n);
       h.noalias() = x * w.matrix(std::size_t(e), 1).transpose();
@@ -133,25 +129,10 @@ class EigenGemm : public HostStages {
   void experts_backward(const RoutingPlan& plan, const Prepared& w, MatrixView<const float> rows,
                         MatrixView<const float> d_out, Workspace&, const ExpertDropout& drop,
                         std::span<ExpertGrads> grads, MatrixView<float> d_rows) const {
-    for_each_expert(plan, [&](index_t e, index_t r0, index_t n) {
-      cpu::expert_backward<typename X::ffn>(plan, r0, n, rows, w.views[std::size_t(e)], d_out, drop,
-                                            grads.empty() ? nullptr : &grads[std::size_t(e)], d_rows);
-    });
+    cpu::train_backward<typename X::ffn>(*pool_, plan, rows, w.views, d_out, drop, grads, d_rows);
   }
 
  private:
-  static void grow(Matrix& m, index_t rows, index_t cols) {
-    if (m.rows() < rows || m.cols() != cols) m.resize(std::max(rows, m.cols() == cols ? index_t(m.rows()) : 0), cols);
-  }
-
-  template <class Fn>
-  void for_each_expert(const RoutingPlan& plan, Fn&& fn) const {
-    pool_->parallel_for(plan.experts, [&](std::int64_t e, int) {
-      const index_t n = plan.kept(index_t(e));
-      if (n > 0) fn(index_t(e), plan.first_row(index_t(e)), n);
-    });
-  }
-
   std::shared_ptr<moe::detail::ThreadPool> pool_;
 };
 

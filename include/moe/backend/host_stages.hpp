@@ -15,18 +15,19 @@
 
 namespace moe::backend {
 
+/// Grows m to at least [rows, cols] (never shrinks: a smaller call uses the
+/// first rows) and returns a view of those rows.
+inline MatrixView<float> grow_rows(Matrix& m, index_t rows, index_t cols) {
+  if (m.rows() < rows || m.cols() != cols) m.resize(std::max(rows, index_t(m.cols() == cols ? m.rows() : 0)), cols);
+  return {m.data(), rows, cols};
+}
+
 /// Expert input and output rows in host memory (grown, never shrunk).
 struct HostRows {
   Matrix input, output;  ///< [rows, d] each
 
-  MatrixView<float> input_rows(index_t rows, index_t d) { return grow(input, rows, d); }
-  MatrixView<float> output_rows(index_t rows, index_t d) { return grow(output, rows, d); }
-
- private:
-  static MatrixView<float> grow(Matrix& m, index_t rows, index_t d) {
-    if (m.rows() < rows || m.cols() != d) m.resize(std::max(rows, index_t(m.cols() == d ? m.rows() : 0)), d);
-    return {m.data(), rows, d};
-  }
+  MatrixView<float> input_rows(index_t rows, index_t d) { return grow_rows(input, rows, d); }
+  MatrixView<float> output_rows(index_t rows, index_t d) { return grow_rows(output, rows, d); }
 };
 
 struct HostStages {

@@ -10,6 +10,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -109,5 +110,12 @@ class ThreadPool {
   bool stop_ = false;
   std::exception_ptr error_;
 };
+
+/// The process-wide pool, one thread per hardware thread: what a backend
+/// built without a thread count shares with every other such backend.
+inline std::shared_ptr<ThreadPool> shared_pool() {
+  static const auto pool = std::make_shared<ThreadPool>(int(std::max(1u, std::thread::hardware_concurrency())));
+  return pool;
+}
 
 }  // namespace moe::detail

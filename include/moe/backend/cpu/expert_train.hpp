@@ -14,10 +14,12 @@
 
 #include <Eigen/Core>
 
+#include <span>
 #include <vector>
 
 #include "moe/backend/host_stages.hpp"
 #include "moe/core/linear.hpp"
+#include "moe/detail/thread_pool.hpp"
 #include "moe/expert/expert.hpp"
 
 namespace moe::backend::cpu {
@@ -118,6 +120,36 @@ void expert_backward(const RoutingPlan& plan, index_t r0, index_t n, MatrixView<
     dx.noalias() = d_up * up();
     if constexpr (F::gated) dx.noalias() += d_gate * gate();
   }
+}
+
+/// Runs fn(e, first row, rows) for every expert with rows, one task each.
+template <class Fn>
+void for_each_expert(moe::detail::ThreadPool& pool, const RoutingPlan& plan, Fn&& fn) {
+  pool.parallel_for(plan.experts, [&](std::int64_t e, int) {
+    const index_t n = plan.kept(index_t(e));
+    if (n > 0) fn(index_t(e), plan.first_row(index_t(e)), n);
+  });
+}
+
+/// The training forward of every expert (with dropout), one task per expert.
+template <FFN F>
+void train_forward(moe::detail::ThreadPool& pool, const RoutingPlan& plan, MatrixView<const float> rows,
+                   std::span<const ExpertWeights> w, const ExpertDropout& drop, MatrixView<float> out) {
+  for_each_expert(pool, plan, [&](index_t e, index_t r0, index_t n) {
+    expert_forward<F>(plan, r0, n, rows, w[std::size_t(e)], drop, out);
+  });
+}
+
+/// The backward of every expert, one task per expert: each expert's weight
+/// gradients summed in row order by one thread (the same bits on any thread count).
+template <FFN F>
+void train_backward(moe::detail::ThreadPool& pool, const RoutingPlan& plan, MatrixView<const float> rows,
+                    std::span<const ExpertWeights> w, MatrixView<const float> d_out, const ExpertDropout& drop,
+                    std::span<ExpertGrads> grads, MatrixView<float> d_rows) {
+  for_each_expert(pool, plan, [&](index_t e, index_t r0, index_t n) {
+    expert_backward<F>(plan, r0, n, rows, w[std::size_t(e)], d_out, drop,
+                       grads.empty() ? nullptr : &grads[std::size_t(e)], d_rows);
+  });
 }
 
 }  // namespace moe::backend::cpu
