@@ -8,7 +8,8 @@
 //
 // Each limit runs on every hardware thread at once (std::thread, one loop
 // per thread) and keeps the best of its iterations and repetitions: the
-// ceiling, not the typical value.
+// ceiling, not the typical value. In a multi-ISA program each copy measures
+// what its own instructions reach (the baseline copy: SSE2).
 #include <benchmark/benchmark.h>
 
 #include <immintrin.h>
@@ -73,12 +74,18 @@ constexpr double fma_lanes = 16;
 inline fvec fset1(float v) { return _mm512_set1_ps(v); }
 inline fvec ffma(fvec a, fvec b, fvec c) { return _mm512_fmadd_ps(a, b, c); }
 inline float flane0(fvec v) { return _mm512_cvtss_f32(v); }
-#else
+#elif defined(__AVX2__) && defined(__FMA__)
 using fvec = __m256;
 constexpr double fma_lanes = 8;
 inline fvec fset1(float v) { return _mm256_set1_ps(v); }
 inline fvec ffma(fvec a, fvec b, fvec c) { return _mm256_fmadd_ps(a, b, c); }
 inline float flane0(fvec v) { return _mm256_cvtss_f32(v); }
+#else  // the baseline copy of a multi-ISA program: SSE2 has no FMA, a multiply and an add
+using fvec = __m128;
+constexpr double fma_lanes = 4;
+inline fvec fset1(float v) { return _mm_set1_ps(v); }
+inline fvec ffma(fvec a, fvec b, fvec c) { return _mm_add_ps(_mm_mul_ps(a, b), c); }
+inline float flane0(fvec v) { return _mm_cvtss_f32(v); }
 #endif
 
 inline void fma_loop(unsigned) {
@@ -97,7 +104,10 @@ inline void fma_loop(unsigned) {
 }
 
 /// int8 dot products as the int8 kernels issue them: VNNI's vpdpbusd where
-/// the CPU has it, otherwise AVX2's vpmaddubsw + vpmaddwd + vpaddd.
+/// the CPU has it, otherwise AVX2's vpmaddubsw + vpmaddwd + vpaddd (SSE2's
+/// pmaddwd on 16-bit pairs in a baseline copy).
+#if defined(__AVX2__)
+constexpr double int8_pairs_per_instruction = 32;  // byte pairs per vpdpbusd / vpmaddubsw group (256-bit)
 inline void int8_loop(unsigned) {
   __m256i acc[12];
 #pragma GCC unroll 12
@@ -123,13 +133,32 @@ inline void int8_loop(unsigned) {
   for (int i = 0; i < 12; ++i) s += _mm256_extract_epi32(acc[i], 0);
   sink_i = s;
 }
+#else
+constexpr double int8_pairs_per_instruction = 8;  // 16-bit pairs per pmaddwd (128-bit)
+inline void int8_loop(unsigned) {
+  __m128i acc[12];
+#pragma GCC unroll 12
+  for (int i = 0; i < 12; ++i) acc[i] = _mm_set1_epi32(i);
+  const __m128i a = _mm_set1_epi16(3), b = _mm_set1_epi16(-2);
+  for (long it = 0; it < peak_iterations / 2; ++it) {
+#pragma GCC unroll 12
+    for (int i = 0; i < 12; ++i) acc[i] = _mm_add_epi32(acc[i], _mm_madd_epi16(a, b));
+  }
+  int s = 0;
+#pragma GCC unroll 12
+  for (int i = 0; i < 12; ++i) s += _mm_cvtsi128_si32(acc[i]);
+  sink_i = s;
+}
+#endif
 inline const char* int8_instruction() {
 #if defined(__AVX512VNNI__) && defined(__AVX512VL__)
   return "vpdpbusd (AVX512-VNNI, 256-bit)";
 #elif defined(__AVXVNNI__)
   return "vpdpbusd (AVX-VNNI)";
-#else
+#elif defined(__AVX2__)
   return "vpmaddubsw+vpmaddwd+vpaddd (AVX2, no VNNI)";
+#else
+  return "pmaddwd+paddd (SSE2, 16-bit pairs)";
 #endif
 }
 
@@ -154,7 +183,7 @@ inline void BM_peak_fp32_fma(benchmark::State& state) {
 }
 
 inline void BM_peak_int8_dot(benchmark::State& state) {
-  const double ops = 2.0 * 32 * 12 * double(peak_iterations / 2);  // 32 multiply-adds per instruction (group)
+  const double ops = 2.0 * int8_pairs_per_instruction * 12 * double(peak_iterations / 2);
   limits().int8_ops = std::max(limits().int8_ops, best_rate(state, ops, "GOP/s", int8_loop));
   limits().int8_instruction = int8_instruction();
   state.SetLabel(int8_instruction());
@@ -182,9 +211,10 @@ inline void BM_memory_read(benchmark::State& state) {
   const double rate = best_rate(state, bytes, "GB/s", [&](unsigned t) {
     const std::size_t threads = hardware_threads(), begin = n / threads * t;
     const std::size_t end = t + 1 == threads ? n : n / threads * (t + 1);
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     const float* p = data.data();
     std::size_t i = begin;
+#if defined(__AVX2__)
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     for (; i + 32 <= end; i += 32) {
       a0 = _mm256_add_ps(a0, _mm256_loadu_ps(p + i));
       a1 = _mm256_add_ps(a1, _mm256_loadu_ps(p + i + 8));
@@ -192,6 +222,16 @@ inline void BM_memory_read(benchmark::State& state) {
       a3 = _mm256_add_ps(a3, _mm256_loadu_ps(p + i + 24));
     }
     float s = _mm256_cvtss_f32(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+#else
+    __m128 a0 = _mm_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (; i + 16 <= end; i += 16) {
+      a0 = _mm_add_ps(a0, _mm_loadu_ps(p + i));
+      a1 = _mm_add_ps(a1, _mm_loadu_ps(p + i + 4));
+      a2 = _mm_add_ps(a2, _mm_loadu_ps(p + i + 8));
+      a3 = _mm_add_ps(a3, _mm_loadu_ps(p + i + 12));
+    }
+    float s = _mm_cvtss_f32(_mm_add_ps(_mm_add_ps(a0, a1), _mm_add_ps(a2, a3)));
+#endif
     for (; i < end; ++i) s += p[i];
     sums[t] = s;
   });

@@ -28,6 +28,19 @@ run(${CMAKE_COMMAND} --build "${WORK_DIR}/build")
 run("${WORK_DIR}/build/moe_consumer")
 message(STATUS "${last_output}")
 
+# moe_add_isa_executable from the installed package: every level this CPU runs passes,
+# and no AVX code sits where an older CPU could reach it.
+run(${CMAKE_COMMAND} -E env MOE_ISA=all "${WORK_DIR}/build/moe_consumer_any_cpu")
+string(REGEX MATCHALL "PASSED" passes "${last_output}")
+if(NOT passes)
+  message(FATAL_ERROR "moe_consumer_any_cpu printed no PASSED:\n${last_output}")
+endif()
+list(LENGTH passes n)
+message(STATUS "moe_consumer_any_cpu: PASSED on ${n} levels")
+run(sh "${SOURCE_DIR}/tests/cli/isa_units_check.sh" "${WORK_DIR}/build/moe_consumer_any_cpu" baseline avx2 avx512
+    avx512-bf16)
+message(STATUS "${last_output}")
+
 execute_process(COMMAND ${CMAKE_COMMAND} -S "${SOURCE_DIR}/tests/consumer" -B "${WORK_DIR}/build-99"
                 -DCMAKE_PREFIX_PATH=${prefix} -DMOE_REQUIRED_VERSION=99.0 RESULT_VARIABLE rc OUTPUT_QUIET ERROR_QUIET)
 if(rc EQUAL 0)

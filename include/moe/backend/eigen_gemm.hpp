@@ -62,9 +62,10 @@ class EigenGemm : public HostStages {
 
   static constexpr std::string_view name() { return "eigen-gemm"; }
 
-  /// Uses `threads` threads (one expert per task); 0 = the process-wide pool
-  /// that backend::Cpu<> shares too.
-  explicit EigenGemm(int threads = 0)
+  /// Runs on the process-wide pool that backend::Cpu<> shares too.
+  EigenGemm() : pool_(moe::detail::shared_pool()) {}
+  /// Uses `threads` threads of its own (one expert per task); 0 = the shared pool.
+  explicit EigenGemm(int threads)
       : pool_(threads > 0 ? std::make_shared<moe::detail::ThreadPool>(threads) : moe::detail::shared_pool()) {}
 
   Prepared prepare(std::span<const ExpertWeights> w, PrepareOptions options = {}) const {

@@ -15,8 +15,9 @@
 ///
 /// A level above what the unit carries, or above what the CPU supports, is
 /// a moe::Error naming both. To ship one binary for CPUs of several levels,
-/// build it for the lowest (or one build per level) and pick at start-up;
-/// see the README's "ISA as a type".
+/// build the program once per level and let a start-up unit pick
+/// (moe/backend/cpu/launch.hpp, and the CMake function
+/// moe_add_isa_executable that does both).
 
 #include <algorithm>
 #include <string>
@@ -47,8 +48,7 @@ inline Level best_level() { return available_levels().back(); }
 /// "baseline", "avx2", "avx512", "avx512-bf16", or "native" (best_level()).
 inline Level parse(std::string_view s) {
   if (s == "native") return best_level();
-  for (int l = 0; l <= int(Level::avx512_bf16); ++l)
-    if (name(Level(l)) == s) return Level(l);
+  if (const auto l = level_named(s)) return *l;
   throw Error(ErrorCode::invalid_argument,
               moe::detail::cat("--isa: expected native, baseline, avx2, avx512 or avx512-bf16, got '", s, "'"));
 }
@@ -67,11 +67,14 @@ decltype(auto) call_for_level(Level level, Fn&& fn, List<First, Rest...>) {
 
 /// The ISAs a program offers when instantiating every carried one would
 /// cost too much build time (a whole decoder per ISA): AVX2, the floor of
-/// x86-64 servers of the last decade, and the build's native one.
-#if XSIMD_WITH_AVX2 && XSIMD_WITH_FMA3_AVX2
-using Offered = std::conditional_t<std::is_same_v<Native, Avx2>, List<Avx2>, List<Avx2, Native>>;
-#else
+/// x86-64 servers of the last decade, and the build's native one. A unit of
+/// a multi-ISA program (moe_add_isa_executable defines MOE_ISA_UNIT) offers
+/// only its own: the program's other units carry the lower levels, built
+/// for them.
+#if defined(MOE_ISA_UNIT) || !(XSIMD_WITH_AVX2 && XSIMD_WITH_FMA3_AVX2)
 using Offered = List<Native>;
+#else
+using Offered = std::conditional_t<std::is_same_v<Native, Avx2>, List<Avx2>, List<Avx2, Native>>;
 #endif
 
 /// Levels of a list this CPU runs, lowest first.

@@ -8,16 +8,20 @@
 /// translation unit (no ODR violation when units are built with different
 /// -m flags), and one program can hold an AVX2 and an AVX-512 instance of
 /// the same kernel, each compiled in its own unit, and pick at start-up
-/// (xsimd's dispatch pattern; see moe/backend/cpu/dispatch.hpp).
+/// (xsimd's dispatch pattern; see moe/backend/cpu/dispatch.hpp and
+/// moe/backend/cpu/launch.hpp).
 ///
 /// An ISA names the xsimd architecture its vectors use (`simd`) and the
 /// extra instructions its kernels may issue. Instantiating a kernel for an
-/// ISA needs a translation unit compiled for it (-mavx2 -mfma, or
-/// -mavx512f -mavx512bw -mavx512dq -mavx512vl [-mavx512vnni -mavx512bf16]);
+/// ISA needs a translation unit compiled for it (isa::flags(level): -mavx2
+/// -mfma, then -mavx512f -mavx512cd -mavx512bw -mavx512dq -mavx512vl, then
+/// -mavx512vnni -mavx512bf16);
 /// `isa::Native` is the best ISA the current unit's flags allow, and the
 /// default everywhere.
 
 #include <xsimd/xsimd.hpp>
+
+#include "moe/backend/cpu/level.hpp"
 
 #include <concepts>
 #include <string_view>
@@ -103,37 +107,5 @@ concept Isa = requires {
   { I::vnni } -> std::convertible_to<bool>;
   { I::bf16 } -> std::convertible_to<bool>;
 };
-
-/// Levels a program can be built with, lowest first, and what the running
-/// CPU supports (checked at run time, whatever the compile flags).
-enum class Level { baseline = 0, avx2 = 1, avx512 = 2, avx512_bf16 = 3 };
-
-inline constexpr std::string_view name(Level l) noexcept {
-  switch (l) {
-    case Level::baseline:
-      return "baseline";
-    case Level::avx2:
-      return "avx2";
-    case Level::avx512:
-      return "avx512";
-    case Level::avx512_bf16:
-      return "avx512-bf16";
-  }
-  return "?";
-}
-
-/// The highest level the running CPU (and OS) supports.
-inline Level cpu_level() noexcept {
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-  __builtin_cpu_init();
-  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
-  const bool bf16 = avx512 && __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bf16");
-  return bf16 ? Level::avx512_bf16 : avx512 ? Level::avx512 : avx2 ? Level::avx2 : Level::baseline;
-#else
-  return Level::baseline;
-#endif
-}
 
 }  // namespace moe::isa

@@ -28,9 +28,11 @@ inline std::string layer(index_t l) { return moe::detail::cat("model.layers.", l
 inline std::string expert(index_t l, index_t e, const char* w) {
   return moe::detail::cat(layer(l), "block_sparse_moe.experts.", e, ".", w, ".weight");
 }
-inline const std::string embed = "model.embed_tokens.weight";
-inline const std::string final_norm = "model.norm.weight";
-inline const std::string lm_head = "lm_head.weight";
+// Plain literals, not std::string objects: a header's namespace-scope
+// object would be built before main in every program that includes it.
+inline constexpr const char* embed = "model.embed_tokens.weight";
+inline constexpr const char* final_norm = "model.norm.weight";
+inline constexpr const char* lm_head = "lm_head.weight";
 }  // namespace names
 
 /// One decoder layer's weights.

@@ -1,0 +1,70 @@
+#pragma once
+/// \file level.hpp
+/// The x86-64 levels moe's CPU kernels are written for, as plain values:
+/// what a program was built for, what the running CPU supports, and the
+/// compiler flags of each. Needs no SIMD header, so a start-up unit built
+/// for the oldest CPU can include it (see moe/backend/cpu/launch.hpp).
+
+#include <optional>
+#include <string_view>
+
+namespace moe::isa {
+
+/// Levels, lowest first. Each includes the ones below it.
+enum class Level { baseline = 0, avx2 = 1, avx512 = 2, avx512_bf16 = 3 };
+
+inline constexpr Level top_level = Level::avx512_bf16;
+
+inline constexpr std::string_view name(Level l) noexcept {
+  switch (l) {
+    case Level::baseline:
+      return "baseline";
+    case Level::avx2:
+      return "avx2";
+    case Level::avx512:
+      return "avx512";
+    case Level::avx512_bf16:
+      return "avx512-bf16";
+  }
+  return "?";
+}
+
+/// The level called `s` ("baseline", "avx2", "avx512", "avx512-bf16"), if any.
+inline constexpr std::optional<Level> level_named(std::string_view s) noexcept {
+  for (int l = 0; l <= int(top_level); ++l)
+    if (name(Level(l)) == s) return Level(l);
+  return std::nullopt;
+}
+
+/// The compiler flags a unit needs to instantiate the kernels of a level
+/// (GCC and Clang spelling; the same extensions cpu_level() checks).
+inline constexpr std::string_view flags(Level l) noexcept {
+  switch (l) {
+    case Level::baseline:
+      return "";
+    case Level::avx2:
+      return "-mavx2 -mfma";
+    case Level::avx512:
+      return "-mavx2 -mfma -mavx512f -mavx512cd -mavx512bw -mavx512dq -mavx512vl";
+    case Level::avx512_bf16:
+      return "-mavx2 -mfma -mavx512f -mavx512cd -mavx512bw -mavx512dq -mavx512vl -mavx512vnni -mavx512bf16";
+  }
+  return "";
+}
+
+/// The highest level the running CPU (and OS) supports.
+inline Level cpu_level() noexcept {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  __builtin_cpu_init();
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512cd") &&
+                      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
+                      __builtin_cpu_supports("avx512vl");
+  const bool bf16 = avx512 && __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bf16");
+  return bf16 ? Level::avx512_bf16 : avx512 ? Level::avx512 : avx2 ? Level::avx2 : Level::baseline;
+#else
+  return Level::baseline;
+#endif
+}
+
+}  // namespace moe::isa
