@@ -4,10 +4,12 @@
 
 #include <moe/io/safetensors.hpp>
 #include <moe/io/safetensors_writer.hpp>
+#include <moe/core/checked.hpp>
 
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <sys/stat.h>
 #include <unistd.h>
 
 using namespace moe;
@@ -55,6 +57,58 @@ TEST_CASE("safetensors: malformed headers, each with its reason") {
   require_rejected("meta", R"({"__metadata__": {"k": 1}})", 0, {"__metadata__", "not a string"});
   require_rejected("meta-type", R"({"__metadata__": [1]})", 0, {"__metadata__ is not an object"});
   require_error([] { io::SafeTensors f(fs::temp_directory_path()); }, ErrorCode::bad_file, {"not a regular file"});
+}
+
+TEST_CASE("safetensors: sizes that overflow or wrap are refused (each was once accepted)") {
+  // 4 · (2^62 + 1) wraps to 4 at 2^64: the 4 bytes held looked like enough.
+  require_rejected("wrap", R"({"a": {"dtype": "F32", "shape": [4611686018427387905], "data_offsets": [0, 4]}})", 4,
+                   {"'a'", "[4611686018427387905]", "exceeds 2^64"});
+  // 2^32 · 2^32 elements overflows the element count itself.
+  require_rejected("numel", R"({"a": {"dtype": "U8", "shape": [4294967296, 4294967296], "data_offsets": [0, 1]}})", 1,
+                   {"'a'", "exceeds 2^63 - 1"});
+  // 2^64 - 1 is not a dimension (it once read as -1).
+  require_rejected("dim", R"({"a": {"dtype": "U8", "shape": [18446744073709551615, 1], "data_offsets": [0, 1]}})", 1,
+                   {"'a'", "dimension 18446744073709551615, over 2^63 - 1"});
+  // [2^56, 64] F32 is 2^64 bytes: wrapped, it matched an empty data section.
+  require_rejected("embed", R"({"e": {"dtype": "F32", "shape": [72057594037927936, 64], "data_offsets": [0, 0]}})", 0,
+                   {"'e'", "exceeds 2^64"});
+  {  // a zero dimension makes the tensor empty, whatever the others: no overflow on the way
+    const fs::path p =
+        raw_file("zero", R"({"z": {"dtype": "F32", "shape": [4611686018427387904, 4, 0], "data_offsets": [0, 0]}})", 0);
+    const io::SafeTensors f(p);
+    CHECK(f.tensor("z").numel() == 0);
+    CHECK(f.tensor("z").to_vector<float>().empty());
+    fs::remove(p);
+  }
+  io::TensorView t{.name = "made", .dtype = DType::F32, .shape = {std::int64_t(1) << 62, 4}, .file = "by hand"};
+  require_error([&] { (void)t.numel(); }, ErrorCode::bad_file, {"'made'", "exceeds 2^63 - 1"});
+  t.shape = {3, -1};
+  require_error([&] { (void)t.numel(); }, ErrorCode::bad_file, {"'made'", "negative dimension -1"});
+  CHECK(checked::numel(std::vector<index_t>{5, 0, -0}, "x") == 0);
+  CHECK(checked::mul(3, 4, "x") == 12);
+  require_error([] { (void)checked::add(std::numeric_limits<index_t>::max(), 1, "the sum"); }, ErrorCode::bad_file,
+                {"the sum", "exceeds 2^63 - 1"});
+}
+
+TEST_CASE("files that are not regular files are refused before any blocking open") {
+  const fs::path fifo = temp_file("fifo.safetensors");
+  fs::remove(fifo);
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);  // opening it for reading would wait for a writer forever
+  require_error([&] { io::SafeTensors f(fifo); }, ErrorCode::bad_file, {"not a regular file (a FIFO)"});
+  fs::remove(fifo);
+  require_error([] { io::SafeTensors f(fs::temp_directory_path()); }, ErrorCode::bad_file, {"(a directory)"});
+  require_error([] { io::SafeTensors f("/dev/null"); }, ErrorCode::bad_file, {"(a character device)"});
+  require_error([] { io::SafeTensors f("/nonexistent/x.safetensors"); }, ErrorCode::bad_file, {"cannot open"});
+  // Symlinks are followed (the Hugging Face cache is made of them), then checked.
+  const fs::path good = raw_file("target", R"({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}})", 4);
+  const fs::path link = temp_file("link.safetensors"), to_device = temp_file("zero.safetensors");
+  fs::remove(link);
+  fs::remove(to_device);
+  fs::create_symlink(good, link);
+  fs::create_symlink("/dev/zero", to_device);
+  CHECK(io::SafeTensors(link).tensor("a").numel() == 1);
+  require_error([&] { io::SafeTensors f(to_device); }, ErrorCode::bad_file, {"(a character device)"});
+  for (const fs::path& p : {good, link, to_device}) fs::remove(p);
 }
 
 TEST_CASE("safetensors: views check dtype, shape, alignment and slices") {

@@ -6,6 +6,7 @@
 #include <moe/models/mixtral.hpp>
 
 #include <fstream>
+#include <sys/stat.h>
 #include <unistd.h>
 
 using namespace moe;
@@ -117,6 +118,40 @@ TEST_CASE("config.json: every bad value is named with its file and key") {
     j["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 12345.0}};
     write_config(dir.path, j);
     CHECK(mx::load_config(dir.path).rope_theta == 12345.0);
+  }
+  // Sizes whose products overflow, and token ids out of range (each once accepted).
+  expect([](auto& j) { j["head_dim"] = std::int64_t(1) << 62; }, "num_attention_heads * head_dim");
+  expect([](auto& j) { j["vocab_size"] = std::int64_t(1) << 56; }, "vocab_size 72057594037927936 exceeds 2^31 - 1");
+  expect([](auto& j) { j["intermediate_size"] = std::int64_t(1) << 60; }, "num_local_experts * intermediate_size");
+  expect([](auto& j) { j["bos_token_id"] = std::int64_t(1) << 40; },
+         "\"bos_token_id\" must be a token id in [0, vocab_size");
+  expect([](auto& j) { j["eos_token_id"] = -5; }, "\"eos_token_id\" must be a token id in [0, vocab_size");
+  expect([](auto& j) { j["eos_token_id"] = {"2"}; }, "\"eos_token_id\" must be a token id");
+  {  // a list of ids: the first; null: none
+    nlohmann::json j = good;
+    j["eos_token_id"] = {2, 7};
+    j["bos_token_id"] = nullptr;
+    write_config(dir.path, j);
+    const mx::Config c = mx::load_config(dir.path);
+    CHECK(c.eos_token_id == 2);
+    CHECK(!c.bos_token_id);
+  }
+  {  // nesting: refused at the parser's limit, whatever the depth (80,000 once overflowed the stack)
+    for (const int depth : {65, 80000}) {
+      CAPTURE(depth);
+      std::ofstream(dir.path / "config.json")
+          << "{\"model_type\": " << std::string(std::size_t(depth), '[') << std::string(std::size_t(depth), ']') << "}";
+      require_error([&] { (void)mx::load_config(dir.path); }, "JSON nested deeper than 64 levels");
+    }
+  }
+  {  // a directory or a FIFO where config.json belongs: an error naming it, at once
+    fs::remove(dir.path / "config.json");
+    fs::create_directory(dir.path / "config.json");
+    require_error([&] { (void)mx::load_config(dir.path); }, "config.json: not a regular file (a directory)");
+    fs::remove(dir.path / "config.json");
+    REQUIRE(::mkfifo((dir.path / "config.json").c_str(), 0600) == 0);
+    require_error([&] { (void)mx::load_config(dir.path); }, "config.json: not a regular file (a FIFO)");
+    fs::remove(dir.path / "config.json");
   }
   std::ofstream(dir.path / "config.json") << "{\"vocab_size\": 257,";
   require_error([&] { (void)mx::load_config(dir.path); }, "config.json: not valid JSON");

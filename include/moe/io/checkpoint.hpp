@@ -14,7 +14,6 @@
 #include <nlohmann/json.hpp>
 
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <memory>
 #include <set>
@@ -23,16 +22,34 @@
 #include <vector>
 
 #include "moe/core/error.hpp"
+#include "moe/io/mapped_file.hpp"
 #include "moe/io/safetensors.hpp"
 
 namespace moe::io {
 
-/// Reads a whole JSON file, naming the file in every error.
-inline nlohmann::json read_json(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  detail::require(bool(in), ErrorCode::bad_file, path.string(), ": cannot open");
+/// Limits on the JSON files of a checkpoint (config.json, the shard index):
+/// real ones are a few kB to a few MB and nest a few levels deep. A deeper
+/// document would be refused before anything recurses over it (printing it
+/// into an error message, for one).
+struct JsonLimits {
+  std::size_t max_bytes = std::size_t(64) << 20;
+  int max_depth = 64;
+};
+
+/// Reads a whole JSON file (a regular file, within `limits`), naming the
+/// file in every error.
+inline nlohmann::json read_json(const std::filesystem::path& path, JsonLimits limits = {}) {
+  const MappedFile file(path);  // refuses directories, FIFOs and devices before opening
+  detail::require(file.size() <= limits.max_bytes, ErrorCode::bad_file, path.string(), ": ", file.size(),
+                  " bytes, more than the ", limits.max_bytes, " a JSON file here may have");
+  const auto depth_limit = [&](int depth, nlohmann::json::parse_event_t, const nlohmann::json&) {
+    detail::require(depth <= limits.max_depth, ErrorCode::bad_file, path.string(), ": JSON nested deeper than ",
+                    limits.max_depth, " levels");
+    return true;
+  };
+  const char* begin = reinterpret_cast<const char*>(file.data());
   try {
-    return nlohmann::json::parse(in);
+    return nlohmann::json::parse(begin, begin + file.size(), depth_limit);
   } catch (const nlohmann::json::exception& e) {
     throw Error(ErrorCode::bad_file, detail::cat(path.string(), ": not valid JSON (", e.what(), ")"));
   }

@@ -18,16 +18,41 @@
 
 namespace moe::io {
 
+/// What a file that is not a regular one is, for error messages.
+inline const char* file_kind(mode_t mode) noexcept {
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISSOCK(mode)) return "a socket";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  return "not a regular file";
+}
+
+/// Throws unless `path` (its symlinks followed: the Hugging Face cache is
+/// made of them) is a regular file. Checked before opening, because opening
+/// a FIFO for reading blocks until a writer comes.
+inline void require_regular_file(const std::filesystem::path& path) {
+  struct stat st {};
+  detail::require(::stat(path.c_str(), &st) == 0, ErrorCode::bad_file, path.string(), ": cannot open (",
+                  std::strerror(errno), ")");
+  detail::require(S_ISREG(st.st_mode), ErrorCode::bad_file, path.string(), ": not a regular file (",
+                  file_kind(st.st_mode), ")");
+}
+
 class MappedFile {
  public:
   MappedFile() = default;
   explicit MappedFile(const std::filesystem::path& path) : path_(path) {
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    require_regular_file(path);
+    // O_NONBLOCK: should a FIFO take the file's place after the check, open
+    // returns at once and fstat below refuses it.
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     detail::require(fd >= 0, ErrorCode::bad_file, path.string(), ": cannot open (", std::strerror(errno), ")");
     struct stat st {};
     if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
       ::close(fd);
-      throw Error(ErrorCode::bad_file, detail::cat(path.string(), ": not a regular file"));
+      throw Error(ErrorCode::bad_file,
+                  detail::cat(path.string(), ": not a regular file (", file_kind(st.st_mode), ")"));
     }
     size_ = std::size_t(st.st_size);
     if (size_ > 0) {

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <map>
 #include <optional>
 #include <span>
@@ -22,6 +23,7 @@
 #include <string_view>
 #include <vector>
 
+#include "moe/core/checked.hpp"
 #include "moe/core/error.hpp"
 #include "moe/core/types.hpp"
 #include "moe/core/view.hpp"
@@ -52,9 +54,19 @@ struct TensorView {
   std::size_t nbytes = 0;
   std::string file;  ///< for error messages
 
-  index_t numel() const noexcept {
+  /// Elements: 0 when any dimension is 0; an overflowing product is an error
+  /// (a tensor from SafeTensors was checked on open and never overflows).
+  index_t numel() const {
+    const auto fail = [&] {  // names the negative dimension or the overflow
+      return checked::numel(shape, detail::cat(file, ": tensor '", name, "' of shape ", shape_string(shape)));
+    };
+    for (const index_t d : shape) {
+      if (d < 0) return fail();
+      if (d == 0) return 0;
+    }
     index_t n = 1;
-    for (index_t d : shape) n *= d;
+    for (const index_t d : shape)
+      if (__builtin_mul_overflow(n, d, &n)) return fail();
     return n;
   }
   index_t dim(std::size_t i) const noexcept { return shape[i]; }
@@ -177,14 +189,21 @@ class SafeTensors {
     if (!v["shape"].is_array()) fail(where("shape is not an array"));
     for (const auto& d : v["shape"]) {
       if (!d.is_number_unsigned()) fail(where("shape has an entry that is not a non-negative integer"));
-      t.shape.push_back(index_t(d.get<std::uint64_t>()));
+      const std::uint64_t n = d.get<std::uint64_t>();
+      if (n > std::uint64_t(std::numeric_limits<index_t>::max()))
+        fail(where(detail::cat("shape has a dimension ", n, ", over 2^63 - 1")));
+      t.shape.push_back(index_t(n));
     }
     const auto& off = v["data_offsets"];
     if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() || !off[1].is_number_unsigned())
       fail(where("data_offsets is not a pair of non-negative integers"));
     const std::uint64_t begin = off[0].get<std::uint64_t>(), end = off[1].get<std::uint64_t>();
     if (begin > end) fail(where(detail::cat("data_offsets [", begin, ", ", end, "] run backwards")));
-    const std::uint64_t need = std::uint64_t(t.numel()) * std::uint64_t(size_of(t.dtype));
+    // Checked: a product that wraps at 2^64 could match the bytes the file holds.
+    const std::string what =
+        detail::cat(path().string(), ": tensor '", key, "': shape ", shape_string(t.shape), " of ", code);
+    const std::uint64_t need =
+        checked::mul_bytes(std::uint64_t(checked::numel(t.shape, what)), std::uint64_t(size_of(t.dtype)), what);
     if (end - begin != need)
       fail(where(detail::cat("shape ", shape_string(t.shape), " of ", code, " needs ", need, " bytes, offsets span ",
                              end - begin)));

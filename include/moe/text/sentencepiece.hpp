@@ -17,12 +17,14 @@
 #include <vector>
 
 #include "moe/core/error.hpp"
+#include "moe/io/mapped_file.hpp"
 
 namespace moe::text {
 
 class SentencePiece {
  public:
   explicit SentencePiece(const std::filesystem::path& model_file) {
+    io::require_regular_file(model_file);  // a directory or FIFO: a clear error, not a stream exception or a hang
     const auto status = processor_.Load(model_file.string());
     moe::detail::require(status.ok(), ErrorCode::bad_file, model_file.string(), ": not a SentencePiece model (",
                          status.ToString(), ")");

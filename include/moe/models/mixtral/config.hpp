@@ -12,9 +12,11 @@
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
+#include <limits>
 #include <optional>
 #include <string>
 
+#include "moe/core/checked.hpp"
 #include "moe/core/error.hpp"
 #include "moe/core/types.hpp"
 #include "moe/io/checkpoint.hpp"
@@ -50,7 +52,12 @@ namespace detail {
 using moe::detail::cat;
 using moe::detail::require;
 
-inline std::string json_text(const nlohmann::json& v) { return v.dump(); }
+/// A value as it appears in the file, cut short for an error message.
+inline std::string json_text(const nlohmann::json& v) {
+  std::string s = v.dump();
+  if (s.size() > 80) s = s.substr(0, 77) + "...";
+  return s;
+}
 
 /// A positive integer under `key`; `fallback` when absent (or an error if none).
 inline index_t positive_int(const nlohmann::json& j, const std::string& file, const char* key,
@@ -73,13 +80,18 @@ inline double positive_number(const nlohmann::json& j, const std::string& file, 
   return v.get<double>();
 }
 
-inline std::optional<std::int32_t> token_id(const nlohmann::json& j, const char* key) {
-  // Some configs list several ids; the first is the one generation stops on by default.
-  if (!j.contains(key)) return std::nullopt;
+/// A token id under `key`, which must be in [0, vocab_size); none when
+/// absent or null. Some configs list several ids; the first is the one
+/// generation stops on by default.
+inline std::optional<std::int32_t> token_id(const nlohmann::json& j, const std::string& file, const char* key,
+                                            index_t vocab_size) {
+  if (!j.contains(key) || j[key].is_null()) return std::nullopt;
   const nlohmann::json& v = j[key];
-  if (v.is_number_integer()) return std::int32_t(v.get<std::int64_t>());
-  if (v.is_array() && !v.empty() && v[0].is_number_integer()) return std::int32_t(v[0].get<std::int64_t>());
-  return std::nullopt;
+  const nlohmann::json& id = v.is_array() && !v.empty() ? v[0] : v;
+  require(id.is_number_integer() && id.get<std::int64_t>() >= 0 && id.get<std::int64_t>() < vocab_size,
+          ErrorCode::bad_file, file, ": \"", key, "\" must be a token id in [0, vocab_size ", vocab_size, "), found ",
+          json_text(v));
+  return std::int32_t(id.get<std::int64_t>());
 }
 
 inline DType torch_dtype(const nlohmann::json& v, const std::string& file) {
@@ -141,8 +153,11 @@ inline Config parse_config(const nlohmann::json& j, const std::string& file) {
   // Newer transformers write "dtype", older ones "torch_dtype".
   for (const char* key : {"torch_dtype", "dtype"})
     if (j.contains(key) && !j[key].is_null()) c.dtype = detail::torch_dtype(j[key], file);
-  c.bos_token_id = detail::token_id(j, "bos_token_id");
-  c.eos_token_id = detail::token_id(j, "eos_token_id");
+  // vocab_size is checked below to fit int32, so a valid id always does.
+  require(c.vocab_size <= std::numeric_limits<std::int32_t>::max(), ErrorCode::bad_file, file, ": vocab_size ",
+          c.vocab_size, " exceeds 2^31 - 1 (token ids are int32)");
+  c.bos_token_id = detail::token_id(j, file, "bos_token_id", c.vocab_size);
+  c.eos_token_id = detail::token_id(j, file, "eos_token_id", c.vocab_size);
 
   // head_dim: explicit, or the hidden size split evenly over the heads.
   if (j.contains("head_dim") && !j["head_dim"].is_null()) {
@@ -154,6 +169,12 @@ inline Config parse_config(const nlohmann::json& j, const std::string& file) {
   }
   require(c.head_dim % 2 == 0, ErrorCode::bad_file, file, ": head_dim ", c.head_dim,
           " must be even (RoPE rotates pairs of halves)");
+  // Every size the decoder multiplies must stay in range (the tensors' own
+  // products are checked when the checkpoint is opened).
+  (void)checked::mul(c.num_heads, c.head_dim, file + ": num_attention_heads * head_dim");
+  (void)checked::mul(c.vocab_size, c.hidden_size, file + ": vocab_size * hidden_size");
+  (void)checked::mul(checked::mul(c.num_experts, c.intermediate_size, file + ": num_local_experts * intermediate_size"),
+                     c.hidden_size, file + ": num_local_experts * intermediate_size * hidden_size");
   require(c.num_heads % c.num_kv_heads == 0, ErrorCode::bad_file, file, ": num_attention_heads ", c.num_heads,
           " is not a multiple of num_key_value_heads ", c.num_kv_heads);
   require(c.experts_per_token <= c.num_experts, ErrorCode::bad_file, file, ": num_experts_per_tok ",
