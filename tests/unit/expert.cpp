@@ -15,6 +15,18 @@ TEST_CASE("activations match their formulas") {
   CHECK(GeLU{}(1.0f) == doctest::Approx(0.8413447460685429));  // Φ(1)
 }
 
+TEST_CASE_TEMPLATE("activation derivatives match central differences of the activation", A, SiLU, GeLU, GeLUTanh,
+                   ReLU) {
+  // In double, h = 1e-4: the difference quotient is exact to ~1e-8, far below
+  // the 1e-5 tolerance, so a wrong derivative (a dropped term) cannot pass.
+  const A a{};
+  for (double z : {-6.0, -2.5, -1.0, -0.3, 0.2, 0.7, 1.5, 3.0, 7.0}) {
+    CAPTURE(z);
+    const double h = 1e-4, fd = (a(z + h) - a(z - h)) / (2 * h);
+    CHECK(a.derivative(float(z)) == doctest::Approx(fd).epsilon(1e-5).scale(1.0));
+  }
+}
+
 namespace {
 template <class F>
 void check_against_eigen(DType dtype) {

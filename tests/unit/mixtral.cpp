@@ -112,6 +112,19 @@ TEST_CASE("config.json: every bad value is named with its file and key") {
         j["rope_parameters"] = {{"rope_type", "yarn"}, {"factor", 4}};
       },
       "rope_parameters.rope_type is \"yarn\"");
+  {  // absent: transformers' MixtralConfig defaults (every other test config states them)
+    nlohmann::json j = good;
+    j.erase("rope_theta");
+    j.erase("rms_norm_eps");
+    j.erase("max_position_embeddings");
+    j.erase("num_experts_per_tok");
+    write_config(dir.path, j);
+    const mx::Config c = mx::load_config(dir.path);
+    CHECK(c.rope_theta == 1e6);
+    CHECK(c.rms_norm_eps == 1e-5);
+    CHECK(c.max_positions == 131072);
+    CHECK(c.experts_per_token == 2);
+  }
   {  // transformers >= 5 keeps rope_theta inside rope_parameters
     nlohmann::json j = good;
     j.erase("rope_theta");
@@ -359,6 +372,20 @@ TEST_CASE("sampling: greedy, seeds, top-k, top-p") {
     const int top2 = mx::sample(logits, {.temperature = 1.0f, .top_k = 2, .seed = step}, step);
     CHECK((top2 == 1 || top2 == 4));
     CHECK(mx::sample(logits, {.temperature = 1.0f, .top_p = 0.01f, .seed = step}, step) == 1);
+  }
+  // Nucleus sampling by frequency: p = (0.356, 0.356, 0.216, 0.053, 0.018) for
+  // ids (1, 4, 2, 0, 3). top_p 0.5 keeps {1, 4} (mass 0.713), top_p 0.75
+  // keeps {1, 4, 2} (0.929), each renormalised over what it keeps.
+  for (const auto& [top_p, expected] : std::vector<std::pair<float, std::vector<double>>>{
+           {0.5f, {0, 0.5, 0, 0, 0.5}}, {0.75f, {0, 0.3836, 0.2327, 0, 0.3836}}}) {
+    CAPTURE(top_p);
+    std::vector<int> seen(5, 0);
+    for (std::uint64_t step = 0; step < 20000; ++step)
+      ++seen[std::size_t(mx::sample(logits, {.temperature = 1.0f, .top_p = top_p, .seed = 7}, step))];
+    for (std::size_t i = 0; i < 5; ++i) {
+      CAPTURE(i);
+      CHECK(std::abs(seen[i] / 20000.0 - expected[i]) < 0.015);
+    }
   }
   std::vector<int> seeds_differ;
   for (std::uint64_t seed = 0; seed < 16; ++seed)

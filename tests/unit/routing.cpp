@@ -59,6 +59,10 @@ TEST_CASE("SoftmaxThenTopK renormalises over the chosen; Raw keeps p; Sigmoid is
   CHECK(probs[1] == doctest::Approx(1.0 / (1.0 + std::exp(-3.0))));
   sig.weights(logits, probs, idx, 2, w);
   CHECK(w[1] == probs[2]);
+  Sigmoid scaled{.normalize = false, .scale = 2.5f};  // unnormalised, scaled: scale · σ(logit) each
+  scaled.weights(logits, probs, idx, 2, w);
+  CHECK(w[0] == doctest::Approx(2.5 / (1.0 + std::exp(-3.0))));
+  CHECK(w[1] == doctest::Approx(2.5 / (1.0 + std::exp(-2.0))));
   Sigmoid ds{.normalize = true, .scale = 2.5f};
   ds.weights(logits, probs, idx, 2, w);
   CHECK(w[0] + w[1] == doctest::Approx(2.5));
