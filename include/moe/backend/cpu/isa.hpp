@@ -13,9 +13,9 @@
 ///
 /// An ISA names the xsimd architecture its vectors use (`simd`) and the
 /// extra instructions its kernels may issue. Instantiating a kernel for an
-/// ISA needs a translation unit compiled for it (isa::flags(level): -mavx2
-/// -mfma, then -mavx512f -mavx512cd -mavx512bw -mavx512dq -mavx512vl, then
-/// -mavx512vnni -mavx512bf16);
+/// ISA needs a translation unit compiled for it (-mavx2 -mfma, then
+/// -mavx512f -mavx512cd -mavx512bw -mavx512dq -mavx512vl, then -mavx512vnni
+/// -mavx512bf16: the flags cmake/moeIsaUnits.cmake gives each level);
 /// `isa::Native` is the best ISA the current unit's flags allow, and the
 /// default everywhere.
 

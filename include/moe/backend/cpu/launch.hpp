@@ -3,8 +3,8 @@
 /// One program for every x86-64 CPU: at start-up, run the copy of the
 /// program built for the CPU it finds.
 ///
-/// A multi-ISA program is its sources compiled once per level with
-/// isa::flags(level) (each copy a "unit": its `main` renamed, its inline
+/// A multi-ISA program is its sources compiled once per level with that
+/// level's flags (each copy a "unit": its `main` renamed, its inline
 /// functions and templates made private to it, so no unit ever calls
 /// another's AVX-512 code on an AVX2 CPU), plus a start-up unit built for
 /// the baseline whose `main` calls launch(). Each unit is the whole

@@ -1,9 +1,10 @@
 #pragma once
 /// \file level.hpp
 /// The x86-64 levels moe's CPU kernels are written for, as plain values:
-/// what a program was built for, what the running CPU supports, and the
-/// compiler flags of each. Needs no SIMD header, so a start-up unit built
-/// for the oldest CPU can include it (see moe/backend/cpu/launch.hpp).
+/// what a program was built for and what the running CPU supports (the
+/// compiler flags of each are in cmake/moeIsaUnits.cmake). Needs no SIMD
+/// header, so a start-up unit built for the oldest CPU can include it (see
+/// moe/backend/cpu/launch.hpp).
 
 #include <optional>
 #include <string_view>
@@ -34,22 +35,6 @@ inline constexpr std::optional<Level> level_named(std::string_view s) noexcept {
   for (int l = 0; l <= int(top_level); ++l)
     if (name(Level(l)) == s) return Level(l);
   return std::nullopt;
-}
-
-/// The compiler flags a unit needs to instantiate the kernels of a level
-/// (GCC and Clang spelling; the same extensions cpu_level() checks).
-inline constexpr std::string_view flags(Level l) noexcept {
-  switch (l) {
-    case Level::baseline:
-      return "";
-    case Level::avx2:
-      return "-mavx2 -mfma";
-    case Level::avx512:
-      return "-mavx2 -mfma -mavx512f -mavx512cd -mavx512bw -mavx512dq -mavx512vl";
-    case Level::avx512_bf16:
-      return "-mavx2 -mfma -mavx512f -mavx512cd -mavx512bw -mavx512dq -mavx512vl -mavx512vnni -mavx512bf16";
-  }
-  return "";
 }
 
 /// The highest level the running CPU (and OS) supports.
