@@ -207,6 +207,23 @@ inline void BM_peak_bf16_dot(benchmark::State& state) {
 #endif
 }
 
+/// The read loop's vectors: 256-bit where AVX2 is, 128-bit SSE2 otherwise.
+#if defined(__AVX2__)
+using rvec = __m256;
+constexpr std::size_t rlanes = 8;
+inline rvec rzero() { return _mm256_setzero_ps(); }
+inline rvec rload(const float* p) { return _mm256_loadu_ps(p); }
+inline rvec radd(rvec a, rvec b) { return _mm256_add_ps(a, b); }
+inline float rfirst(rvec v) { return _mm256_cvtss_f32(v); }
+#else
+using rvec = __m128;
+constexpr std::size_t rlanes = 4;
+inline rvec rzero() { return _mm_setzero_ps(); }
+inline rvec rload(const float* p) { return _mm_loadu_ps(p); }
+inline rvec radd(rvec a, rvec b) { return _mm_add_ps(a, b); }
+inline float rfirst(rvec v) { return _mm_cvtss_f32(v); }
+#endif
+
 /// DRAM read bandwidth: every thread sums its share of a 1 GiB buffer with
 /// four independent vector accumulators (so loads, not adds, set the pace).
 inline void BM_memory_read(benchmark::State& state) {
@@ -219,25 +236,14 @@ inline void BM_memory_read(benchmark::State& state) {
     const std::size_t end = t + 1 == threads ? n : n / threads * (t + 1);
     const float* p = data.data();
     std::size_t i = begin;
-#if defined(__AVX2__)
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    for (; i + 32 <= end; i += 32) {
-      a0 = _mm256_add_ps(a0, _mm256_loadu_ps(p + i));
-      a1 = _mm256_add_ps(a1, _mm256_loadu_ps(p + i + 8));
-      a2 = _mm256_add_ps(a2, _mm256_loadu_ps(p + i + 16));
-      a3 = _mm256_add_ps(a3, _mm256_loadu_ps(p + i + 24));
+    rvec a0 = rzero(), a1 = a0, a2 = a0, a3 = a0;
+    for (; i + 4 * rlanes <= end; i += 4 * rlanes) {
+      a0 = radd(a0, rload(p + i));
+      a1 = radd(a1, rload(p + i + rlanes));
+      a2 = radd(a2, rload(p + i + 2 * rlanes));
+      a3 = radd(a3, rload(p + i + 3 * rlanes));
     }
-    float s = _mm256_cvtss_f32(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
-#else
-    __m128 a0 = _mm_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    for (; i + 16 <= end; i += 16) {
-      a0 = _mm_add_ps(a0, _mm_loadu_ps(p + i));
-      a1 = _mm_add_ps(a1, _mm_loadu_ps(p + i + 4));
-      a2 = _mm_add_ps(a2, _mm_loadu_ps(p + i + 8));
-      a3 = _mm_add_ps(a3, _mm_loadu_ps(p + i + 12));
-    }
-    float s = _mm_cvtss_f32(_mm_add_ps(_mm_add_ps(a0, a1), _mm_add_ps(a2, a3)));
-#endif
+    float s = rfirst(radd(radd(a0, a1), radd(a2, a3)));
     for (; i < end; ++i) s += p[i];
     sums[t] = s;
   });
