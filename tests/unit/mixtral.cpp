@@ -296,6 +296,35 @@ TEST_CASE("sharded and single-file checkpoints give the same logits (the project
   CHECK(prefill_logits(a, ids) == prefill_logits(b, ids));
 }
 
+TEST_CASE("a checkpoint truncated or rewritten after it was opened is an error, not a fault or wrong numbers") {
+  // The weights are views of the mapped files: truncation would fault
+  // (SIGBUS) on the cut pages, bytes written in place would show through.
+  const auto ids = some_ids(5, 257);
+  for (const bool truncate : {true, false}) {
+    CAPTURE(truncate);
+    const TempDir dir(truncate ? "truncated" : "rewritten");
+    copy_model("mixtral_tiny_f32", dir.path);
+    const fs::path file = dir.path / "model.safetensors";
+    // An old modification time, so that the write below moves it even on a
+    // file system with a coarse clock.
+    fs::last_write_time(file, fs::last_write_time(file) - std::chrono::hours(1));
+    mx::Model<backend::Cpu<>> model(dir.path, backend::Cpu<>(1));
+    model.pack_experts();  // the experts become copies; attention still reads the map
+    const Matrix before = prefill_logits(model, ids);
+    if (truncate) {
+      fs::resize_file(file, fs::file_size(file) / 2);
+    } else {
+      std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+      f.seekp(-64, std::ios::end);
+      const std::string zeros(64, '\0');
+      f.write(zeros.data(), 64);
+    }
+    require_error([&] { (void)prefill_logits(model, ids); }, file.string() + ": changed on disk since it was opened");
+    if (truncate) require_error([&] { (void)prefill_logits(model, ids); }, "bytes then");
+    CHECK(before.allFinite());
+  }
+}
+
 TEST_CASE("bad token ids and overlong prompts are rejected with their position") {
   const mx::Model<backend::Reference> model(models / "mixtral_tiny_f32");
   mx::KvCache cache = model.new_cache();
@@ -332,12 +361,19 @@ TEST_CASE("KV cache: chunked and token-by-token decoding equal one prefill (full
 
 TEST_CASE("the sliding-window cache holds exactly `window` entries") {
   mx::LayerKvCache cache(2, 3);
-  const float k[2] = {0, 0}, v[2] = {0, 0};
-  for (index_t p = 0; p < 8; ++p) cache.append(p, k, v);
+  for (index_t p = 0; p < 8; ++p) {
+    const float k[2] = {float(p), 0.5f}, v[2] = {-float(p), 0.25f};
+    cache.append(p, k, v);
+  }
   REQUIRE(cache.size() == 3);
-  CHECK(cache.position(0) == 5);
-  CHECK(cache.position(1) == 6);
-  CHECK(cache.position(2) == 7);
+  for (index_t i = 0; i < 3; ++i) {  // oldest first, each entry with its own key and value
+    CAPTURE(i);
+    CHECK(cache.position(i) == 5 + i);
+    CHECK(cache.key(i)[0] == float(5 + i));
+    CHECK(cache.key(i)[1] == 0.5f);
+    CHECK(cache.value(i)[0] == -float(5 + i));
+    CHECK(cache.value(i)[1] == 0.25f);
+  }
   const mx::AttentionShape s{4, 2, 8, 3};
   CHECK(s.visible(7, 5));
   CHECK_FALSE(s.visible(7, 4));

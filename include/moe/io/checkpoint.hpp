@@ -75,6 +75,11 @@ class Checkpoint {
 
   const std::filesystem::path& dir() const noexcept { return dir_; }
   std::size_t file_count() const noexcept { return files_.size(); }
+  /// Throws, naming the file, if a shard was truncated or written since it
+  /// was opened: its tensors are views of a map of it (one fstat per file).
+  void require_unchanged() const {
+    for (const auto& f : files_) f->require_unchanged();
+  }
 
   /// Every tensor name, sorted.
   std::vector<std::string> names() const {

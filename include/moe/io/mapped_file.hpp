@@ -3,6 +3,12 @@
 /// A read-only memory map of a whole file (POSIX). Checkpoints are mapped,
 /// not read: tensors are views into the page cache, and a model costs no
 /// copy and no resident memory until its pages are touched.
+///
+/// The price of a map: the file must stay as it was while it is mapped.
+/// Bytes rewritten in place show through the map, and pages cut off by a
+/// truncation raise SIGBUS when touched. The map keeps its descriptor, so
+/// require_unchanged() can compare size and modification time with those
+/// seen at open (one fstat) and throw before anything is read.
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -55,6 +61,7 @@ class MappedFile {
                   detail::cat(path.string(), ": not a regular file (", file_kind(st.st_mode), ")"));
     }
     size_ = std::size_t(st.st_size);
+    modified_ = st.st_mtim;
     if (size_ > 0) {
       void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
       if (p == MAP_FAILED) {
@@ -64,7 +71,7 @@ class MappedFile {
       }
       data_ = static_cast<const unsigned char*>(p);
     }
-    ::close(fd);  // the mapping keeps the file alive
+    fd_ = fd;
   }
   MappedFile(MappedFile&& o) noexcept { swap(o); }
   MappedFile& operator=(MappedFile&& o) noexcept {
@@ -76,6 +83,24 @@ class MappedFile {
   MappedFile& operator=(const MappedFile&) = delete;
   ~MappedFile() {
     if (data_) ::munmap(const_cast<unsigned char*>(data_), size_);
+    if (fd_ >= 0) ::close(fd_);
+  }
+
+  /// Throws if the file was truncated, extended or written since it was
+  /// opened (its size or modification time moved): the map would show
+  /// other bytes, or fault. A change during a read is not caught.
+  void require_unchanged() const {
+    if (fd_ < 0) return;
+    struct stat st {};
+    detail::require(::fstat(fd_, &st) == 0, ErrorCode::bad_file, path_.string(), ": cannot stat (",
+                    std::strerror(errno), ")");
+    detail::require(std::size_t(st.st_size) == size_, ErrorCode::bad_file, path_.string(),
+                    ": changed on disk since it was opened (", size_, " bytes then, ", st.st_size,
+                    " now); its tensors are read from a map of the file, so load it again");
+    detail::require(st.st_mtim.tv_sec == modified_.tv_sec && st.st_mtim.tv_nsec == modified_.tv_nsec,
+                    ErrorCode::bad_file, path_.string(),
+                    ": changed on disk since it was opened (written to after it was mapped); its tensors are "
+                    "read from a map of the file, so load it again");
   }
 
   const unsigned char* data() const noexcept { return data_; }
@@ -87,10 +112,14 @@ class MappedFile {
     std::swap(path_, o.path_);
     std::swap(data_, o.data_);
     std::swap(size_, o.size_);
+    std::swap(fd_, o.fd_);
+    std::swap(modified_, o.modified_);
   }
   std::filesystem::path path_;
   const unsigned char* data_ = nullptr;
   std::size_t size_ = 0;
+  int fd_ = -1;           // kept open for require_unchanged()
+  struct timespec modified_ {};  // st_mtim at open
 };
 
 }  // namespace moe::io

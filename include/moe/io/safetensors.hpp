@@ -118,6 +118,8 @@ class SafeTensors {
   explicit SafeTensors(const std::filesystem::path& path) : file_(path) { parse(); }
 
   const std::filesystem::path& path() const noexcept { return file_.path(); }
+  /// Throws if the file changed on disk since it was opened (MappedFile).
+  void require_unchanged() const { file_.require_unchanged(); }
   const std::vector<TensorView>& tensors() const noexcept { return tensors_; }
   const std::map<std::string, std::string>& metadata() const noexcept { return metadata_; }
 

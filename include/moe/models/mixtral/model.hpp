@@ -117,6 +117,7 @@ class Model {
     std::lock_guard lock(forward_mutex_);
     const index_t S = index_t(ids.size()), H = config_.hidden_size, first = cache.next_position();
     check_tokens(ids, first);
+    checkpoint_.require_unchanged();  // the weights are views of the mapped files
     Matrix x(S, H);  // the residual stream
     for (index_t t = 0; t < S; ++t)
       widen_to_float(weights_.embed.data, weights_.embed.dtype, index_t(ids[std::size_t(t)]) * H, H, x.row(t).data());
