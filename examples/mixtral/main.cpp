@@ -1,6 +1,8 @@
-// moe-mixtral: run a Hugging Face Mixtral checkpoint folder.
+// moe-mixtral: run a Hugging Face Mixtral checkpoint folder (or a dense
+// Mistral or Llama one: model_type "mistral" / "llama").
 //
 //   moe-mixtral make-tiny --out DIR [--seed S] [--dtype bf16|f32|f16] [--shards N]
+//                         [--family mixtral|mistral|llama]
 //   moe-mixtral generate --model DIR (--prompt TEXT | --tokens 1,2,3) [--max-new N]
 //                        [--temperature T] [--top-k K] [--top-p P] [--seed S]
 //   moe-mixtral logits --model DIR --tokens 1,2,3 --out FILE.safetensors [--greedy N]
@@ -101,10 +103,19 @@ void train_tiny_tokenizer(const fs::path& dir, int vocab_size) {
 }
 #endif
 
-int make_tiny(const fs::path& out, std::uint64_t seed, const std::string& dtype, int shards, bool tokenizer) {
+mx::Family parse_family(const std::string& s) {
+  for (mx::Family f : {mx::Family::mixtral, mx::Family::mistral, mx::Family::llama})
+    if (s == mx::name(f)) return f;
+  throw moe::Error(moe::ErrorCode::invalid_argument, "--family: expected mixtral, mistral or llama, got '" + s + "'");
+}
+
+int make_tiny(const fs::path& out, std::uint64_t seed, const std::string& dtype, int shards, bool tokenizer,
+              const std::string& family) {
   fs::create_directories(out);
   mx::Config c = mx::tiny_config();
   c.dtype = parse_dtype(dtype);
+  c.family = parse_family(family);
+  if (c.dense()) c.num_experts = c.experts_per_token = 1;
 #ifdef MOE_HAVE_SENTENCEPIECE
   if (tokenizer) {
     train_tiny_tokenizer(out, 512);
@@ -116,10 +127,12 @@ int make_tiny(const fs::path& out, std::uint64_t seed, const std::string& dtype,
 #endif
   if (!tokenizer) fs::remove(out / "tokenizer.model");
   mx::write_random_checkpoint(out, c, seed, shards);
-  std::printf("wrote %s: Mixtral-style, vocab %lld, hidden %lld, %lld layers, %lld experts top-%lld, %s, seed %llu%s\n",
-              out.string().c_str(), (long long)c.vocab_size, (long long)c.hidden_size, (long long)c.num_layers,
-              (long long)c.num_experts, (long long)c.experts_per_token, std::string(moe::name(*c.dtype)).c_str(),
-              (unsigned long long)seed, tokenizer ? ", with tokenizer.model" : "");
+  const std::string ffn =
+      c.dense() ? std::string("dense FFN") : moe::detail::cat(c.num_experts, " experts top-", c.experts_per_token);
+  std::printf("wrote %s: %s, vocab %lld, hidden %lld, %lld layers, %s, %s, seed %llu%s\n", out.string().c_str(),
+              mx::name(c.family), (long long)c.vocab_size, (long long)c.hidden_size, (long long)c.num_layers,
+              ffn.c_str(), std::string(moe::name(*c.dtype)).c_str(), (unsigned long long)seed,
+              tokenizer ? ", with tokenizer.model" : "");
   return 0;
 }
 
@@ -212,6 +225,10 @@ int generate(const RunOptions& o, const mx::GenerateOptions& g) {
                 r.prefill_tokens_per_second());
     std::printf("decode:  %zu tokens in %.3f s = %.1f tokens/s\n", r.tokens.size() > 0 ? r.tokens.size() - 1 : 0,
                 r.decode_seconds, r.decode_tokens_per_second());
+    if (c.dense()) {
+      std::printf("dense model (%s): one FFN per layer, no routing\n", mx::name(c.family));
+      return 0;
+    }
     std::printf("experts used per layer (tokens routed to expert 0..%lld, prompt and generated):\n",
                 (long long)c.num_experts - 1);
     for (std::size_t l = 0; l < r.expert_tokens.size(); ++l) {
@@ -262,7 +279,7 @@ int info(const RunOptions& o) {
 }  // namespace
 
 int main(int argc, char** argv) try {
-  CLI::App app{"moe-mixtral: run Hugging Face Mixtral checkpoints with the moe library"};
+  CLI::App app{"moe-mixtral: run Hugging Face Mixtral checkpoints (and dense Mistral/Llama ones) with the moe library"};
   app.require_subcommand(1);
 
   RunOptions run;
@@ -278,7 +295,7 @@ int main(int argc, char** argv) try {
                   "cpu: pack the experts into panels first (the fast kernel; costs a copy of the expert weights)");
   };
 
-  std::string tiny_out, dtype = "bf16";
+  std::string tiny_out, dtype = "bf16", family = "mixtral";
   std::uint64_t tiny_seed = 0;
   int shards = 1;
   bool no_tokenizer = false;
@@ -288,6 +305,7 @@ int main(int argc, char** argv) try {
   tiny->add_option("--dtype", dtype, "bf16 (default), f32 or f16");
   tiny->add_option("--shards", shards, "number of safetensors shards")->check(CLI::PositiveNumber);
   tiny->add_flag("--no-tokenizer", no_tokenizer, "token ids only (no tokenizer.model)");
+  tiny->add_option("--family", family, "mixtral (default), or a dense mistral or llama");
 
   CLI::App* g = app.add_subcommand("generate", "continue a prompt, streaming the new tokens");
   add_model(g);
@@ -319,7 +337,7 @@ int main(int argc, char** argv) try {
   }
   if (l->parsed()) return logits(run, out, greedy);
   if (i->parsed()) return info(run);
-  return make_tiny(tiny_out, tiny_seed, dtype, shards, !no_tokenizer);
+  return make_tiny(tiny_out, tiny_seed, dtype, shards, !no_tokenizer, family);
 } catch (const CLI::Error& e) {
   std::cerr << "moe-mixtral: " << e.what() << "\n";
   return 2;

@@ -153,16 +153,25 @@ def main():
         make_case("ties_d48_f96_e8_k2_t64_f32", 104, 48, 96, 8, 2, 64, "F32", copies=[(2, 5), (2, 6)]),
         make_case("ties_d48_f96_e8_k3_t64_bf16", 105, 48, 96, 8, 3, 64, "BF16", copies=[(0, 3), (0, 7)]),
     ]
+    # models/ is written by make_dense_cases.py (transformers); listed here too.
+    models = os.path.join(OUT, "models")
+    for name in sorted(os.listdir(models)) if os.path.isdir(models) else []:
+        cases.append((None, {"kind": "model", "path": "models/" + name,
+                             "generator": "tests/cases/make_dense_cases.py (transformers)"}))
     manifest = {"generator": "tests/cases/make_cases.py (numpy float64)", "numpy": np.__version__,
                 "cases": [c for _, c in cases], "sha256": {}}
-    for path, _ in cases:
-        with open(os.path.join(OUT, path), "rb") as f:
-            manifest["sha256"][path] = hashlib.sha256(f.read()).hexdigest()
+    for root, _, files in sorted(os.walk(OUT)):
+        for file in sorted(files):
+            path = os.path.relpath(os.path.join(root, file), OUT)
+            if path in ("MANIFEST.json", "README.md"):
+                continue
+            with open(os.path.join(OUT, path), "rb") as f:
+                manifest["sha256"][path] = hashlib.sha256(f.read()).hexdigest()
     with open(os.path.join(OUT, "MANIFEST.json"), "w") as f:
         json.dump(manifest, f, indent=1)
         f.write("\n")
     for path, c in cases:
-        print(path, c["params"])
+        print(c["path"], c.get("params", ""))
 
 
 if __name__ == "__main__":

@@ -31,6 +31,14 @@ expect(generate-tiny-sampled 0 "8 new tokens" generate --model "${WORK}/tiny" --
        --temperature 0.7 --top-k 20 --top-p 0.9 --seed 5 --stop 999999)
 expect(make-tiny-f32-no-tokenizer 0 "F32" make-tiny --out "${WORK}/tiny-f32" --dtype f32 --no-tokenizer)
 expect(prompt-without-tokenizer 1 "has no tokenizer.model; give --tokens" generate --model "${WORK}/tiny-f32" --prompt "hi")
+# Dense Mistral and Llama (one FFN per layer): written, described, generated from.
+foreach(family mistral llama)
+  expect(make-tiny-${family} 0 "wrote .*: ${family}, .*dense FFN" make-tiny --out "${WORK}/tiny-${family}"
+         --family ${family} --no-tokenizer)
+  expect(info-tiny-${family} 0 "\"model_type\": \"${family}\"" info --model "${WORK}/tiny-${family}")
+  expect(generate-tiny-${family} 0 "6 new tokens.*dense model \\(${family}\\): one FFN per layer"
+         generate --model "${WORK}/tiny-${family}" --tokens 1,40,41 --max-new 6 --stop 999999)
+endforeach()
 
 # Every golden checkpoint folder.
 file(GLOB folders LIST_DIRECTORIES true "${MODELS}/*")

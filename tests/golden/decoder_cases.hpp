@@ -65,7 +65,8 @@ inline Outputs run_attention(const io::SafeTensors& f, BackendChoice b) {
   return o;
 }
 
-/// model: the checkpoint in the folder of expected.safetensors, run on
+/// model: the checkpoint (Mixtral, or dense Mistral/Llama, whose layers'
+/// moe_out is the FFN's output) in the folder of expected.safetensors, run on
 /// input_ids (one prefill with every intermediate), then 16 greedy tokens
 /// decoded one at a time with the KV cache.
 inline Outputs run_model(const io::SafeTensors& f, BackendChoice b) {
@@ -89,11 +90,13 @@ inline Outputs run_model(const io::SafeTensors& f, BackendChoice b) {
       o[p + "attn_out"] = matrix(tl.attn_out);
       o[p + "moe_out"] = matrix(tl.moe_out);
       o[p + "hidden_out"] = matrix(tl.hidden_out);
-      o[p + "router_logits"] = floats({S, c.num_experts}, prefill.routing[std::size_t(l)].logits);
+      if (!c.dense()) o[p + "router_logits"] = floats({S, c.num_experts}, prefill.routing[std::size_t(l)].logits);
     }
-    const mixtral::RouterLosses losses = mixtral::router_losses(prefill.routing);
-    o["aux_loss"] = floats({1}, {losses.balance});
-    o["z_loss"] = floats({1}, {losses.z});
+    if (!c.dense()) {  // Mistral / Llama have no router
+      const mixtral::RouterLosses losses = mixtral::router_losses(prefill.routing);
+      o["aux_loss"] = floats({1}, {losses.balance});
+      o["z_loss"] = floats({1}, {losses.z});
+    }
 
     std::vector<std::int32_t> greedy;
     std::vector<float> greedy_logits;

@@ -99,7 +99,8 @@ TEST_CASE("config.json: every bad value is named with its file and key") {
   expect([](auto& j) { j["num_hidden_layers"] = "two"; },
          "\"num_hidden_layers\" must be a positive integer, found \"two\"");
   expect([](auto& j) { j["vocab_size"] = -3; }, "\"vocab_size\" must be a positive integer");
-  expect([](auto& j) { j["model_type"] = "llama"; }, "model_type is \"llama\", expected \"mixtral\"");
+  expect([](auto& j) { j["model_type"] = "gpt2"; },
+         "model_type is \"gpt2\", expected \"mixtral\", \"mistral\" or \"llama\"");
   expect([](auto& j) { j["hidden_act"] = "gelu"; }, "only \"silu\"");
   expect([](auto& j) { j["num_key_value_heads"] = 3; }, "not a multiple of num_key_value_heads 3");
   expect([](auto& j) { j["num_experts_per_tok"] = 9; }, "num_experts_per_tok 9 exceeds num_local_experts 4");
@@ -171,6 +172,107 @@ TEST_CASE("config.json: every bad value is named with its file and key") {
   fs::remove(dir.path / "config.json");
   require_error([&] { (void)mx::load_config(dir.path); }, "has no config.json");
   require_error([&] { (void)mx::Model<backend::Reference>(dir.path / "nowhere"); }, "does not exist");
+}
+
+/// mixtral_tiny_f32 as a dense model of `family`: expert `e`'s weights
+/// become each layer's FFN (mlp.gate_proj = w1, up_proj = w3, down_proj =
+/// w2); the router and the other experts are dropped.
+void make_dense(const fs::path& dir, const std::string& family, index_t e) {
+  copy_model("mixtral_tiny_f32", dir);
+  nlohmann::json j = read_config(dir);
+  j["model_type"] = family;
+  j["architectures"] = {family == "llama" ? "LlamaForCausalLM" : "MistralForCausalLM"};
+  j["sliding_window"] = nullptr;
+  for (const char* key : {"num_local_experts", "num_experts_per_tok", "router_aux_loss_coef"}) j.erase(key);
+  write_config(dir, j);
+  const std::string expert = detail::cat("block_sparse_moe.experts.", e, ".");
+  rewrite(dir / "model.safetensors", [&](std::string& name, DType&, std::vector<index_t>&, auto&) {
+    if (name.find("block_sparse_moe.gate") != std::string::npos) return false;
+    const auto at = name.find(expert);
+    if (at == std::string::npos) return name.find("block_sparse_moe") == std::string::npos;
+    const std::string w = name.substr(at + expert.size(), 2);
+    name = name.substr(0, at) + "mlp." + (w == "w1" ? "gate_proj" : w == "w3" ? "up_proj" : "down_proj") + ".weight";
+    return true;
+  });
+}
+
+TEST_CASE("dense Mistral and Llama checkpoints: transformers' defaults, and the FFN runs as one expert") {
+  for (const std::string family : {"mistral", "llama"}) {
+    CAPTURE(family);
+    TempDir dir("dense-" + family);
+    make_dense(dir.path, family, 2);
+    const nlohmann::json stated = read_config(dir.path);
+    {  // defaults when absent: MistralConfig / LlamaConfig, not MixtralConfig
+      nlohmann::json j = stated;
+      for (const char* key : {"rope_theta", "rms_norm_eps", "max_position_embeddings", "sliding_window"}) j.erase(key);
+      write_config(dir.path, j);
+      const mx::Config c = mx::load_config(dir.path);
+      CHECK(c.dense());
+      CHECK(c.num_experts == 1);
+      CHECK(c.rope_theta == 10000.0);
+      CHECK(c.rms_norm_eps == 1e-6);
+      CHECK(c.max_positions == (family == "llama" ? 2048 : 131072));
+      CHECK(c.sliding_window == (family == "llama" ? std::optional<index_t>() : std::optional<index_t>(4096)));
+      j["sliding_window"] = 8;  // LlamaConfig has no window: the key is ignored there
+      write_config(dir.path, j);
+      CHECK(mx::load_config(dir.path).sliding_window == (family == "llama" ? std::nullopt : std::optional<index_t>(8)));
+      CHECK(mx::to_json(mx::load_config(dir.path))["model_type"] == family);
+    }
+    write_config(dir.path, stated);
+
+    // The same weights as a one-expert Mixtral: the same logits, bit for bit
+    // (softmax over one logit is exactly 1), and no routing reported.
+    TempDir one("one-expert-" + family);
+    copy_model("mixtral_tiny_f32", one.path);
+    nlohmann::json j = read_config(one.path);
+    j["num_local_experts"] = 1;
+    j["num_experts_per_tok"] = 1;
+    write_config(one.path, j);
+    rewrite(one.path / "model.safetensors", [&](std::string& name, DType&, std::vector<index_t>& shape, auto& bytes) {
+      if (name.find("block_sparse_moe.gate") != std::string::npos) {
+        shape[0] = 1;
+        bytes.resize(bytes.size() / 4);
+        return true;
+      }
+      const auto at = name.find("experts.");
+      if (at == std::string::npos) return true;
+      if (name.compare(at, 10, "experts.2.") != 0) return false;
+      name.replace(at, 10, "experts.0.");
+      return true;
+    });
+    const auto ids = some_ids(11, 257);
+    const mx::Model<backend::Reference> dense(dir.path), sparse(one.path);
+    mx::KvCache a = dense.new_cache(), b = sparse.new_cache();
+    const mx::StepOutput d = dense.forward(ids, a), s = sparse.forward(ids, b);
+    CHECK(d.logits == s.logits);
+    CHECK(d.routing.empty());
+    CHECK(s.routing.size() == 2);
+    const mx::Model<backend::Cpu<>> dense_cpu(dir.path, backend::Cpu<>(2));
+    CHECK(max_abs_diff(prefill_logits(dense_cpu, ids), d.logits) <=
+          1e-5f * std::max(1.0f, d.logits.cwiseAbs().maxCoeff()));
+    // A different expert's FFN gives other logits: the names map to the right weights.
+    TempDir other("dense-other-" + family);
+    make_dense(other.path, family, 1);
+    CHECK(max_abs_diff(prefill_logits(mx::Model<backend::Reference>(other.path), ids), d.logits) > 1e-3f);
+    const mx::GenerateResult g = mx::generate(dense, ids, {.max_new_tokens = 4, .sampling = {}, .stop_tokens = {}});
+    CHECK(g.tokens.size() == 4);
+  }
+  TempDir dir("dense-bias");
+  make_dense(dir.path, "llama", 0);
+  nlohmann::json j = read_config(dir.path);
+  j["attention_bias"] = true;
+  write_config(dir.path, j);
+  require_error([&] { (void)mx::load_config(dir.path); }, "attention_bias is true, only false (no biases)");
+  j["attention_bias"] = false;
+  j["mlp_bias"] = true;
+  write_config(dir.path, j);
+  require_error([&] { (void)mx::load_config(dir.path); }, "mlp_bias is true");
+  // A dense checkpoint under a Mixtral config: the FFN is not where Mixtral keeps it.
+  j.erase("mlp_bias");
+  j["model_type"] = "mixtral";
+  j["num_local_experts"] = 4;
+  write_config(dir.path, j);
+  require_error([&] { (void)mx::Model<backend::Reference>(dir.path); }, "block_sparse_moe.gate.weight' is missing");
 }
 
 TEST_CASE("checkpoint tensors are checked against the config before any compute") {

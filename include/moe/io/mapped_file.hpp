@@ -118,7 +118,7 @@ class MappedFile {
   std::filesystem::path path_;
   const unsigned char* data_ = nullptr;
   std::size_t size_ = 0;
-  int fd_ = -1;           // kept open for require_unchanged()
+  int fd_ = -1;                  // kept open for require_unchanged()
   struct timespec modified_ {};  // st_mtim at open
 };
 

@@ -1,9 +1,12 @@
 #pragma once
 /// \file config.hpp
-/// Mixtral's hyper-parameters, read from a Hugging Face config.json.
+/// Mixtral's hyper-parameters, read from a Hugging Face config.json; also
+/// those of the dense models Mixtral grew from (model_type "mistral" and
+/// "llama"), whose FFN is one SwiGLU: the decoder runs it as a sparse block
+/// with one expert that every token goes to with weight exactly 1.
 ///
 /// The sizes must be present; the rest default as in transformers'
-/// MixtralConfig. Every value is checked for type and range, and every
+/// MixtralConfig, MistralConfig or LlamaConfig. Every value is checked for type and range, and every
 /// error names the file and the key, so a wrong config is caught before
 /// any tensor is read.
 
@@ -23,7 +26,15 @@
 
 namespace moe::mixtral {
 
+/// The architecture config.json's model_type names.
+enum class Family { mixtral, mistral, llama };
+
+inline const char* name(Family f) noexcept {
+  return f == Family::mixtral ? "mixtral" : f == Family::mistral ? "mistral" : "llama";
+}
+
 struct Config {
+  Family family = Family::mixtral;
   index_t vocab_size = 0;
   index_t hidden_size = 0;        ///< H, the residual stream width
   index_t intermediate_size = 0;  ///< F, each expert's hidden width
@@ -31,8 +42,8 @@ struct Config {
   index_t num_heads = 0;          ///< query heads
   index_t num_kv_heads = 0;       ///< key/value heads (grouped-query attention)
   index_t head_dim = 0;           ///< explicit in config.json, or hidden_size / num_heads
-  index_t num_experts = 0;        ///< num_local_experts
-  index_t experts_per_token = 0;  ///< k of top-k
+  index_t num_experts = 0;        ///< num_local_experts (1 for a dense model)
+  index_t experts_per_token = 0;  ///< k of top-k (1 for a dense model)
   double rms_norm_eps = 1e-5;
   double rope_theta = 1e6;
   std::optional<index_t> sliding_window;  ///< keys a query may see, itself included; none = full causal
@@ -42,6 +53,8 @@ struct Config {
   std::optional<std::int32_t> bos_token_id;
   std::optional<std::int32_t> eos_token_id;
 
+  /// Mistral or Llama: one dense SwiGLU FFN per layer, no router.
+  bool dense() const noexcept { return family != Family::mixtral; }
   index_t group_size() const noexcept { return num_heads / num_kv_heads; }  ///< query heads per kv head
   index_t q_width() const noexcept { return num_heads * head_dim; }
   index_t kv_width() const noexcept { return num_kv_heads * head_dim; }
@@ -111,9 +124,22 @@ inline Config parse_config(const nlohmann::json& j, const std::string& file) {
   using detail::positive_int;
   using moe::detail::require;
   require(j.is_object(), ErrorCode::bad_file, file, ": expected a JSON object");
-  if (j.contains("model_type"))
-    require(j["model_type"] == "mixtral", ErrorCode::unsupported, file, ": model_type is ",
-            detail::json_text(j["model_type"]), ", expected \"mixtral\"");
+  Config c;
+  if (j.contains("model_type")) {
+    const nlohmann::json& t = j["model_type"];
+    if (t == "mistral")
+      c.family = Family::mistral;
+    else if (t == "llama")
+      c.family = Family::llama;
+    else
+      require(t == "mixtral", ErrorCode::unsupported, file, ": model_type is ", detail::json_text(t),
+              ", expected \"mixtral\", \"mistral\" or \"llama\"");
+  }
+  if (c.family == Family::llama)  // biases are LlamaConfig options the decoder does not have
+    for (const char* key : {"attention_bias", "mlp_bias"})
+      if (j.contains(key))
+        require(j[key] == false, ErrorCode::unsupported, file, ": ", key, " is ", detail::json_text(j[key]),
+                ", only false (no biases) is supported");
   if (j.contains("hidden_act"))
     require(j["hidden_act"] == "silu", ErrorCode::unsupported, file, ": hidden_act is ",
             detail::json_text(j["hidden_act"]), ", only \"silu\" (SwiGLU experts) is supported");
@@ -121,18 +147,19 @@ inline Config parse_config(const nlohmann::json& j, const std::string& file) {
     require(j["rope_scaling"].is_null(), ErrorCode::unsupported, file, ": rope_scaling ",
             detail::json_text(j["rope_scaling"]), " is not supported (plain RoPE only)");
 
-  Config c;
+  // transformers' defaults differ by family: MixtralConfig, MistralConfig, LlamaConfig.
+  const bool mixtral = c.family == Family::mixtral, llama = c.family == Family::llama;
   c.vocab_size = positive_int(j, file, "vocab_size");
   c.hidden_size = positive_int(j, file, "hidden_size");
   c.intermediate_size = positive_int(j, file, "intermediate_size");
   c.num_layers = positive_int(j, file, "num_hidden_layers");
   c.num_heads = positive_int(j, file, "num_attention_heads");
   c.num_kv_heads = positive_int(j, file, "num_key_value_heads", c.num_heads);
-  c.num_experts = positive_int(j, file, "num_local_experts");
-  c.experts_per_token = positive_int(j, file, "num_experts_per_tok", 2);
-  c.max_positions = positive_int(j, file, "max_position_embeddings", 131072);
-  c.rms_norm_eps = detail::positive_number(j, file, "rms_norm_eps", 1e-5);
-  c.rope_theta = detail::positive_number(j, file, "rope_theta", 1e6);
+  c.num_experts = mixtral ? positive_int(j, file, "num_local_experts") : 1;
+  c.experts_per_token = mixtral ? positive_int(j, file, "num_experts_per_tok", 2) : 1;
+  c.max_positions = positive_int(j, file, "max_position_embeddings", llama ? 2048 : 131072);
+  c.rms_norm_eps = detail::positive_number(j, file, "rms_norm_eps", mixtral ? 1e-5 : 1e-6);
+  c.rope_theta = detail::positive_number(j, file, "rope_theta", mixtral ? 1e6 : 1e4);
   // transformers >= 5 writes RoPE's settings as {"rope_parameters": {"rope_type", "rope_theta"}}.
   if (j.contains("rope_parameters") && !j["rope_parameters"].is_null()) {
     const nlohmann::json& rope = j["rope_parameters"];
@@ -143,7 +170,9 @@ inline Config parse_config(const nlohmann::json& j, const std::string& file) {
               detail::json_text(rope["rope_type"]), ", only \"default\" (plain RoPE) is supported");
     c.rope_theta = detail::positive_number(rope, file, "rope_theta", c.rope_theta);
   }
-  if (j.contains("sliding_window") && !j["sliding_window"].is_null())
+  // MistralConfig's window defaults to 4096; LlamaConfig has none (a stray key is ignored, as there).
+  if (c.family == Family::mistral && !j.contains("sliding_window")) c.sliding_window = 4096;
+  if (!llama && j.contains("sliding_window") && !j["sliding_window"].is_null())
     c.sliding_window = positive_int(j, file, "sliding_window");
   if (j.contains("tie_word_embeddings")) {
     require(j["tie_word_embeddings"].is_boolean(), ErrorCode::bad_file, file,
@@ -184,8 +213,11 @@ inline Config parse_config(const nlohmann::json& j, const std::string& file) {
 
 /// The config.json that describes `c` (the keys transformers writes).
 inline nlohmann::json to_json(const Config& c) {
-  nlohmann::json j = {{"architectures", {"MixtralForCausalLM"}},
-                      {"model_type", "mixtral"},
+  const char* architecture = c.family == Family::mixtral   ? "MixtralForCausalLM"
+                             : c.family == Family::mistral ? "MistralForCausalLM"
+                                                           : "LlamaForCausalLM";
+  nlohmann::json j = {{"architectures", {architecture}},
+                      {"model_type", name(c.family)},
                       {"vocab_size", c.vocab_size},
                       {"hidden_size", c.hidden_size},
                       {"intermediate_size", c.intermediate_size},
@@ -204,6 +236,12 @@ inline nlohmann::json to_json(const Config& c) {
                       {"router_aux_loss_coef", 0.02},
                       {"use_cache", true}};
   if (c.sliding_window) j["sliding_window"] = *c.sliding_window;
+  if (c.dense()) {
+    j.erase("num_local_experts");
+    j.erase("num_experts_per_tok");
+    j.erase("router_aux_loss_coef");
+    if (c.family == Family::llama) j.erase("sliding_window");
+  }
   if (c.dtype) j["torch_dtype"] = *c.dtype == DType::F32 ? "float32" : *c.dtype == DType::BF16 ? "bfloat16" : "float16";
   if (c.bos_token_id) j["bos_token_id"] = *c.bos_token_id;
   if (c.eos_token_id) j["eos_token_id"] = *c.eos_token_id;

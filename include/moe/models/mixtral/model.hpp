@@ -8,6 +8,11 @@
 ///     x = x + SparseMoE(RMSNorm_post(x))             (moe_block.hpp)
 ///   logits = RMSNorm_final(x) · lm_headᵀ
 ///
+/// Mistral and Llama, the dense models Mixtral was built from, are the same
+/// decoder with one SwiGLU FFN per layer: it runs as a block of one expert
+/// that every token reaches with weight softmax([0]) = 1, so the FFN costs
+/// what it would alone and no routing is reported.
+///
 /// Loading maps the files and checks every tensor against config.json before
 /// any compute; weights stay where the mapping put them, in their stored
 /// dtype. Activations, the KV cache and every accumulation are fp32.
@@ -51,7 +56,7 @@ struct Trace {
 
 struct StepOutput {
   Matrix logits;                 ///< [S, V], or [1, V] with Logits::last
-  std::vector<Routing> routing;  ///< per layer: router logits, chosen experts, weights
+  std::vector<Routing> routing;  ///< per layer: router logits, chosen experts, weights (none if dense)
 };
 
 /// The router losses of one call over all layers, as HF's
@@ -118,7 +123,7 @@ class Model {
     const index_t S = index_t(ids.size()), H = config_.hidden_size, first = cache.next_position();
     check_tokens(ids, first);
     checkpoint_.require_unchanged();  // the weights are views of the mapped files
-    Matrix x(S, H);  // the residual stream
+    Matrix x(S, H);                   // the residual stream
     for (index_t t = 0; t < S; ++t)
       widen_to_float(weights_.embed.data, weights_.embed.dtype, index_t(ids[std::size_t(t)]) * H, H, x.row(t).data());
     if (trace) {
@@ -146,7 +151,7 @@ class Model {
         tl->moe_out = moe.y;
         tl->hidden_out = x;
       }
-      out.routing.push_back(moe.routing);
+      if (!config_.dense()) out.routing.push_back(moe.routing);
     }
     cache.advance(S);
 

@@ -64,7 +64,13 @@ inline void write_random_checkpoint(const std::filesystem::path& dir, const Conf
     specs.push_back({p + "self_attn.v_proj.weight", {c.kv_width(), H}});
     specs.push_back({p + "self_attn.o_proj.weight", {H, c.q_width()}});
     specs.push_back({p + "post_attention_layernorm.weight", {H}});
-    specs.push_back({p + "block_sparse_moe.gate.weight", {c.num_experts, H}});
+    if (c.dense()) {  // Mistral / Llama: one FFN
+      specs.push_back({names::mlp(l, "gate_proj"), {F, H}});
+      specs.push_back({names::mlp(l, "up_proj"), {F, H}});
+      specs.push_back({names::mlp(l, "down_proj"), {H, F}});
+      continue;
+    }
+    specs.push_back({names::router(l), {c.num_experts, H}});
     for (index_t e = 0; e < c.num_experts; ++e) {
       specs.push_back({names::expert(l, e, "w1"), {F, H}});
       specs.push_back({names::expert(l, e, "w2"), {H, F}});

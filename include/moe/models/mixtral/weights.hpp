@@ -1,7 +1,8 @@
 #pragma once
 /// \file weights.hpp
-/// Every tensor of a Mixtral checkpoint, checked against the config before
-/// any compute, and held as views into the mapped files.
+/// Every tensor of a Mixtral checkpoint (or of a dense Mistral/Llama one),
+/// checked against the config before any compute, and held as views into
+/// the mapped files.
 ///
 /// Matrices stay in their stored dtype (a BF16 checkpoint runs on BF16
 /// views); only the RMSNorm scales, H floats per norm, are widened to fp32
@@ -28,6 +29,9 @@ inline std::string layer(index_t l) { return moe::detail::cat("model.layers.", l
 inline std::string expert(index_t l, index_t e, const char* w) {
   return moe::detail::cat(layer(l), "block_sparse_moe.experts.", e, ".", w, ".weight");
 }
+inline std::string router(index_t l) { return layer(l) + "block_sparse_moe.gate.weight"; }
+/// A dense model's FFN: w = "gate_proj" (Mixtral's w1), "up_proj" (w3), "down_proj" (w2).
+inline std::string mlp(index_t l, const char* w) { return moe::detail::cat(layer(l), "mlp.", w, ".weight"); }
 // Plain literals, not std::string objects: a header's namespace-scope
 // object would be built before main in every program that includes it.
 inline constexpr const char* embed = "model.embed_tokens.weight";
@@ -41,6 +45,7 @@ struct DecoderLayerWeights {
   std::vector<float> post_norm;   ///< [H] RMSNorm before the MoE block
   WeightMatrix q, k, v, o;        ///< [nh·hd, H], [nkv·hd, H] ×2, [H, nh·hd]
   LayerWeights moe;               ///< router gate [E, H]; experts: w1 = gate, w3 = up, w2 = down
+                                  ///< (dense: one expert = the FFN, gate = Weights::dense_router)
 };
 
 struct Weights {
@@ -48,6 +53,9 @@ struct Weights {
   std::vector<DecoderLayerWeights> layers;
   std::vector<float> final_norm;  ///< [H]
   WeightMatrix lm_head;           ///< [V, H]; the embedding itself when tied
+  /// Dense models: the [1, H] router of the one-expert block, all zeros, so
+  /// its single logit is 0 and its weight softmax([0]) = 1 exactly.
+  std::vector<float> dense_router;
 };
 
 namespace detail {
@@ -124,11 +132,19 @@ inline Weights load_weights(const io::Checkpoint& ckpt, const Config& c) {
     d.k = claims.matrix(p + "self_attn.k_proj.weight", c.kv_width(), H);
     d.v = claims.matrix(p + "self_attn.v_proj.weight", c.kv_width(), H);
     d.o = claims.matrix(p + "self_attn.o_proj.weight", H, c.q_width());
-    d.moe.router.gate = claims.matrix(p + "block_sparse_moe.gate.weight", c.num_experts, H);
-    for (index_t e = 0; e < c.num_experts; ++e)
-      d.moe.experts.push_back({.gate = claims.matrix(names::expert(l, e, "w1"), F, H),
-                               .up = claims.matrix(names::expert(l, e, "w3"), F, H),
-                               .down = claims.matrix(names::expert(l, e, "w2"), H, F)});
+    if (c.dense()) {
+      if (w.dense_router.empty()) w.dense_router.assign(std::size_t(H), 0.0f);
+      d.moe.router.gate = weight_view(w.dense_router.data(), 1, H);
+      d.moe.experts.push_back({.gate = claims.matrix(names::mlp(l, "gate_proj"), F, H),
+                               .up = claims.matrix(names::mlp(l, "up_proj"), F, H),
+                               .down = claims.matrix(names::mlp(l, "down_proj"), H, F)});
+    } else {
+      d.moe.router.gate = claims.matrix(names::router(l), c.num_experts, H);
+      for (index_t e = 0; e < c.num_experts; ++e)
+        d.moe.experts.push_back({.gate = claims.matrix(names::expert(l, e, "w1"), F, H),
+                                 .up = claims.matrix(names::expert(l, e, "w3"), F, H),
+                                 .down = claims.matrix(names::expert(l, e, "w2"), H, F)});
+    }
     w.layers.push_back(std::move(d));
   }
   w.final_norm = claims.vector(names::final_norm, H);
