@@ -102,6 +102,36 @@ def main():
     # model: a whole tiny Mixtral (1 layer, 2 experts, GQA 2:1), untied and tied.
     for name, c in (("tiny", tiny_config()), ("tiny_tied", tiny_config(tie_word_embeddings=True, head_dim=4))):
         write("model", name, json.dumps(c).encode() + b"\n--weights--\n" + safetensors(tiny_model_tensors(c)))
+    # config.json of the dense families.
+    for family in ("mistral", "llama"):
+        c = tiny_config(model_type=family, architectures=[family.capitalize() + "ForCausalLM"])
+        for key in ("num_local_experts", "num_experts_per_tok"):
+            c.pop(key, None)
+        write("config", "dense_" + family, json.dumps(c))
+    # merge_config: mergekit-moe YAML, the seed article's shape and every key.
+    write("merge_config", "beyonder", b"""base_model: mlabonne/AlphaMonarch-7B
+experts:
+  - source_model: mlabonne/AlphaMonarch-7B
+    positive_prompts: ["chat", "assistant", "tell me", "explain", "I want"]
+  - source_model: beowolx/CodeNinja-1.0-OpenChat-7B
+    positive_prompts:
+    - "code"
+    - "python"
+""")
+    write("merge_config", "every_key", b"""base_model: ./base
+gate_mode: cheap_embed
+dtype: torch.bfloat16
+experts_per_token: 1
+architecture: mixtral
+shared_experts: null
+experts:
+  - source_model: ./a
+    positive_prompts: ["x", 'y']
+    negative_prompts: [z]
+    noise_scale: 0.01
+    residual_scale: 0.5
+  - {source_model: ./b, positive_prompts: [w]}
+""")
 
 
 if __name__ == "__main__":
