@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "moe/io/safetensors_writer.hpp"
+#include "moe/io/sharded_writer.hpp"
 #include "moe/layer/weight_store.hpp"
 #include "moe/models/mixtral/config.hpp"
 #include "moe/models/mixtral/weights.hpp"
@@ -86,11 +87,7 @@ inline void write_random_checkpoint(const std::filesystem::path& dir, const Conf
     for (index_t d : s.shape) n *= d;
     total += std::size_t(n * size_of(dtype));
   }
-  const auto shard_name = [&](int i) {
-    char buf[64];
-    std::snprintf(buf, sizeof buf, "model-%05d-of-%05d.safetensors", i + 1, shards);
-    return shards == 1 ? std::string("model.safetensors") : std::string(buf);
-  };
+  const auto shard_name = [&](int i) { return io::shard_file_name(std::size_t(i), std::size_t(shards)); };
 
   // Fill shards in order, starting a new one when a shard has its share.
   nlohmann::json weight_map = nlohmann::json::object();
