@@ -23,6 +23,8 @@ enum class RngStream : std::uint32_t {
   init = 4,            ///< weight initialisation helpers
   sampling = 5,        ///< next-token sampling in generation
   expert_dropout = 6,  ///< dropout masks inside the experts (training)
+  merge = 7,           ///< frankenMoE router rows (random, uniform_random)
+  merge_noise = 8,     ///< frankenMoE noise_scale on expert weights
   user = 0x100,        ///< first stream free for user code
 };
 

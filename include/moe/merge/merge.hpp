@@ -1,0 +1,284 @@
+#pragma once
+/// \file merge.hpp
+/// Builds a frankenMoE: a Mixtral checkpoint assembled from dense Mistral or
+/// Llama folders, as mergekit-moe does (../FRANKENMOE.md of the project's
+/// notes; config.hpp for the config), streamed: each output tensor is read
+/// from the mapped sources, converted and written as its shard is written,
+/// so memory holds one tensor at a time, never a model.
+///
+///   from base_model       embed_tokens, every layer's norms and attention,
+///                         model.norm, lm_head (absent when tied)
+///   from experts[e]       layer l: mlp.gate_proj → experts.e.w1,
+///                         mlp.down_proj → w2, mlp.up_proj → w3
+///                         (+ N(0,1)·noise_scale on all three, then
+///                         down_proj × residual_scale)
+///   router, layer l       [E, H] rows from gate_mode (gates.hpp)
+///
+/// Before any work, beyond mergekit's own checks: every model a local
+/// folder, of one family (all mistral or all llama; mergekit refuses a mix
+/// too), with the base's hidden size, FFN width and layer count (mergekit
+/// writes a broken model or fails late on a mismatch).
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <Eigen/SVD>
+
+#include "moe/core/rng.hpp"
+#include "moe/io/checkpoint.hpp"
+#include "moe/io/sharded_writer.hpp"
+#include "moe/layer/weight_store.hpp"
+#include "moe/merge/config.hpp"
+#include "moe/models/mixtral/config.hpp"
+#include "moe/models/mixtral/weights.hpp"
+
+namespace moe::merge {
+
+struct MergeOptions {
+  ValidateOptions validate;
+  std::uint64_t seed = 0;                       ///< random / uniform_random gates and noise_scale draws
+  std::size_t max_shard_bytes = 5'000'000'000;  ///< mergekit's --out-shard-size default (bytes)
+  /// Router rows for every layer, instead of computing them: a safetensors
+  /// file with `model.layers.{l}.block_sparse_moe.gate.weight` [E, H] per layer.
+  std::optional<std::filesystem::path> router_weights;
+  bool copy_tokenizer = true;
+  /// Called before each output shard is written: (index, count, file name).
+  std::function<void(std::size_t, std::size_t, const std::string&)> on_shard;
+};
+
+struct MergeReport {
+  index_t layers = 0, experts = 0;
+  std::size_t bytes = 0, shards = 0;
+  std::vector<double> gate_condition;      ///< per layer: σ_max / σ_min of its [E, H] router
+  std::vector<index_t> degenerate_layers;  ///< layers whose condition number exceeds 5 (mergekit's warning)
+};
+
+/// One source folder: its config and its mapped tensors.
+struct SourceModel {
+  std::filesystem::path dir;
+  mixtral::Config config;
+  io::Checkpoint checkpoint;
+  explicit SourceModel(const std::filesystem::path& d) : dir(d), config(mixtral::load_config(d)), checkpoint(d) {}
+};
+
+namespace detail {
+using moe::detail::cat;
+using moe::detail::require;
+
+inline std::filesystem::path local_folder(const std::string& ref, const std::string& role) {
+  const std::filesystem::path p(ref);
+  require(std::filesystem::is_directory(p), ErrorCode::bad_file, role, " '", ref,
+          "' is not a local folder (moe-merge reads Hugging Face folders on disk: download it first, e.g. "
+          "huggingface-cli download ",
+          ref, " --local-dir DIR)");
+  return p;
+}
+
+/// The dtype names config.json uses.
+inline const char* torch_name(DType d) {
+  return d == DType::F32 ? "float32" : d == DType::BF16 ? "bfloat16" : "float16";
+}
+
+/// Converts n values from `from` to `to` (rounded to nearest even), applying
+/// `edit` to each value in float when given.
+inline void convert(const unsigned char* src, DType from, index_t n, DType to, unsigned char* dst,
+                    const std::function<float(index_t, float)>& edit = {}) {
+  const std::size_t width = std::size_t(size_of(to));
+  if (from == to && !edit) {
+    std::memcpy(dst, src, std::size_t(n) * width);
+    return;
+  }
+  std::vector<float> row(4096);
+  for (index_t first = 0; first < n; first += 4096) {
+    const index_t m = std::min<index_t>(4096, n - first);
+    widen_to_float(src, from, first, m, row.data());
+    for (index_t i = 0; i < m; ++i) {
+      const float v = edit ? edit(first + i, row[std::size_t(i)]) : row[std::size_t(i)];
+      moe::detail::store_as(to, v, dst + std::size_t(first + i) * width);
+    }
+  }
+}
+
+/// Condition number σ_max / σ_min of a router (float32 SVD, as mergekit).
+inline double condition_number(const Eigen::MatrixXf& g) {
+  const Eigen::JacobiSVD<Eigen::MatrixXf> svd(g);
+  const auto& s = svd.singularValues();
+  return s.size() == 0 ? 1.0 : double(s(0)) / double(s(s.size() - 1));
+}
+}  // namespace detail
+
+/// The router rows of every layer, [L] × [E, H], for the modes that need
+/// no model run: random (N(0, 1), unscaled) and uniform_random (U(±1/√H)).
+/// The prompt modes (cheap_embed, hidden) come with the tokenizer pass.
+inline std::vector<Eigen::MatrixXf> drawn_gates(GateMode mode, index_t L, index_t E, index_t H, std::uint64_t seed) {
+  moe::detail::require(mode == GateMode::random || mode == GateMode::uniform_random, ErrorCode::unsupported,
+                       "gate_mode ", name(mode), " needs the prompts run through the base model's tokenizer, which ",
+                       "this build of moe-merge does not do yet; use random or uniform_random, or give the router ",
+                       "weights from a file (--router-weights)");
+  const float bound = 1.0f / std::sqrt(float(H));
+  std::vector<Eigen::MatrixXf> gates;
+  for (index_t l = 0; l < L; ++l) {
+    Eigen::MatrixXf g(E, H);
+    for (index_t e = 0; e < E; ++e)
+      for (index_t h = 0; h < H; ++h)
+        g(e, h) = mode == GateMode::random
+                      ? normal({seed, std::uint64_t(l)}, RngStream::merge, std::uint64_t(e), std::uint64_t(h))
+                      : bound * (2.0f * uniform({seed, std::uint64_t(l)}, RngStream::merge, std::uint64_t(e),
+                                                std::uint64_t(h)) -
+                                 1.0f);
+    gates.push_back(std::move(g));
+  }
+  return gates;
+}
+
+/// Router rows read from a file (MergeOptions::router_weights), checked.
+inline std::vector<Eigen::MatrixXf> gates_from_file(const std::filesystem::path& file, index_t L, index_t E,
+                                                    index_t H) {
+  const io::SafeTensors f(file);
+  std::vector<Eigen::MatrixXf> gates;
+  for (index_t l = 0; l < L; ++l) {
+    const std::string n = mixtral::names::router(l);
+    const io::TensorView* t = f.find(n);
+    moe::detail::require(t != nullptr, ErrorCode::bad_file, file.string(), ": no tensor '", n, "' (expected [", E, ", ",
+                         H, "])");
+    t->expect_shape({E, H});
+    Eigen::MatrixXf g(E, H);
+    for (index_t e = 0; e < E; ++e)
+      for (index_t h = 0; h < H; ++h) g(e, h) = t->matrix().at(e, h);
+    gates.push_back(std::move(g));
+  }
+  return gates;
+}
+
+/// The merged model's config.json: the base's, made a Mixtral (mergekit's
+/// _generate_config: a Llama base becomes a Mistral first, no sliding
+/// window; everything else carried over).
+inline nlohmann::json merged_config(const nlohmann::json& base, index_t experts, int experts_per_token,
+                                    std::optional<DType> dtype) {
+  nlohmann::json j = base;
+  j["architectures"] = {"MixtralForCausalLM"};
+  j["model_type"] = "mixtral";
+  j["num_local_experts"] = experts;
+  j["num_experts_per_tok"] = experts_per_token;
+  j["sliding_window"] = nullptr;
+  for (const auto& [key, value] : {std::pair<const char*, nlohmann::json>{"router_aux_loss_coef", 0.001},
+                                   {"output_router_logits", false},
+                                   {"router_jitter_noise", 0.0}})
+    if (!j.contains(key)) j[key] = value;
+  for (const char* key : {"mlp_bias", "pretraining_tp"}) j.erase(key);  // Llama-only keys Mixtral lacks
+  if (dtype) j[base.contains("dtype") ? "dtype" : "torch_dtype"] = detail::torch_name(*dtype);
+  return j;
+}
+
+/// Builds the merge `c` describes into `out_dir`.
+inline MergeReport merge(const MergeConfig& c, const std::filesystem::path& out_dir, const MergeOptions& o = {}) {
+  using detail::cat;
+  using detail::require;
+  validate(c, o.validate);
+  // Every model opened and checked before anything is written.
+  const SourceModel base(detail::local_folder(c.base_model, "base_model"));
+  require(base.config.dense(), ErrorCode::unsupported, base.dir.string(), ": base_model is a ",
+          mixtral::name(base.config.family), " model; a merge takes dense mistral or llama models");
+  std::vector<std::unique_ptr<SourceModel>> experts;
+  for (std::size_t i = 0; i < c.experts.size(); ++i) {
+    const std::string role = cat("experts[", i, "].source_model");
+    experts.push_back(std::make_unique<SourceModel>(detail::local_folder(c.experts[i].source_model, role)));
+    const mixtral::Config& x = experts.back()->config;
+    const mixtral::Config& b = base.config;
+    require(x.family == b.family, ErrorCode::unsupported, role, " (", c.experts[i].source_model, ") is a ",
+            mixtral::name(x.family), " model and base_model a ", mixtral::name(b.family),
+            " one; mergekit's Mixtral output takes one family");
+    for (const auto& [what, have, want] : {std::tuple{"hidden_size", x.hidden_size, b.hidden_size},
+                                           std::tuple{"intermediate_size", x.intermediate_size, b.intermediate_size},
+                                           std::tuple{"num_hidden_layers", x.num_layers, b.num_layers}})
+      require(have == want, ErrorCode::shape_mismatch, role, " (", c.experts[i].source_model, ") has ", what, " ", have,
+              ", base_model ", want, ": every expert must have the base's shape");
+  }
+  const mixtral::Config& bc = base.config;
+  const index_t L = bc.num_layers, E = index_t(c.experts.size()), H = bc.hidden_size;
+  const std::optional<DType> out_dtype = c.dtype ? c.dtype : bc.dtype;
+  const auto dtype_of = [&](const io::TensorView& t) { return out_dtype.value_or(t.dtype); };
+
+  std::vector<Eigen::MatrixXf> gates =
+      o.router_weights ? gates_from_file(*o.router_weights, L, E, H) : drawn_gates(c.gate_mode, L, E, H, o.seed);
+  MergeReport report;
+  report.layers = L;
+  report.experts = E;
+  for (index_t l = 0; l < L; ++l) {
+    report.gate_condition.push_back(detail::condition_number(gates[std::size_t(l)]));
+    if (report.gate_condition.back() > 5.0) report.degenerate_layers.push_back(l);
+  }
+
+  io::ShardedWriter w(o.max_shard_bytes);
+  w.set_metadata("format", "pt");
+  // A tensor copied from a source, converted, optionally edited per value.
+  const auto copy = [&](const std::string& out_name, const io::TensorView& t,
+                        std::function<float(index_t, float)> edit = {}) {
+    const DType to = dtype_of(t);
+    w.add(out_name, to, t.shape, [&t, to, edit = std::move(edit)](unsigned char* dst) {
+      detail::convert(t.data, t.dtype, t.numel(), to, dst, edit);
+    });
+  };
+  const auto& bt = base.checkpoint;
+  copy(mixtral::names::embed, bt.tensor(mixtral::names::embed));
+  for (index_t l = 0; l < L; ++l) {
+    const std::string p = mixtral::names::layer(l);
+    for (const char* n : {"input_layernorm.weight", "self_attn.q_proj.weight", "self_attn.k_proj.weight",
+                          "self_attn.v_proj.weight", "self_attn.o_proj.weight", "post_attention_layernorm.weight"})
+      copy(p + n, bt.tensor(p + n));
+    const DType gate_dtype = out_dtype.value_or(bt.tensor(p + "self_attn.q_proj.weight").dtype);
+    w.add(mixtral::names::router(l), gate_dtype, {E, H}, [&gates, l, E, H, gate_dtype](unsigned char* dst) {
+      const Eigen::MatrixXf& g = gates[std::size_t(l)];
+      for (index_t e = 0; e < E; ++e)
+        for (index_t h = 0; h < H; ++h)
+          moe::detail::store_as(gate_dtype, g(e, h), dst + std::size_t(e * H + h) * std::size_t(size_of(gate_dtype)));
+    });
+    for (index_t e = 0; e < E; ++e) {
+      const ExpertSource& src = c.experts[std::size_t(e)];
+      const io::Checkpoint& xt = experts[std::size_t(e)]->checkpoint;
+      for (const auto& [from, to] : {std::pair{"gate_proj", "w1"}, {"down_proj", "w2"}, {"up_proj", "w3"}}) {
+        const bool down = std::string(from) == "down_proj";
+        std::function<float(index_t, float)> edit;
+        if (src.noise_scale || (down && src.residual_scale)) {
+          const float noise = float(src.noise_scale.value_or(0.0));
+          const float scale = down ? float(src.residual_scale.value_or(1.0)) : 1.0f;
+          const std::uint64_t id = std::uint64_t((l * E + e) * 3) + (down ? 1 : std::string(from) == "up_proj" ? 2 : 0);
+          edit = [noise, scale, seed = o.seed, id](index_t i, float v) {
+            if (noise != 0.0f) v += noise * normal({seed, id}, RngStream::merge_noise, std::uint64_t(i), 0);
+            return v * scale;
+          };
+        }
+        copy(mixtral::names::expert(l, e, to), xt.tensor(mixtral::names::mlp(l, from)), std::move(edit));
+      }
+    }
+  }
+  copy(mixtral::names::final_norm, bt.tensor(mixtral::names::final_norm));
+  if (const io::TensorView* head = bt.find(mixtral::names::lm_head); head && !bc.tie_word_embeddings)
+    copy(mixtral::names::lm_head, *head);
+
+  std::filesystem::create_directories(out_dir);
+  w.write(out_dir, [&](std::size_t i, const std::string& file) {
+    if (o.on_shard) o.on_shard(i, w.shard_count(), file);
+  });
+  {
+    std::ofstream cfg(out_dir / "config.json");
+    cfg << merged_config(io::read_json(base.dir / "config.json"), E, c.experts_per_token, out_dtype).dump(2) << "\n";
+    require(bool(cfg), ErrorCode::bad_file, (out_dir / "config.json").string(), ": write failed");
+    std::ofstream yml(out_dir / "mergekit_moe_config.yml", std::ios::binary);
+    yml << c.text;
+  }
+  if (o.copy_tokenizer)
+    for (const char* f : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"})
+      if (std::filesystem::is_regular_file(base.dir / f))
+        std::filesystem::copy_file(base.dir / f, out_dir / f, std::filesystem::copy_options::overwrite_existing);
+  report.bytes = w.total_bytes();
+  report.shards = w.shard_count();
+  return report;
+}
+
+}  // namespace moe::merge

@@ -1,0 +1,250 @@
+// moe::merge: a frankenMoE from tiny dense models. Every copied tensor is
+// bit-identical to its source, the experts are where mergekit puts them,
+// the result loads and generates as a Mixtral, and every mismatch between
+// the models is refused before anything is written.
+#include "test_support.hpp"
+
+#include <moe/merge/merge.hpp>
+#include <moe/models/mixtral.hpp>
+
+#include <cstring>
+#include <unistd.h>
+
+using namespace moe;
+using moe::test::require_error;
+namespace fs = std::filesystem;
+namespace mg = moe::merge;
+namespace mx = moe::mixtral;
+
+namespace {
+struct TempDir {
+  fs::path path;
+  explicit TempDir(const std::string& name)
+      : path(fs::temp_directory_path() / ("moe-merge-test-" + std::to_string(::getpid()) + "-" + name)) {
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~TempDir() { fs::remove_all(path); }
+};
+
+mx::Config dense(mx::Family family, DType dtype = DType::F32) {
+  mx::Config c;
+  c.family = family;
+  c.vocab_size = 64;
+  c.hidden_size = 32;
+  c.intermediate_size = 48;
+  c.num_layers = 2;
+  c.num_heads = 4;
+  c.num_kv_heads = 2;
+  c.head_dim = 8;
+  c.num_experts = c.experts_per_token = 1;
+  c.max_positions = 128;
+  c.rope_theta = 10000;
+  c.dtype = dtype;
+  c.bos_token_id = 1;
+  c.eos_token_id = 2;
+  return c;
+}
+
+/// Three dense Mistral models (seeds 1, 2, 3) under `root`; model 1 is the base.
+std::vector<std::string> three_models(const fs::path& root, mx::Config c = dense(mx::Family::mistral)) {
+  std::vector<std::string> dirs;
+  for (int seed = 1; seed <= 3; ++seed) {
+    dirs.push_back((root / ("m" + std::to_string(seed))).string());
+    mx::write_random_checkpoint(dirs.back(), c, std::uint64_t(seed));
+  }
+  return dirs;
+}
+
+mg::MergeConfig config_of(const std::vector<std::string>& dirs, mg::GateMode mode = mg::GateMode::random) {
+  mg::MergeConfig c;
+  c.base_model = dirs[0];
+  for (const std::string& dir : dirs) {
+    mg::ExpertSource e;
+    e.source_model = dir;
+    e.positive_prompts = {"prompt for " + dir};  // unused by random gates; mergekit wants them elsewhere
+    c.experts.push_back(e);
+  }
+  c.gate_mode = mode;
+  c.text = "base_model: " + dirs[0] + "\n";
+  return c;
+}
+
+mg::MergeOptions seeded(std::uint64_t seed) {
+  mg::MergeOptions o;
+  o.seed = seed;
+  return o;
+}
+
+bool same_bytes(const io::TensorView& a, const io::TensorView& b) {
+  return a.dtype == b.dtype && a.shape == b.shape && std::memcmp(a.data, b.data, a.nbytes) == 0;
+}
+}  // namespace
+
+TEST_CASE("merge: every tensor where mergekit puts it, bit for bit; the result runs as a Mixtral") {
+  const TempDir root("basic");
+  const auto dirs = three_models(root.path);
+  const fs::path out = root.path / "moe";
+  const mg::MergeReport report = mg::merge(config_of(dirs), out, seeded(3));
+  CHECK(report.layers == 2);
+  CHECK(report.experts == 3);
+  CHECK(report.shards == 1);
+
+  const io::Checkpoint merged(out), base(dirs[0]);
+  for (const std::string& n : base.names())
+    if (n.find(".mlp.") == std::string::npos) CHECK_MESSAGE(same_bytes(merged.tensor(n), base.tensor(n)), n);
+  for (index_t e = 0; e < 3; ++e) {
+    const io::Checkpoint source(dirs[std::size_t(e)]);
+    for (index_t l = 0; l < 2; ++l) {
+      CHECK(same_bytes(merged.tensor(mx::names::expert(l, e, "w1")), source.tensor(mx::names::mlp(l, "gate_proj"))));
+      CHECK(same_bytes(merged.tensor(mx::names::expert(l, e, "w2")), source.tensor(mx::names::mlp(l, "down_proj"))));
+      CHECK(same_bytes(merged.tensor(mx::names::expert(l, e, "w3")), source.tensor(mx::names::mlp(l, "up_proj"))));
+    }
+  }
+  // Random gates: N(0, 1), unscaled, seeded.
+  double sum = 0, squares = 0;
+  for (index_t l = 0; l < 2; ++l)
+    for (float v : merged.tensor(mx::names::router(l)).to_vector<float>()) {
+      sum += v;
+      squares += double(v) * v;
+    }
+  const double n = 2 * 3 * 32, mean = sum / n, sd = std::sqrt(squares / n - mean * mean);
+  CHECK(std::abs(mean) < 0.25);
+  CHECK(sd > 0.8);
+  CHECK(sd < 1.2);
+  CHECK(report.gate_condition.size() == 2);
+
+  const nlohmann::json config = io::read_json(out / "config.json");
+  CHECK(config["model_type"] == "mixtral");
+  CHECK(config["architectures"][0] == "MixtralForCausalLM");
+  CHECK(config["num_local_experts"] == 3);
+  CHECK(config["num_experts_per_tok"] == 2);
+  CHECK(config["sliding_window"].is_null());
+  CHECK(config["torch_dtype"] == "float32");
+  CHECK(config["hidden_size"] == 32);
+  std::ifstream yml(out / "mergekit_moe_config.yml");
+  CHECK(std::string(std::istreambuf_iterator<char>(yml), {}) == "base_model: " + dirs[0] + "\n");
+
+  const mx::Model<backend::Cpu<>> model(out, backend::Cpu<>(1));  // every tensor checked against config.json
+  const mx::GenerateResult g =
+      mx::generate(model, std::vector<std::int32_t>{1, 5, 9}, {.max_new_tokens = 5, .sampling = {}, .stop_tokens = {}});
+  CHECK(g.tokens.size() == 5);
+  index_t routed = 0;
+  for (index_t k : g.expert_tokens[0]) routed += k;
+  CHECK(routed == 2 * (3 + 4));  // top-2 over the prompt and 4 decode steps
+
+  // The same seed, the same bytes; another seed, other gates.
+  const fs::path again = root.path / "again", other = root.path / "other";
+  mg::merge(config_of(dirs), again, seeded(3));
+  mg::merge(config_of(dirs), other, seeded(4));
+  CHECK(same_bytes(io::Checkpoint(again).tensor(mx::names::router(1)), merged.tensor(mx::names::router(1))));
+  CHECK_FALSE(same_bytes(io::Checkpoint(other).tensor(mx::names::router(1)), merged.tensor(mx::names::router(1))));
+}
+
+TEST_CASE("merge: dtype, noise and residual scale, shards, uniform gates, router rows from a file") {
+  const TempDir root("options");
+  const auto dirs = three_models(root.path);
+  {  // bfloat16 out: each value rounded to nearest even; residual_scale on down_proj only
+    mg::MergeConfig c = config_of(dirs, mg::GateMode::uniform_random);
+    c.dtype = DType::BF16;
+    c.experts[1].residual_scale = 0.5;
+    const fs::path out = root.path / "bf16";
+    mg::MergeOptions small_shards;
+    small_shards.max_shard_bytes = 20000;
+    mg::merge(c, out, small_shards);
+    const io::Checkpoint merged(out), source(dirs[1]);
+    CHECK(merged.file_count() > 2);
+    CHECK(fs::exists(out / "model.safetensors.index.json"));
+    const auto w2 = merged.tensor(mx::names::expert(1, 1, "w2")).to_vector<Eigen::bfloat16>();
+    const auto down = source.tensor(mx::names::mlp(1, "down_proj")).to_vector<float>();
+    const auto w1 = merged.tensor(mx::names::expert(1, 1, "w1")).to_vector<Eigen::bfloat16>();
+    const auto gate = source.tensor(mx::names::mlp(1, "gate_proj")).to_vector<float>();
+    index_t wrong = 0;
+    for (std::size_t i = 0; i < down.size(); ++i)
+      wrong += Eigen::numext::bit_cast<std::uint16_t>(w2[i]) !=
+               Eigen::numext::bit_cast<std::uint16_t>(Eigen::bfloat16(down[i] * 0.5f));
+    for (std::size_t i = 0; i < gate.size(); ++i)
+      wrong += Eigen::numext::bit_cast<std::uint16_t>(w1[i]) !=
+               Eigen::numext::bit_cast<std::uint16_t>(Eigen::bfloat16(gate[i]));
+    CHECK(wrong == 0);
+    const float bound = 1.0f / std::sqrt(32.0f);
+    for (Eigen::bfloat16 v : merged.tensor(mx::names::router(0)).to_vector<Eigen::bfloat16>())
+      CHECK(std::abs(float(v)) <= bound * 1.01f);
+    CHECK(io::read_json(out / "config.json")["torch_dtype"] == "bfloat16");
+    (void)mx::Model<backend::Reference>(out);
+  }
+  {  // noise_scale: the weights move by about the scale, seeded
+    mg::MergeConfig c = config_of(dirs);
+    c.experts[2].noise_scale = 0.01;
+    const fs::path out = root.path / "noise";
+    mg::merge(c, out, seeded(1));
+    const auto noisy = io::Checkpoint(out).tensor(mx::names::expert(0, 2, "w3")).to_vector<float>();
+    const auto clean = io::Checkpoint(dirs[2]).tensor(mx::names::mlp(0, "up_proj")).to_vector<float>();
+    double squares = 0;
+    for (std::size_t i = 0; i < clean.size(); ++i) squares += double(noisy[i] - clean[i]) * (noisy[i] - clean[i]);
+    const double rms = std::sqrt(squares / double(clean.size()));
+    CHECK(rms > 0.008);
+    CHECK(rms < 0.012);
+    CHECK(same_bytes(io::Checkpoint(out).tensor(mx::names::expert(0, 1, "w3")),
+                     io::Checkpoint(dirs[1]).tensor(mx::names::mlp(0, "up_proj"))));
+  }
+  {  // router rows injected from a file: written exactly
+    io::SafeTensorsWriter rows;
+    std::vector<float> g0(3 * 32), g1(3 * 32);
+    for (std::size_t i = 0; i < g0.size(); ++i) {
+      g0[i] = float(i) / 64.0f;
+      g1[i] = -float(i) / 128.0f;
+    }
+    rows.add(mx::names::router(0), {3, 32}, g0);
+    rows.add(mx::names::router(1), {3, 32}, g1);
+    rows.write(root.path / "gates.safetensors");
+    const fs::path out = root.path / "injected";
+    mg::MergeOptions injected;
+    injected.router_weights = root.path / "gates.safetensors";
+    const mg::MergeReport r = mg::merge(config_of(dirs, mg::GateMode::cheap_embed), out, injected);
+    CHECK(io::Checkpoint(out).tensor(mx::names::router(1)).to_vector<float>() == g1);
+    CHECK(r.degenerate_layers == std::vector<index_t>{0, 1});  // rank-deficient rows: condition number huge
+    injected.router_weights = root.path / "nowhere.safetensors";
+    require_error([&] { mg::merge(config_of(dirs), out, injected); }, ErrorCode::bad_file, {"nowhere.safetensors"});
+  }
+}
+
+TEST_CASE("merge: models that do not fit together are refused before anything is written") {
+  const TempDir root("errors");
+  const auto dirs = three_models(root.path);
+  const fs::path out = root.path / "out";
+  mx::Config wide = dense(mx::Family::mistral);
+  wide.hidden_size = 48;
+  mx::write_random_checkpoint(root.path / "wide", wide, 5);
+  mx::Config deep = dense(mx::Family::mistral);
+  deep.num_layers = 3;
+  mx::write_random_checkpoint(root.path / "deep", deep, 6);
+  mx::write_random_checkpoint(root.path / "llama", dense(mx::Family::llama), 7);
+  mx::Config sparse = mx::tiny_config(64);
+  mx::write_random_checkpoint(root.path / "mixtral", sparse, 8);
+
+  const auto refuse = [&](mg::MergeConfig c, ErrorCode code, std::initializer_list<std::string> message) {
+    require_error([&] { mg::merge(c, out); }, code, message);
+    CHECK_FALSE(fs::exists(out));
+  };
+  auto c = config_of(dirs);
+  c.experts[1].source_model = (root.path / "wide").string();
+  refuse(c, ErrorCode::shape_mismatch, {"experts[1].source_model", "has hidden_size 48, base_model 32"});
+  c = config_of(dirs);
+  c.experts[2].source_model = (root.path / "deep").string();
+  refuse(c, ErrorCode::shape_mismatch, {"experts[2].source_model", "num_hidden_layers 3, base_model 2"});
+  c = config_of(dirs);
+  c.experts[0].source_model = (root.path / "llama").string();
+  refuse(c, ErrorCode::unsupported, {"is a llama model and base_model a mistral one"});
+  c = config_of(dirs);
+  c.base_model = (root.path / "mixtral").string();
+  refuse(c, ErrorCode::unsupported, {"base_model is a mixtral model"});
+  c = config_of(dirs);
+  c.experts[1].source_model = "mlabonne/AlphaMonarch-7B";
+  refuse(c, ErrorCode::bad_file, {"'mlabonne/AlphaMonarch-7B' is not a local folder", "huggingface-cli download"});
+  c = config_of(dirs, mg::GateMode::cheap_embed);
+  refuse(c, ErrorCode::unsupported, {"gate_mode cheap_embed needs the prompts"});
+  c = config_of(dirs, mg::GateMode::hidden);  // mergekit's own check comes first
+  c.experts[0].positive_prompts.clear();
+  refuse(c, ErrorCode::invalid_argument, {"Expert 0 has no positive prompts."});
+}
