@@ -242,6 +242,16 @@ TEST_CASE("merge: models that do not fit together are refused before anything is
   c = config_of(dirs);
   c.experts[1].source_model = "mlabonne/AlphaMonarch-7B";
   refuse(c, ErrorCode::bad_file, {"'mlabonne/AlphaMonarch-7B' is not a local folder", "huggingface-cli download"});
+  {  // an expert whose tensors do not match its own config.json: the decoder's check, naming the tensor
+    const fs::path broken = root.path / "broken";
+    mx::write_random_checkpoint(broken, dense(mx::Family::mistral), 9);
+    nlohmann::json j = io::read_json(broken / "config.json");
+    j["num_key_value_heads"] = 4;
+    std::ofstream(broken / "config.json") << j.dump();
+    c = config_of(dirs);
+    c.experts[2].source_model = broken.string();
+    refuse(c, ErrorCode::shape_mismatch, {"model.layers.0.self_attn.k_proj.weight"});
+  }
   c = config_of(dirs, mg::GateMode::cheap_embed);
   refuse(c, ErrorCode::unsupported, {"gate_mode cheap_embed needs the prompts"});
   c = config_of(dirs, mg::GateMode::hidden);  // mergekit's own check comes first

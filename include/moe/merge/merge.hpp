@@ -58,12 +58,16 @@ struct MergeReport {
   std::vector<index_t> degenerate_layers;  ///< layers whose condition number exceeds 5 (mergekit's warning)
 };
 
-/// One source folder: its config and its mapped tensors.
+/// One source folder: its config and its mapped tensors, every one checked
+/// against the config (present, weight dtype, shape, nothing extra) as the
+/// decoder checks a model it loads.
 struct SourceModel {
   std::filesystem::path dir;
   mixtral::Config config;
   io::Checkpoint checkpoint;
-  explicit SourceModel(const std::filesystem::path& d) : dir(d), config(mixtral::load_config(d)), checkpoint(d) {}
+  explicit SourceModel(const std::filesystem::path& d) : dir(d), config(mixtral::load_config(d)), checkpoint(d) {
+    (void)mixtral::load_weights(checkpoint, config);
+  }
 };
 
 namespace detail {
