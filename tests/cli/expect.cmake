@@ -1,4 +1,6 @@
 # Shared by the command-line tests (cmake -P scripts).
+#   moe_cli_start(<VAR>...) requires each -D<VAR>=..., empties ${WORK} and
+# the list of failures.
 #   moe_expect(<name> <exit code> <regex the output must match> <command> <args>...)
 # runs the command and, unless its exit code and output (stdout and stderr
 # together) match, appends a report to the caller's `failures`.
@@ -20,4 +22,15 @@ macro(moe_expect_report what)
     message(FATAL_ERROR "${what} checks failed:\n\n${moe_expect_all}")
   endif()
   message(STATUS "${what}: all checks passed")
+endmacro()
+
+macro(moe_cli_start)
+  foreach(var ${ARGN})
+    if(NOT ${var})
+      message(FATAL_ERROR "pass -D${var}=...")
+    endif()
+  endforeach()
+  file(REMOVE_RECURSE "${WORK}")
+  file(MAKE_DIRECTORY "${WORK}")
+  set(failures "")
 endmacro()

@@ -3,16 +3,8 @@ cmake_minimum_required(VERSION 3.23)
 # make-tiny), a mergekit-moe YAML config, the merge, and moe-mixtral running
 # the result; then the errors a user meets first.
 # Run: cmake -DMERGE=<moe-merge> -DMIXTRAL=<moe-mixtral> -DWORK=<scratch> -P merge.cmake
-foreach(var MERGE MIXTRAL WORK)
-  if(NOT ${var})
-    message(FATAL_ERROR "pass -D${var}=...")
-  endif()
-endforeach()
-file(REMOVE_RECURSE "${WORK}")
-file(MAKE_DIRECTORY "${WORK}")
-set(failures "")
-
 include(${CMAKE_CURRENT_LIST_DIR}/expect.cmake)
+moe_cli_start(MERGE MIXTRAL WORK)
 
 foreach(seed 1 2 3)
   moe_expect(make-dense-${seed} 0 "mistral, .*dense FFN" "${MIXTRAL}" make-tiny --out "${WORK}/m${seed}" --family mistral

@@ -3,16 +3,8 @@ cmake_minimum_required(VERSION 3.23)
 # and every error path the program promises (missing folder, bad config,
 # corrupt file, unknown token ids, a prompt longer than the context).
 # Run: cmake -DMIXTRAL=<moe-mixtral> -DMODELS=<golden/models> -DWORK=<scratch> -P run.cmake
-foreach(var MIXTRAL MODELS WORK)
-  if(NOT ${var})
-    message(FATAL_ERROR "pass -D${var}=...")
-  endif()
-endforeach()
-file(REMOVE_RECURSE "${WORK}")
-file(MAKE_DIRECTORY "${WORK}")
-set(failures "")
-
 include(${CMAKE_CURRENT_LIST_DIR}/expect.cmake)
+moe_cli_start(MIXTRAL MODELS WORK)
 # expect(<name> <exit code> <regex the output must match> <moe-mixtral args>...)
 function(expect name code regex)
   moe_expect(${name} ${code} "${regex}" "${MIXTRAL}" ${ARGN})
