@@ -11,6 +11,7 @@
 /// implies; a tensor nobody expects is an error too, because it means the
 /// checkpoint is not the model the config describes.
 
+#include <memory>
 #include <set>
 #include <string>
 #include <vector>
@@ -54,8 +55,9 @@ struct Weights {
   std::vector<float> final_norm;  ///< [H]
   WeightMatrix lm_head;           ///< [V, H]; the embedding itself when tied
   /// Dense models: the [1, H] router of the one-expert block, all zeros, so
-  /// its single logit is 0 and its weight softmax([0]) = 1 exactly.
-  std::vector<float> dense_router;
+  /// its single logit is 0 and its weight softmax([0]) = 1 exactly. Shared,
+  /// so that the layers' views of it stay valid in a copy of the Weights.
+  std::shared_ptr<const std::vector<float>> dense_router;
 };
 
 namespace detail {
@@ -133,8 +135,8 @@ inline Weights load_weights(const io::Checkpoint& ckpt, const Config& c) {
     d.v = claims.matrix(p + "self_attn.v_proj.weight", c.kv_width(), H);
     d.o = claims.matrix(p + "self_attn.o_proj.weight", H, c.q_width());
     if (c.dense()) {
-      if (w.dense_router.empty()) w.dense_router.assign(std::size_t(H), 0.0f);
-      d.moe.router.gate = weight_view(w.dense_router.data(), 1, H);
+      if (!w.dense_router) w.dense_router = std::make_shared<const std::vector<float>>(std::size_t(H), 0.0f);
+      d.moe.router.gate = weight_view(w.dense_router->data(), 1, H);
       d.moe.experts.push_back({.gate = claims.matrix(names::mlp(l, "gate_proj"), F, H),
                                .up = claims.matrix(names::mlp(l, "up_proj"), F, H),
                                .down = claims.matrix(names::mlp(l, "down_proj"), H, F)});
