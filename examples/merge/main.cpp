@@ -2,7 +2,7 @@
 // from a mergekit-moe YAML config, streaming tensor by tensor.
 //
 //   moe-merge CONFIG.yml OUT_DIR [--random-seed N] [--out-shard-size 5B]
-//             [--router-weights FILE] [--no-copy-tokenizer]
+//             [--router-weights FILE] [--fused-experts] [--no-copy-tokenizer]
 //             [--i-understand-this-is-not-useful-without-training]
 //
 // mergekit-moe's other flags are accepted and ignored where they concern
@@ -10,12 +10,18 @@
 // so a command line written for mergekit runs unchanged.
 #include <moe/merge/merge.hpp>
 #include <moe/merge/yaml_config.hpp>
+#ifdef MOE_HAVE_SENTENCEPIECE
+#include <moe/merge/sentencepiece_prompts.hpp>
+#endif
 
 #include <CLI/CLI.hpp>
 
+#include <chrono>
 #include <cstdio>
 #include <iostream>
 #include <string>
+
+#include <unistd.h>
 
 namespace fs = std::filesystem;
 namespace mg = moe::merge;
@@ -41,6 +47,37 @@ std::size_t parse_size(const std::string& s) {
                        "' is not a size (e.g. 5B, 500M, 1000000)");
   return std::size_t(v * scale);
 }
+
+/// A one-line progress bar on a terminal: tensors, bytes, rate and time left.
+/// Redrawn at most ten times a second; nothing when stderr is not a terminal.
+class ProgressBar {
+ public:
+  ProgressBar() : tty_(::isatty(STDERR_FILENO) != 0) {}
+  void operator()(const mg::MergeProgress& p) {
+    if (!tty_) return;
+    const auto now = Clock::now();
+    if (p.tensors_done == 1) start_ = now, start_bytes_ = p.bytes_done;  // the clock starts with the writing
+    const bool last = p.tensors_done == p.tensors;
+    if (!last && now - drawn_ < std::chrono::milliseconds(100)) return;
+    drawn_ = now;
+    const double seconds = std::chrono::duration<double>(now - start_).count();
+    const double frac = p.bytes ? double(p.bytes_done) / double(p.bytes) : 1.0;
+    const double rate = seconds > 0 ? double(p.bytes_done - start_bytes_) / seconds : 0;
+    const int eta = rate > 0 ? int(double(p.bytes - p.bytes_done) / rate) : 0;
+    const int width = 30, filled = int(frac * width);
+    std::fprintf(stderr, "\r[%s%s] %3d%%  %zu/%zu tensors  %.2f/%.2f GB  %.0f MB/s  ETA %d:%02d ",
+                 std::string(std::size_t(filled), '#').c_str(), std::string(std::size_t(width - filled), '.').c_str(),
+                 int(frac * 100), p.tensors_done, p.tensors, double(p.bytes_done) / 1e9, double(p.bytes) / 1e9,
+                 rate / 1e6, eta / 60, eta % 60);
+    if (last) std::fputc('\n', stderr);
+  }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  bool tty_;
+  Clock::time_point start_{}, drawn_{};
+  std::size_t start_bytes_ = 0;
+};
 
 /// mergekit's wording of its degenerate-gate warning.
 std::string layer_list(const std::vector<moe::index_t>& layers, moe::index_t total) {
@@ -69,6 +106,11 @@ int main(int argc, char** argv) try {
                  "weight [E, H]) instead of computing them");
   app.add_flag("--i-understand-this-is-not-useful-without-training", options.validate.allow_identical_models,
                "allow every expert to be the same model (sparse upcycling)");
+  bool fused = false;
+  app.add_flag("--fused-experts", fused,
+               "write transformers 5's fused expert tensors (mlp.experts.gate_up_proj, down_proj), as mergekit "
+               "0.1.5 does; default: one tensor per expert and matrix (block_sparse_moe.experts.E.w1/w2/w3), as "
+               "mergekit 0.1.4");
   app.add_flag("--copy-tokenizer,!--no-copy-tokenizer", copy_tokenizer,
                "copy the base model's tokenizer files (default) or not");
   // mergekit-moe flags that concern its Python runtime: accepted, no effect here.
@@ -82,15 +124,33 @@ int main(int argc, char** argv) try {
       ->group("mergekit-moe, ignored");
   CLI11_PARSE(app, argc, argv);
   options.copy_tokenizer = copy_tokenizer;
+  options.layout = fused ? mg::ExpertLayout::fused : mg::ExpertLayout::per_expert;
   options.max_shard_bytes = parse_size(shard_size);
   if (!router_weights.empty()) options.router_weights = router_weights;
 
   const mg::YamlConfig yaml = mg::read_yaml_config(config_path);
   for (const std::string& key : yaml.ignored)
     std::fprintf(stderr, "moe-merge: %s: '%s' is not a mergekit-moe key; ignored\n", config_path.c_str(), key.c_str());
-  options.on_shard = [](std::size_t i, std::size_t n, const std::string& file) {
-    std::fprintf(stderr, "writing %s (%zu of %zu)\n", file.c_str(), i + 1, n);
+  const bool tty = ::isatty(STDERR_FILENO) != 0;
+  options.on_shard = [tty](std::size_t i, std::size_t n, const std::string& file) {
+    if (!tty) std::fprintf(stderr, "writing %s (%zu of %zu)\n", file.c_str(), i + 1, n);
   };
+  options.on_progress = ProgressBar();
+  // mergekit's order: the config is validated before the tokenizer is read.
+  mg::validate(yaml.config, options.validate);
+  const mg::GateMode mode = yaml.config.gate_mode;
+  const bool prompts =
+      mode == mg::GateMode::hidden || mode == mg::GateMode::hidden_avg || mode == mg::GateMode::cheap_embed;
+  if (prompts && !options.router_weights && fs::is_directory(yaml.config.base_model)) {
+#ifdef MOE_HAVE_SENTENCEPIECE
+    options.tokenizer = mg::sentencepiece_prompts(fs::path(yaml.config.base_model));
+#else
+    throw moe::Error(moe::ErrorCode::unsupported,
+                     std::string("gate_mode ") + mg::name(mode) +
+                         " tokenises the prompts, and this moe-merge was built without SentencePiece "
+                         "(apt-get install libsentencepiece-dev and rebuild), or use random / uniform_random");
+#endif
+  }
   const mg::MergeReport r = mg::merge(yaml.config, out_dir, options);
   if (!r.degenerate_layers.empty())
     std::fprintf(stderr,

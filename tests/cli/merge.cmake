@@ -31,6 +31,33 @@ moe_expect(merged-info 0 "\"num_local_experts\": 3.*weight bytes" "${MIXTRAL}" i
 moe_expect(merged-generate 0 "6 new tokens.*layer  3:" "${MIXTRAL}" generate --model "${WORK}/moe" --tokens 1,20,30
        --max-new 6 --stop 999999)
 
+# The prompt gate modes: tiny models with a tokenizer.model (when moe-mixtral
+# has SentencePiece), the fused layout, text generation from the merge.
+if(SENTENCEPIECE)
+  foreach(seed 1 2 3)
+    moe_expect(make-dense-tok-${seed} 0 "with tokenizer.model" "${MIXTRAL}" make-tiny --out "${WORK}/t${seed}" --family
+           mistral --seed ${seed})
+  endforeach()
+  foreach(mode hidden hidden_avg cheap_embed)
+    file(WRITE "${WORK}/${mode}.yml" "base_model: ${WORK}/t1
+gate_mode: ${mode}
+experts:
+  - source_model: ${WORK}/t1
+    positive_prompts: [\"A router looks at each token\", \"the experts\"]
+  - source_model: ${WORK}/t2
+    positive_prompts: [\"Numbers: 0 1 2 3\"]
+    negative_prompts: [\"the lazy dog\"]
+  - source_model: ${WORK}/t3
+    positive_prompts: [\"The quick brown fox\"]
+")
+    moe_expect(merge-${mode} 0 "3 experts top-2, gates ${mode}" "${MERGE}" "${WORK}/${mode}.yml" "${WORK}/moe-${mode}"
+           --fused-experts)
+  endforeach()
+  moe_expect(merged-fused-info 0 "\"num_local_experts\": 3" "${MIXTRAL}" info --model "${WORK}/moe-hidden")
+  moe_expect(merged-text 0 "4 new tokens" "${MIXTRAL}" generate --model "${WORK}/moe-hidden" --prompt "The experts"
+         --max-new 4 --stop 999999)
+endif()
+
 # Errors: mergekit's messages, and what mergekit lacks.
 file(READ "${WORK}/moe.yml" yml)
 string(REPLACE "[\"code\", \"python\"]" "[\"chat\", \"assistant\"]" same_prompts "${yml}")

@@ -1,25 +1,18 @@
 // Writing checkpoints: tensors produced at write time (one in memory at a
 // time), shards split at the size limit as transformers splits them, and
 // the index; every file read back through the loaders.
+#include "temp_dir.hpp"
 #include "test_support.hpp"
 
 #include <moe/io/checkpoint.hpp>
 #include <moe/io/sharded_writer.hpp>
 
-#include <unistd.h>
 
 using namespace moe;
 namespace fs = std::filesystem;
 
 namespace {
-struct TempDir {
-  fs::path path = fs::temp_directory_path() / ("moe-io-test-" + std::to_string(::getpid()));
-  TempDir() {
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-};
+using moe::test::TempDir;
 
 /// A Fill writing n floats start, start + 1, ...; counts its calls.
 io::SafeTensorsWriter::Fill counting(float start, std::size_t n, int& calls) {
@@ -34,7 +27,7 @@ io::SafeTensorsWriter::Fill counting(float start, std::size_t n, int& calls) {
 }  // namespace
 
 TEST_CASE("ShardedWriter: one file under the limit, produced tensors read back") {
-  const TempDir dir;
+  const TempDir dir("io");
   int calls = 0;
   io::ShardedWriter w(1 << 20);
   w.add("b.weight", DType::F32, {2, 3}, counting(10, 6, calls));
@@ -53,7 +46,7 @@ TEST_CASE("ShardedWriter: one file under the limit, produced tensors read back")
 }
 
 TEST_CASE("ShardedWriter: shards split at the limit, in order, with the index") {
-  const TempDir dir;
+  const TempDir dir("io");
   int calls = 0;
   io::ShardedWriter w(90);                                  // bytes
   w.add("t0", DType::F32, {10}, counting(0, 10, calls));    // 40: shard 1

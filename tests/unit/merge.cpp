@@ -2,31 +2,23 @@
 // bit-identical to its source, the experts are where mergekit puts them,
 // the result loads and generates as a Mixtral, and every mismatch between
 // the models is refused before anything is written.
+#include "temp_dir.hpp"
 #include "test_support.hpp"
 
 #include <moe/merge/merge.hpp>
 #include <moe/models/mixtral.hpp>
 
 #include <cstring>
-#include <unistd.h>
+#include <sstream>
 
 using namespace moe;
 using moe::test::require_error;
+using moe::test::TempDir;
 namespace fs = std::filesystem;
 namespace mg = moe::merge;
 namespace mx = moe::mixtral;
 
 namespace {
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const std::string& name)
-      : path(fs::temp_directory_path() / ("moe-merge-test-" + std::to_string(::getpid()) + "-" + name)) {
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-};
-
 mx::Config dense(mx::Family family, DType dtype = DType::F32) {
   mx::Config c;
   c.family = family;
@@ -253,8 +245,183 @@ TEST_CASE("merge: models that do not fit together are refused before anything is
     refuse(c, ErrorCode::shape_mismatch, {"model.layers.0.self_attn.k_proj.weight"});
   }
   c = config_of(dirs, mg::GateMode::cheap_embed);
-  refuse(c, ErrorCode::unsupported, {"gate_mode cheap_embed needs the prompts"});
+  refuse(c, ErrorCode::invalid_argument, {"gate_mode cheap_embed tokenises the prompts", "none was given"});
   c = config_of(dirs, mg::GateMode::hidden);  // mergekit's own check comes first
   c.experts[0].positive_prompts.clear();
   refuse(c, ErrorCode::invalid_argument, {"Expert 0 has no positive prompts."});
+}
+
+namespace {
+/// Prompts as fixed token ids, for the gate maths without a tokenizer: a
+/// prompt "3 7 9" is the ids {1, 3, 7, 9} (BOS first, as mergekit's).
+mg::PromptTokenizer id_prompts() {
+  mg::PromptTokenizer t;
+  t.pad_id = 1;
+  t.encode = [](const std::string& prompt) {
+    std::vector<std::int32_t> ids{1};
+    std::istringstream in(prompt);
+    for (std::int32_t id = 0; in >> id;) ids.push_back(id);
+    return ids;
+  };
+  return t;
+}
+
+std::vector<float> embedding_row(const io::Checkpoint& ckpt, std::int32_t id) {
+  const io::TensorView& e = ckpt.tensor(mx::names::embed);
+  std::vector<float> row(std::size_t(e.shape[1]));
+  widen_to_float(e.data, e.dtype, index_t(id) * e.shape[1], e.shape[1], row.data());
+  return row;
+}
+
+/// v / ‖v‖ in double.
+std::vector<double> unit(std::vector<double> v) {
+  double n = 0;
+  for (double x : v) n += x * x;
+  for (double& x : v) x /= std::sqrt(n);
+  return v;
+}
+
+double max_diff(const std::vector<float>& row, const std::vector<double>& want) {
+  double d = 0;
+  for (std::size_t i = 0; i < want.size(); ++i) d = std::max(d, std::abs(double(row[i]) - want[i]));
+  return d;
+}
+}  // namespace
+
+TEST_CASE("merge gates: cheap_embed is the normalised embedding sum, positives minus negatives, every layer") {
+  const TempDir root("cheap");
+  const auto dirs = three_models(root.path);
+  mg::MergeConfig c = config_of(dirs, mg::GateMode::cheap_embed);
+  c.experts[0].positive_prompts = {"5 6", "7"};
+  c.experts[1].positive_prompts = {"9 9 9"};
+  c.experts[2].positive_prompts = {"11"};
+  c.experts[2].negative_prompts = {"12 13"};
+  const fs::path out = root.path / "moe";
+  mg::MergeOptions o;
+  o.tokenizer = id_prompts();
+  mg::merge(c, out, o);
+  const io::Checkpoint base(dirs[0]), merged(out);
+  const auto sum = [&](std::initializer_list<std::int32_t> ids) {
+    std::vector<double> s(32, 0.0);
+    for (std::int32_t id : ids) {
+      const auto row = embedding_row(base, id);
+      for (std::size_t h = 0; h < s.size(); ++h) s[h] += row[h];
+    }
+    return s;
+  };
+  const std::vector<double> want0 = unit(sum({1, 5, 6, 1, 7})), want1 = unit(sum({1, 9, 9, 9}));
+  std::vector<double> pos = unit(sum({1, 11})), neg = unit(sum({1, 12, 13})), want2(32);
+  for (std::size_t h = 0; h < 32; ++h) want2[h] = pos[h] - neg[h];
+  want2 = unit(want2);
+  for (index_t l = 0; l < 2; ++l) {
+    const auto g = merged.tensor(mx::names::router(l)).to_vector<float>();
+    CHECK(max_diff({g.begin(), g.begin() + 32}, want0) < 1e-6);
+    CHECK(max_diff({g.begin() + 32, g.begin() + 64}, want1) < 1e-6);
+    CHECK(max_diff({g.begin() + 64, g.end()}, want2) < 1e-6);
+  }
+  // No tokenizer, or an id outside the vocabulary: clear errors.
+  require_error([&] { mg::merge(c, root.path / "none"); }, ErrorCode::invalid_argument,
+                {"gate_mode cheap_embed tokenises the prompts", "needs a tokenizer.model"});
+  c.experts[1].positive_prompts = {"64"};
+  require_error([&] { mg::merge(c, root.path / "bad", o); }, ErrorCode::invalid_argument,
+                {"prompt token id 64 is outside the base model's vocabulary [0, 64)"});
+  CHECK_FALSE(fs::exists(root.path / "bad"));
+}
+
+TEST_CASE("merge gates: hidden takes the residual stream entering each layer at the last token; hidden_avg pads") {
+  const TempDir root("hidden");
+  const auto dirs = three_models(root.path);
+  mg::MergeConfig c = config_of(dirs, mg::GateMode::hidden);
+  c.experts[0].positive_prompts = {"5 6 7", "8"};
+  c.experts[1].positive_prompts = {"9 10"};
+  c.experts[2].positive_prompts = {"11 12"};
+  c.experts[2].negative_prompts = {"13"};
+  mg::MergeOptions o;
+  o.tokenizer = id_prompts();
+  mg::merge(c, root.path / "hidden", o);
+  const io::Checkpoint base(dirs[0]), merged(root.path / "hidden");
+
+  // Layer 0's stream is the embedding: its row is the mean last-token
+  // embedding, normalised, with no model run in the check.
+  const auto g0 = merged.tensor(mx::names::router(0)).to_vector<float>();
+  const auto e7 = embedding_row(base, 7), e8 = embedding_row(base, 8), e12 = embedding_row(base, 12),
+             e13 = embedding_row(base, 13);
+  std::vector<double> want(32), want2(32);
+  for (std::size_t h = 0; h < 32; ++h) {
+    want[h] = (double(e7[h]) + e8[h]) / 2;
+    want2[h] = double(e12[h]) - e13[h];
+  }
+  CHECK(max_diff({g0.begin(), g0.begin() + 32}, unit(want)) < 1e-6);
+  CHECK(max_diff({g0.begin() + 64, g0.end()}, unit(want2)) < 1e-6);
+  // Layer 1's: the decoder's own stream after layer 0 (Trace), last token.
+  const mx::Model<backend::Reference> model(dirs[0]);
+  const auto stream_after_layer0 = [&](std::vector<std::int32_t> ids) {
+    mx::KvCache cache = model.new_cache();
+    mx::Trace trace;
+    (void)model.forward(ids, cache, mx::Logits::last, &trace);
+    const Matrix& h = trace.layers[0].hidden_out;
+    return std::vector<double>(h.row(h.rows() - 1).data(), h.row(h.rows() - 1).data() + 32);
+  };
+  const auto a = stream_after_layer0({1, 5, 6, 7}), b = stream_after_layer0({1, 8});
+  for (std::size_t h = 0; h < 32; ++h) want[h] = (a[h] + b[h]) / 2;
+  const auto g1 = merged.tensor(mx::names::router(1)).to_vector<float>();
+  CHECK(max_diff({g1.begin(), g1.begin() + 32}, unit(want)) < 1e-5);
+
+  // hidden_avg, layer 0: every position of the left-padded batch (width 4),
+  // pads (BOS) included: (e1+e5+e6+e7)/4 and (3·e1 + e8)/4 (the pad is
+  // BOS), averaged over the two prompts.
+  c.gate_mode = mg::GateMode::hidden_avg;
+  mg::merge(c, root.path / "avg", o);
+  const auto avg0 = io::Checkpoint(root.path / "avg").tensor(mx::names::router(0)).to_vector<float>();
+  const auto e1 = embedding_row(base, 1), e5 = embedding_row(base, 5), e6 = embedding_row(base, 6);
+  for (std::size_t h = 0; h < 32; ++h)
+    want[h] = ((double(e1[h]) + e5[h] + e6[h] + e7[h]) / 4 + (3.0 * e1[h] + e8[h]) / 4) / 2;
+  CHECK(max_diff({avg0.begin(), avg0.begin() + 32}, unit(want)) < 1e-6);
+  // A pad attends to nothing, so it passes through the FFNs alone.
+  const auto pads = mg::pad_states(model, 1);
+  REQUIRE(pads.size() == 2);
+  CHECK(max_diff(std::vector<float>(pads[0].data(), pads[0].data() + 32), std::vector<double>(e1.begin(), e1.end())) ==
+        0);
+  const mx::DecoderLayerWeights& l0 = model.weights().layers[0];
+  Matrix x(1, 32), normed(1, 32);
+  std::copy(e1.begin(), e1.end(), x.row(0).data());
+  mx::rms_norm(x, l0.post_norm, model.config().rms_norm_eps, normed);
+  std::vector<double> ffn(32, 0.0);
+  for (index_t f = 0; f < 48; ++f) {  // SwiGLU by hand: down · (silu(gate·x) ⊙ up·x)
+    double g = 0, u = 0;
+    for (index_t h = 0; h < 32; ++h) {
+      g += double(l0.moe.experts[0].gate.at(f, h)) * normed(0, h);
+      u += double(l0.moe.experts[0].up.at(f, h)) * normed(0, h);
+    }
+    const double act = g / (1 + std::exp(-g)) * u;
+    for (index_t h = 0; h < 32; ++h) ffn[std::size_t(h)] += double(l0.moe.experts[0].down.at(h, f)) * act;
+  }
+  for (std::size_t h = 0; h < 32; ++h) ffn[h] += e1[h];
+  CHECK(max_diff(std::vector<float>(pads[1].data(), pads[1].data() + 32), ffn) < 1e-5);
+}
+
+TEST_CASE("merge: the fused transformers-5 layout holds the same bits and runs the same") {
+  const TempDir root("fused");
+  const auto dirs = three_models(root.path);
+  mg::MergeOptions o = seeded(2), fused = seeded(2);
+  fused.layout = mg::ExpertLayout::fused;
+  mg::merge(config_of(dirs), root.path / "per-expert", o);
+  mg::merge(config_of(dirs), root.path / "fused", fused);
+  const io::Checkpoint a(root.path / "per-expert"), b(root.path / "fused");
+  CHECK(b.find(mx::names::expert(0, 0, "w1")) == nullptr);
+  const io::TensorView& gate_up = b.tensor(mx::names::fused_gate_up(1));
+  const io::TensorView& down = b.tensor(mx::names::fused_down(1));
+  CHECK(gate_up.shape == std::vector<index_t>{3, 96, 32});
+  CHECK(down.shape == std::vector<index_t>{3, 32, 48});
+  const std::size_t m = 48 * 32 * 4;  // bytes of one [48, 32] float32 matrix
+  for (index_t e = 0; e < 3; ++e) {   // expert e: gate rows, then up rows; its down matrix
+    CHECK(std::memcmp(gate_up.data + 2 * m * std::size_t(e), a.tensor(mx::names::expert(1, e, "w1")).data, m) == 0);
+    CHECK(std::memcmp(gate_up.data + 2 * m * std::size_t(e) + m, a.tensor(mx::names::expert(1, e, "w3")).data, m) == 0);
+    CHECK(std::memcmp(down.data + m * std::size_t(e), a.tensor(mx::names::expert(1, e, "w2")).data, m) == 0);
+  }
+  CHECK(same_bytes(b.tensor(mx::names::fused_router(0)), a.tensor(mx::names::router(0))));
+  const mx::Model<backend::Reference> pa(root.path / "per-expert"), pb(root.path / "fused");
+  const std::vector<std::int32_t> ids{1, 7, 3, 30};
+  mx::KvCache ca = pa.new_cache(), cb = pb.new_cache();
+  CHECK(pa.forward(ids, ca).logits == pb.forward(ids, cb).logits);
 }

@@ -1,6 +1,7 @@
 // The Mixtral decoder: loading (every error names file, tensor, expected and
 // found), the KV cache (chunked and token-by-token decoding equal one
 // prefill, the rolling window), sampling, backends and threads.
+#include "temp_dir.hpp"
 #include "test_support.hpp"
 
 #include <moe/models/mixtral.hpp>
@@ -29,16 +30,7 @@ void require_error(F&& f, const std::string& fragment) {
 
 const fs::path models = fs::path(MOE_TEST_DATA_DIR) / "golden" / "models";
 
-/// A scratch folder removed at scope exit.
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const std::string& name)
-      : path(fs::temp_directory_path() / ("moe-mixtral-test-" + std::to_string(::getpid()) + "-" + name)) {
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-};
+using moe::test::TempDir;
 
 /// Copies a golden checkpoint folder (weights and config) to `dst`.
 void copy_model(const std::string& name, const fs::path& dst) {

@@ -12,7 +12,7 @@
 ///                         mlp.down_proj → w2, mlp.up_proj → w3
 ///                         (+ N(0,1)·noise_scale on all three, then
 ///                         down_proj × residual_scale)
-///   router, layer l       [E, H] rows from gate_mode (gates.hpp)
+///   router, layer l       [E, H] rows from gate_mode (gates.hpp), or a file
 ///
 /// Before any work, beyond mergekit's own checks: every model a local
 /// folder, of one family (all mistral or all llama; mergekit refuses a mix
@@ -27,17 +27,32 @@
 #include <string>
 #include <vector>
 
-#include <Eigen/SVD>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "moe/core/rng.hpp"
 #include "moe/io/checkpoint.hpp"
 #include "moe/io/sharded_writer.hpp"
 #include "moe/layer/weight_store.hpp"
 #include "moe/merge/config.hpp"
+#include "moe/merge/gates.hpp"
 #include "moe/models/mixtral/config.hpp"
 #include "moe/models/mixtral/weights.hpp"
 
 namespace moe::merge {
+
+/// How the experts' tensors are stored: one [I, H] / [H, I] tensor per expert
+/// and matrix (Mixtral's original names, block_sparse_moe.experts.e.w1/w2/w3,
+/// what transformers 4 and mergekit ≤ 0.1.4 write), or transformers 5's
+/// fused per-layer tensors (mlp.experts.gate_up_proj / down_proj, what
+/// mergekit 0.1.5 writes). moe-mixtral and transformers 5 read both.
+enum class ExpertLayout { per_expert, fused };
+
+/// How far a merge's writing is (MergeOptions::on_progress).
+struct MergeProgress {
+  std::size_t tensors_done = 0, tensors = 0;
+  std::size_t bytes_done = 0, bytes = 0;  ///< of output tensor data
+};
 
 struct MergeOptions {
   ValidateOptions validate;
@@ -46,9 +61,15 @@ struct MergeOptions {
   /// Router rows for every layer, instead of computing them: a safetensors
   /// file with `model.layers.{l}.block_sparse_moe.gate.weight` [E, H] per layer.
   std::optional<std::filesystem::path> router_weights;
+  /// How prompts become token ids (cheap_embed, hidden, hidden_avg; see
+  /// sentencepiece_prompts.hpp for the base's tokenizer.model).
+  PromptTokenizer tokenizer;
   bool copy_tokenizer = true;
+  ExpertLayout layout = ExpertLayout::per_expert;
   /// Called before each output shard is written: (index, count, file name).
   std::function<void(std::size_t, std::size_t, const std::string&)> on_shard;
+  /// Called after each output tensor is written (a progress bar's ticks).
+  std::function<void(const MergeProgress&)> on_progress;
 };
 
 struct MergeReport {
@@ -88,6 +109,27 @@ inline const char* torch_name(DType d) {
   return d == DType::F32 ? "float32" : d == DType::BF16 ? "bfloat16" : "float16";
 }
 
+/// v rounded to `d` (to nearest even) and back.
+inline float round_to(DType d, float v) {
+  if (d == DType::F32) return v;
+  unsigned char b[4];
+  moe::detail::store_as(d, v, b);
+  float r = 0;
+  widen_to_float(b, d, 0, 1, &r);
+  return r;
+}
+
+/// Tells the kernel a source tensor's pages will not be read again soon: a
+/// streamed merge reads every source byte once, and without this the mapped
+/// pages would count as resident until the end (the merge of four 7B models
+/// would look like 56 GB of RSS). A later read maps them in again.
+inline void release_pages(const unsigned char* p, std::size_t n) {
+  static const std::size_t page = std::size_t(::sysconf(_SC_PAGESIZE));
+  const auto first = reinterpret_cast<std::uintptr_t>(p) / page * page;
+  const auto last = reinterpret_cast<std::uintptr_t>(p) + n;
+  if (n > 0) (void)::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+}
+
 /// Converts n values from `from` to `to` (rounded to nearest even), applying
 /// `edit` to each value in float when given.
 inline void convert(const unsigned char* src, DType from, index_t n, DType to, unsigned char* dst,
@@ -95,6 +137,7 @@ inline void convert(const unsigned char* src, DType from, index_t n, DType to, u
   const std::size_t width = std::size_t(size_of(to));
   if (from == to && !edit) {
     std::memcpy(dst, src, std::size_t(n) * width);
+    release_pages(src, std::size_t(n) * width);
     return;
   }
   std::vector<float> row(4096);
@@ -106,58 +149,10 @@ inline void convert(const unsigned char* src, DType from, index_t n, DType to, u
       moe::detail::store_as(to, v, dst + std::size_t(first + i) * width);
     }
   }
+  release_pages(src, std::size_t(n) * std::size_t(size_of(from)));
 }
 
-/// Condition number σ_max / σ_min of a router (float32 SVD, as mergekit).
-inline double condition_number(const Eigen::MatrixXf& g) {
-  const Eigen::JacobiSVD<Eigen::MatrixXf> svd(g);
-  const auto& s = svd.singularValues();
-  return s.size() == 0 ? 1.0 : double(s(0)) / double(s(s.size() - 1));
-}
 }  // namespace detail
-
-/// The router rows of every layer, [L] × [E, H], for the modes that need
-/// no model run: random (N(0, 1), unscaled) and uniform_random (U(±1/√H)).
-/// The prompt modes (cheap_embed, hidden) come with the tokenizer pass.
-inline std::vector<Eigen::MatrixXf> drawn_gates(GateMode mode, index_t L, index_t E, index_t H, std::uint64_t seed) {
-  moe::detail::require(mode == GateMode::random || mode == GateMode::uniform_random, ErrorCode::unsupported,
-                       "gate_mode ", name(mode), " needs the prompts run through the base model's tokenizer, which ",
-                       "this build of moe-merge does not do yet; use random or uniform_random, or give the router ",
-                       "weights from a file (--router-weights)");
-  const float bound = 1.0f / std::sqrt(float(H));
-  std::vector<Eigen::MatrixXf> gates;
-  for (index_t l = 0; l < L; ++l) {
-    Eigen::MatrixXf g(E, H);
-    for (index_t e = 0; e < E; ++e)
-      for (index_t h = 0; h < H; ++h)
-        g(e, h) = mode == GateMode::random
-                      ? normal({seed, std::uint64_t(l)}, RngStream::merge, std::uint64_t(e), std::uint64_t(h))
-                      : bound * (2.0f * uniform({seed, std::uint64_t(l)}, RngStream::merge, std::uint64_t(e),
-                                                std::uint64_t(h)) -
-                                 1.0f);
-    gates.push_back(std::move(g));
-  }
-  return gates;
-}
-
-/// Router rows read from a file (MergeOptions::router_weights), checked.
-inline std::vector<Eigen::MatrixXf> gates_from_file(const std::filesystem::path& file, index_t L, index_t E,
-                                                    index_t H) {
-  const io::SafeTensors f(file);
-  std::vector<Eigen::MatrixXf> gates;
-  for (index_t l = 0; l < L; ++l) {
-    const std::string n = mixtral::names::router(l);
-    const io::TensorView* t = f.find(n);
-    moe::detail::require(t != nullptr, ErrorCode::bad_file, file.string(), ": no tensor '", n, "' (expected [", E, ", ",
-                         H, "])");
-    t->expect_shape({E, H});
-    Eigen::MatrixXf g(E, H);
-    for (index_t e = 0; e < E; ++e)
-      for (index_t h = 0; h < H; ++h) g(e, h) = t->matrix().at(e, h);
-    gates.push_back(std::move(g));
-  }
-  return gates;
-}
 
 /// The merged model's config.json: the base's, made a Mixtral (mergekit's
 /// _generate_config: a Llama base becomes a Mistral first, no sliding
@@ -204,27 +199,46 @@ inline MergeReport merge(const MergeConfig& c, const std::filesystem::path& out_
               ", base_model ", want, ": every expert must have the base's shape");
   }
   const mixtral::Config& bc = base.config;
-  const index_t L = bc.num_layers, E = index_t(c.experts.size()), H = bc.hidden_size;
+  const index_t L = bc.num_layers, E = index_t(c.experts.size()), H = bc.hidden_size, I = bc.intermediate_size;
   const std::optional<DType> out_dtype = c.dtype ? c.dtype : bc.dtype;
   const auto dtype_of = [&](const io::TensorView& t) { return out_dtype.value_or(t.dtype); };
 
-  std::vector<Eigen::MatrixXf> gates =
-      o.router_weights ? gates_from_file(*o.router_weights, L, E, H) : drawn_gates(c.gate_mode, L, E, H, o.seed);
+  const bool drawn = c.gate_mode == GateMode::random || c.gate_mode == GateMode::uniform_random;
+  require(o.router_weights || drawn || o.tokenizer.encode, ErrorCode::invalid_argument, "gate_mode ", name(c.gate_mode),
+          " tokenises the prompts with the base model's tokenizer, and none was given (", base.dir.string(),
+          " needs a tokenizer.model)");
+  const std::vector<Eigen::MatrixXf> gates = o.router_weights ? gates_from_file(*o.router_weights, L, E, H)
+                                             : drawn          ? drawn_gates(c.gate_mode, L, E, H, o.seed)
+                                                              : prompt_gates(c, base.dir, o.tokenizer);
   MergeReport report;
   report.layers = L;
   report.experts = E;
   for (index_t l = 0; l < L; ++l) {
-    report.gate_condition.push_back(detail::condition_number(gates[std::size_t(l)]));
+    report.gate_condition.push_back(condition_number(gates[std::size_t(l)]));
     if (report.gate_condition.back() > 5.0) report.degenerate_layers.push_back(l);
   }
 
   io::ShardedWriter w(o.max_shard_bytes);
   w.set_metadata("format", "pt");
+  MergeProgress progress;
+  // Every output tensor: produced when its shard is written, then counted.
+  const auto add = [&](const std::string& name, DType dtype, std::vector<index_t> shape,
+                       io::SafeTensorsWriter::Fill fill) {
+    const std::size_t bytes = std::size_t(checked::numel(shape, name)) * std::size_t(size_of(dtype));
+    ++progress.tensors;
+    progress.bytes += bytes;
+    w.add(name, dtype, std::move(shape), [&progress, &o, bytes, fill = std::move(fill)](unsigned char* dst) {
+      fill(dst);
+      ++progress.tensors_done;
+      progress.bytes_done += bytes;
+      if (o.on_progress) o.on_progress(progress);
+    });
+  };
   // A tensor copied from a source, converted, optionally edited per value.
   const auto copy = [&](const std::string& out_name, const io::TensorView& t,
                         std::function<float(index_t, float)> edit = {}) {
     const DType to = dtype_of(t);
-    w.add(out_name, to, t.shape, [&t, to, edit = std::move(edit)](unsigned char* dst) {
+    add(out_name, to, t.shape, [&t, to, edit = std::move(edit)](unsigned char* dst) {
       detail::convert(t.data, t.dtype, t.numel(), to, dst, edit);
     });
   };
@@ -236,30 +250,61 @@ inline MergeReport merge(const MergeConfig& c, const std::filesystem::path& out_
                           "self_attn.v_proj.weight", "self_attn.o_proj.weight", "post_attention_layernorm.weight"})
       copy(p + n, bt.tensor(p + n));
     const DType gate_dtype = out_dtype.value_or(bt.tensor(p + "self_attn.q_proj.weight").dtype);
-    w.add(mixtral::names::router(l), gate_dtype, {E, H}, [&gates, l, E, H, gate_dtype](unsigned char* dst) {
+    const std::string router_name =
+        o.layout == ExpertLayout::per_expert ? mixtral::names::router(l) : mixtral::names::fused_router(l);
+    add(router_name, gate_dtype, {E, H}, [&gates, l, E, H, gate_dtype](unsigned char* dst) {
       const Eigen::MatrixXf& g = gates[std::size_t(l)];
       for (index_t e = 0; e < E; ++e)
         for (index_t h = 0; h < H; ++h)
           moe::detail::store_as(gate_dtype, g(e, h), dst + std::size_t(e * H + h) * std::size_t(size_of(gate_dtype)));
     });
-    for (index_t e = 0; e < E; ++e) {
+    // Expert e's FFN matrices as (source tensor, edit): noise_scale on all
+    // three, residual_scale on down_proj, each step rounded to the source's
+    // dtype as mergekit computes it in the tensor's own dtype.
+    struct Piece {
+      const io::TensorView* t;
+      std::function<float(index_t, float)> edit;
+    };
+    const auto piece = [&](index_t e, const char* from) {
       const ExpertSource& src = c.experts[std::size_t(e)];
-      const io::Checkpoint& xt = experts[std::size_t(e)]->checkpoint;
-      for (const auto& [from, to] : {std::pair{"gate_proj", "w1"}, {"down_proj", "w2"}, {"up_proj", "w3"}}) {
-        const bool down = std::string(from) == "down_proj";
-        std::function<float(index_t, float)> edit;
-        if (src.noise_scale || (down && src.residual_scale)) {
-          const float noise = float(src.noise_scale.value_or(0.0));
-          const float scale = down ? float(src.residual_scale.value_or(1.0)) : 1.0f;
-          const std::uint64_t id = std::uint64_t((l * E + e) * 3) + (down ? 1 : std::string(from) == "up_proj" ? 2 : 0);
-          edit = [noise, scale, seed = o.seed, id](index_t i, float v) {
-            if (noise != 0.0f) v += noise * normal({seed, id}, RngStream::merge_noise, std::uint64_t(i), 0);
-            return v * scale;
-          };
+      const io::TensorView& t = experts[std::size_t(e)]->checkpoint.tensor(mixtral::names::mlp(l, from));
+      const bool down = std::string(from) == "down_proj";
+      if (!src.noise_scale && !(down && src.residual_scale)) return Piece{&t, {}};
+      const float noise = float(src.noise_scale.value_or(0.0));
+      const float scale = down ? float(src.residual_scale.value_or(1.0)) : 1.0f;
+      const std::uint64_t id = std::uint64_t((l * E + e) * 3) + (down ? 1 : std::string(from) == "up_proj" ? 2 : 0);
+      return Piece{&t, [noise, scale, seed = o.seed, id, dtype = t.dtype](index_t i, float v) {
+                     if (noise != 0.0f)
+                       v = detail::round_to(
+                           dtype, v + detail::round_to(dtype, noise * normal({seed, id}, RngStream::merge_noise,
+                                                                             std::uint64_t(i), 0)));
+                     return detail::round_to(dtype, v * scale);
+                   }};
+    };
+    if (o.layout == ExpertLayout::per_expert) {
+      for (index_t e = 0; e < E; ++e)
+        for (const auto& [from, to] : {std::pair{"gate_proj", "w1"}, {"down_proj", "w2"}, {"up_proj", "w3"}}) {
+          Piece x = piece(e, from);
+          copy(mixtral::names::expert(l, e, to), *x.t, std::move(x.edit));
         }
-        copy(mixtral::names::expert(l, e, to), xt.tensor(mixtral::names::mlp(l, from)), std::move(edit));
-      }
+      continue;
     }
+    // transformers 5's fused layout: [E, 2I, H] (gate rows, then up rows,
+    // per expert) and [E, H, I]; every expert converted into its slot.
+    const auto fused = [&](const std::string& out_name, std::vector<const char*> parts, std::vector<index_t> shape) {
+      std::vector<Piece> pieces;
+      for (index_t e = 0; e < E; ++e)
+        for (const char* part : parts) pieces.push_back(piece(e, part));
+      const DType to = dtype_of(*pieces.front().t);
+      add(out_name, to, std::move(shape), [pieces = std::move(pieces), to](unsigned char* dst) {
+        for (const Piece& x : pieces) {
+          detail::convert(x.t->data, x.t->dtype, x.t->numel(), to, dst, x.edit);
+          dst += std::size_t(x.t->numel()) * std::size_t(size_of(to));
+        }
+      });
+    };
+    fused(mixtral::names::fused_gate_up(l), {"gate_proj", "up_proj"}, {E, 2 * I, H});
+    fused(mixtral::names::fused_down(l), {"down_proj"}, {E, H, I});
   }
   copy(mixtral::names::final_norm, bt.tensor(mixtral::names::final_norm));
   if (const io::TensorView* head = bt.find(mixtral::names::lm_head); head && !bc.tie_word_embeddings)

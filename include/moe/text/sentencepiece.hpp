@@ -21,6 +21,61 @@
 
 namespace moe::text {
 
+namespace detail {
+/// A serialized SentencePiece ModelProto with its normaliser switched off:
+/// rule "identity" (no NFKC), no dummy "▁" prefix, spaces not collapsed;
+/// and without self-test samples (they were encoded with the normaliser).
+/// libsentencepiece installs no protobuf headers, so this edits the wire
+/// format directly: ModelProto field 3 is the NormalizerSpec, field 4 the
+/// self-test data; in NormalizerSpec, 1 is the rule name, 2 its compiled
+/// map, 3 add_dummy_prefix, 4 remove_extra_whitespaces. A field that occurs
+/// twice takes its last value, so appending the new values overrides.
+inline std::string without_text_normalization(const std::string& proto) {
+  std::size_t at = 0;
+  const auto varint = [&]() {
+    std::uint64_t v = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+      moe::detail::require(at < proto.size(), ErrorCode::bad_file, "SentencePiece model: truncated field");
+      const auto byte = static_cast<unsigned char>(proto[at++]);
+      v |= std::uint64_t(byte & 0x7F) << shift;
+      if (!(byte & 0x80)) return v;
+    }
+    throw Error(ErrorCode::bad_file, "SentencePiece model: a varint longer than 10 bytes");
+  };
+  const auto put_varint = [](std::string& out, std::uint64_t v) {
+    for (; v >= 0x80; v >>= 7) out.push_back(char(0x80 | (v & 0x7F)));
+    out.push_back(char(v));
+  };
+  std::string out, normalizer;
+  while (at < proto.size()) {
+    const std::size_t start = at;
+    const std::uint64_t key = varint();
+    const auto field = key >> 3, wire = key & 7;
+    std::size_t len = 0;
+    if (wire == 0)
+      varint();
+    else if (wire == 1)
+      len = 8;
+    else if (wire == 5)
+      len = 4;
+    else if (wire == 2)
+      len = std::size_t(varint());
+    else
+      throw Error(ErrorCode::bad_file, moe::detail::cat("SentencePiece model: unknown wire type ", wire));
+    moe::detail::require(len <= proto.size() - at, ErrorCode::bad_file, "SentencePiece model: truncated field ", field);
+    if (field == 3 && wire == 2)
+      normalizer.append(proto, at, len);
+    else if (field != 4)
+      out.append(proto, start, at + len - start);
+    at += len;
+  }
+  normalizer += std::string("\x0a\x08identity\x12\x00\x18\x00\x20\x00", 16);
+  out.push_back(char(3 << 3 | 2));
+  put_varint(out, normalizer.size());
+  return out + normalizer;
+}
+}  // namespace detail
+
 class SentencePiece {
  public:
   explicit SentencePiece(const std::filesystem::path& model_file) {
@@ -28,6 +83,10 @@ class SentencePiece {
     const auto status = processor_.Load(model_file.string());
     moe::detail::require(status.ok(), ErrorCode::bad_file, model_file.string(), ": not a SentencePiece model (",
                          status.ToString(), ")");
+    const auto plain = verbatim_.LoadFromSerializedProto(
+        detail::without_text_normalization(std::string(processor_.serialized_model_proto())));
+    moe::detail::require(plain.ok(), ErrorCode::bad_file, model_file.string(),
+                         ": cannot reload the SentencePiece model without normalisation (", plain.ToString(), ")");
   }
 
   std::int32_t vocab_size() const { return processor_.GetPieceSize(); }
@@ -46,6 +105,20 @@ class SentencePiece {
     return out;
   }
 
+  /// Token ids of `text` with SentencePiece's normaliser off: no "▁" put
+  /// before the first word, no NFKC, runs of spaces kept (each space a "▁").
+  /// This is how Hugging Face's tokenizers, converted from a tokenizer.model,
+  /// split a segment of text they add no prefix to (the text after a special
+  /// token, with Llama's "first" prefix scheme); prepend a space for one that
+  /// does. No BOS is added.
+  std::vector<std::int32_t> encode_verbatim(std::string_view text) const {
+    std::vector<int> ids;
+    const auto status = verbatim_.Encode(std::string(text), &ids);
+    moe::detail::require(status.ok(), ErrorCode::invalid_argument, "SentencePiece: cannot encode (", status.ToString(),
+                         ")");
+    return {ids.begin(), ids.end()};
+  }
+
   /// The text of `ids` (special tokens decode to nothing).
   std::string decode(std::span<const std::int32_t> ids) const {
     std::vector<int> v(ids.begin(), ids.end());
@@ -61,6 +134,7 @@ class SentencePiece {
 
  private:
   sentencepiece::SentencePieceProcessor processor_;
+  sentencepiece::SentencePieceProcessor verbatim_;  ///< the same pieces, normaliser off (see above)
 };
 
 /// Prints a growing token sequence as text without re-printing: pieces

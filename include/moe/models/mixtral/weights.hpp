@@ -31,6 +31,12 @@ inline std::string expert(index_t l, index_t e, const char* w) {
   return moe::detail::cat(layer(l), "block_sparse_moe.experts.", e, ".", w, ".weight");
 }
 inline std::string router(index_t l) { return layer(l) + "block_sparse_moe.gate.weight"; }
+/// transformers 5's fused layout of the experts (mergekit-moe 0.1.5 writes
+/// it): per layer, [E, 2F, H] with expert e's gate rows then its up rows,
+/// [E, H, F] down projections, and the router beside them.
+inline std::string fused_gate_up(index_t l) { return layer(l) + "mlp.experts.gate_up_proj"; }
+inline std::string fused_down(index_t l) { return layer(l) + "mlp.experts.down_proj"; }
+inline std::string fused_router(index_t l) { return layer(l) + "mlp.gate.weight"; }
 /// A dense model's FFN: w = "gate_proj" (Mixtral's w1), "up_proj" (w3), "down_proj" (w2).
 inline std::string mlp(index_t l, const char* w) { return moe::detail::cat(layer(l), "mlp.", w, ".weight"); }
 // Plain literals, not std::string objects: a header's namespace-scope
@@ -83,6 +89,10 @@ class TensorClaims {
     return *t;
   }
   WeightMatrix matrix(const std::string& name, index_t rows, index_t cols) { return take(name, {rows, cols}).matrix(); }
+  /// Rows [first, first + rows) of a taken tensor, seen as a [rows, cols] matrix.
+  static WeightMatrix rows_of(const io::TensorView& t, index_t first, index_t rows, index_t cols) {
+    return {t.data + std::size_t(first * cols * size_of(t.dtype)), t.dtype, rows, cols};
+  }
   std::vector<float> vector(const std::string& name, index_t n) {
     const io::TensorView& t = take(name, {n});
     std::vector<float> v(static_cast<std::size_t>(n));
@@ -140,6 +150,15 @@ inline Weights load_weights(const io::Checkpoint& ckpt, const Config& c) {
       d.moe.experts.push_back({.gate = claims.matrix(names::mlp(l, "gate_proj"), F, H),
                                .up = claims.matrix(names::mlp(l, "up_proj"), F, H),
                                .down = claims.matrix(names::mlp(l, "down_proj"), H, F)});
+    } else if (ckpt.find(names::fused_gate_up(l))) {
+      const index_t E = c.num_experts;
+      const io::TensorView& gate_up = claims.take(names::fused_gate_up(l), {E, 2 * F, H});
+      const io::TensorView& down = claims.take(names::fused_down(l), {E, H, F});
+      d.moe.router.gate = claims.matrix(names::fused_router(l), E, H);
+      for (index_t e = 0; e < E; ++e)
+        d.moe.experts.push_back({.gate = claims.rows_of(gate_up, 2 * F * e, F, H),
+                                 .up = claims.rows_of(gate_up, 2 * F * e + F, F, H),
+                                 .down = claims.rows_of(down, H * e, H, F)});
     } else {
       d.moe.router.gate = claims.matrix(names::router(l), c.num_experts, H);
       for (index_t e = 0; e < c.num_experts; ++e)
