@@ -279,6 +279,8 @@ def positive_case(args, work, name, text, router_rule, flags=(), hf_gates=None):
     check(open(f"{d}/moe/mergekit_moe_config.yml").read() == open(f"{d}/mergekit/mergekit_moe_config.yml").read(),
           f"{name}: mergekit_moe_config.yml identical")
     check(os.path.exists(f"{d}/moe/tokenizer.model"), f"{name}: tokenizer.model copied")
+    pads = [json.load(open(f"{d}/{x}/tokenizer_config.json")).get("pad_token") for x in ("moe", "mergekit")]
+    check(pads[0] == pads[1], f"{name}: pad_token as mergekit's ({pads[0]!r}, mergekit {pads[1]!r})")
     check(degenerate_line(ours.stderr) == degenerate_line(mk.stderr),
           f"{name}: degenerate-gate warning the same (ours: {degenerate_line(ours.stderr)}, "
           f"mergekit: {degenerate_line(mk.stderr)})")

@@ -296,10 +296,12 @@ TEST_CASE("merge gates: cheap_embed is the normalised embedding sum, positives m
   c.experts[1].positive_prompts = {"9 9 9"};
   c.experts[2].positive_prompts = {"11"};
   c.experts[2].negative_prompts = {"12 13"};
+  std::ofstream(fs::path(dirs[0]) / "tokenizer_config.json") << R"({"bos_token": "<s>", "eos_token": "</s>"})";
   const fs::path out = root.path / "moe";
   mg::MergeOptions o;
   o.tokenizer = id_prompts();
   mg::merge(c, out, o);
+  CHECK(io::read_json(out / "tokenizer_config.json")["pad_token"] == "<s>");  // mergekit pads with BOS
   const io::Checkpoint base(dirs[0]), merged(out);
   const auto sum = [&](std::initializer_list<std::int32_t> ids) {
     std::vector<double> s(32, 0.0);

@@ -152,6 +152,23 @@ inline void convert(const unsigned char* src, DType from, index_t n, DType to, u
   release_pages(src, std::size_t(n) * std::size_t(size_of(from)));
 }
 
+/// mergekit saves the base's tokenizer after padding it with BOS (EOS when
+/// there is none), for its prompt batches; the copied configs say the same.
+inline void pad_with_bos(const std::filesystem::path& dir) {
+  for (const char* f : {"tokenizer_config.json", "special_tokens_map.json"}) {
+    const std::filesystem::path file = dir / f;
+    if (!std::filesystem::is_regular_file(file)) continue;
+    nlohmann::json j = io::read_json(file);
+    const char* pad = j.contains("bos_token") && !j["bos_token"].is_null()   ? "bos_token"
+                      : j.contains("eos_token") && !j["eos_token"].is_null() ? "eos_token"
+                                                                             : nullptr;
+    if (!pad) continue;
+    j["pad_token"] = j[pad];
+    std::ofstream out(file);
+    out << j.dump(2) << "\n";
+    require(bool(out), ErrorCode::bad_file, file.string(), ": write failed");
+  }
+}
 }  // namespace detail
 
 /// The merged model's config.json: the base's, made a Mixtral (mergekit's
@@ -321,10 +338,12 @@ inline MergeReport merge(const MergeConfig& c, const std::filesystem::path& out_
     std::ofstream yml(out_dir / "mergekit_moe_config.yml", std::ios::binary);
     yml << c.text;
   }
-  if (o.copy_tokenizer)
+  if (o.copy_tokenizer) {
     for (const char* f : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"})
       if (std::filesystem::is_regular_file(base.dir / f))
         std::filesystem::copy_file(base.dir / f, out_dir / f, std::filesystem::copy_options::overwrite_existing);
+    detail::pad_with_bos(out_dir);
+  }
   report.bytes = w.total_bytes();
   report.shards = w.shard_count();
   return report;
