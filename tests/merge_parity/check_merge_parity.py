@@ -286,12 +286,45 @@ def positive_case(args, work, name, text, router_rule, flags=(), hf_gates=None):
           f"mergekit: {degenerate_line(mk.stderr)})")
     ra, rb = routers(a), routers(b)
     router_rule(name, ra, rb, c)
+    if args.legacy and not name.startswith("llama"):
+        legacy_case(args, d, name, pe, router_rule, c, flags)
     if hf_gates is not None:
         g = hf_gates()
         worst = max(float((ra[f"model.layers.{l}.mlp.gate.weight"].float() - g[l]).abs().max()) for l in range(L))
         check(worst <= 1e-5, f"{name}: routers within {worst:.2e} of mergekit's gate code on a float32 "
               "transformers forward (bound 1e-5)")
     return d
+
+
+def legacy_case(args, d, name, pe, router_rule, c, flags):
+    """Our per-expert layout against mergekit 0.1.4 (transformers 4), which writes the same names."""
+    env = dict(os.environ, PYTHONPATH=args.legacy)
+    r = run([sys.executable, "-c", "import sys; from mergekit.scripts.moe import main; sys.argv[0] = 'mergekit-moe'; "
+             "main()", f"{d}/config.yml", f"{d}/mergekit-0.1.4", "--random-seed", "0", "--device", "cpu", *flags],
+            env=env)
+    check(r.returncode == 0, f"{name}: mergekit 0.1.4 ran" + ("" if r.returncode == 0 else ": " + r.stderr[-1500:]))
+    if r.returncode:
+        return
+    b = tensors(f"{d}/mergekit-0.1.4")
+    check(sorted(pe) == sorted(b), f"{name}: per-expert names equal mergekit 0.1.4's ({len(b)})")
+    # mergekit 0.1.4 never applies residual_scale to a Mixtral: it looks for
+    # "down_proj" in the output name, which is ...w2.weight by then (0.1.5
+    # applies it, and so does moe-merge). Those w2 are the unscaled source.
+    import yaml
+    cfg = yaml.safe_load(open(f"{d}/config.yml"))
+    scaled = {f"model.layers.{l}.block_sparse_moe.experts.{e}.w2.weight" for e, x in enumerate(cfg["experts"])
+              if x.get("residual_scale") not in (None, 1) for l in range(c["num_hidden_layers"])}
+    copied = [k for k in b if not is_router(k)]
+    bad = [k for k in copied if k in pe and not same_bits(pe[k], b[k])]
+    check(set(bad) == scaled, f"{name}: {len(copied) - len(bad)} of {len(copied)} copied tensors bit-identical to "
+          f"mergekit 0.1.4" + (f"; the other {len(bad)} are the w2 that 0.1.4 leaves unscaled (residual_scale)"
+                               if bad and set(bad) == scaled else f" (differing: {bad[:3]})" if bad else ""))
+    for k in scaled:
+        e, l = int(k.split(".experts.")[1].split(".")[0]), int(k.split(".")[2])
+        src = tensors(cfg["experts"][e]["source_model"])[f"model.layers.{l}.mlp.down_proj.weight"]
+        check(torch.equal(b[k].float(), src.to(b[k].dtype).float()), f"{name}: 0.1.4's {k} is the unscaled source")
+    if router_rule in (exact_rule, cosine_rule):
+        router_rule(name + " vs 0.1.4", routers(pe), routers(b), c)
 
 
 def exact_rule(name, ra, rb, c):
@@ -371,6 +404,8 @@ def main():
     ap.add_argument("--moe-mixtral", required=True)
     ap.add_argument("--mergekit-moe", required=True)
     ap.add_argument("--work", required=True)
+    ap.add_argument("--mergekit-0.1.4", dest="legacy", help="a folder holding mergekit 0.1.4 and transformers 4 "
+                    "(pip install --target), to check the per-expert layout against it too")
     args = ap.parse_args()
     work = os.path.abspath(args.work)
     os.makedirs(work, exist_ok=True)
