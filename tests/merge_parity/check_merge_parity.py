@@ -293,6 +293,11 @@ def positive_case(args, work, name, text, router_rule, flags=(), hf_gates=None):
         worst = max(float((ra[f"model.layers.{l}.mlp.gate.weight"].float() - g[l]).abs().max()) for l in range(L))
         check(worst <= 1e-5, f"{name}: routers within {worst:.2e} of mergekit's gate code on a float32 "
               "transformers forward (bound 1e-5)")
+        # Layer 0's stream is the embedding itself, the same floats on both
+        # sides: there the averaging and normalising alone are compared.
+        ulps = row_scale_ulps(ra["model.layers.0.mlp.gate.weight"].float(), g[0])
+        check(ulps <= 1.0, f"{name}: layer 0 (the embedding stream) within {ulps:.2f} ulp of mergekit's float32 "
+              "averaging and normalising")
     return d
 
 
