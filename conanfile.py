@@ -29,7 +29,8 @@ class MoeConan(ConanFile):
 
     def requirements(self):
         self.requires("eigen/3.4.0", transitive_headers=True)
-        self.requires("xsimd/[>=8.1 <14]", transitive_headers=True)
+        # Tested with 8.1, 13.2 and 14.3 (and compiled against 9.0.1, 10.0, 11.2, 12.1.1).
+        self.requires("xsimd/[>=8.1 <15]", transitive_headers=True)
         self.requires("nlohmann_json/[>=3.11 <4]", transitive_headers=True)
 
     def layout(self):
