@@ -7,7 +7,6 @@
 #include <moe/io/checkpoint.hpp>
 #include <moe/io/sharded_writer.hpp>
 
-
 using namespace moe;
 namespace fs = std::filesystem;
 
