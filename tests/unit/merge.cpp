@@ -379,6 +379,10 @@ TEST_CASE("merge gates: hidden takes the residual stream entering each layer at 
   for (std::size_t h = 0; h < 32; ++h)
     want[h] = ((double(e1[h]) + e5[h] + e6[h] + e7[h]) / 4 + (3.0 * e1[h] + e8[h]) / 4) / 2;
   CHECK(max_diff({avg0.begin(), avg0.begin() + 32}, unit(want)) < 1e-6);
+  mg::MergeOptions bad_pad = o;
+  bad_pad.tokenizer.pad_id = 64;
+  require_error([&] { mg::merge(c, root.path / "bad-pad", bad_pad); }, ErrorCode::invalid_argument,
+                {"pad token id 64 is outside the base model's vocabulary [0, 64)"});
   // A pad attends to nothing, so it passes through the FFNs alone.
   const auto pads = mg::pad_states(model, 1);
   REQUIRE(pads.size() == 2);

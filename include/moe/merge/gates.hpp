@@ -29,6 +29,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -106,6 +107,8 @@ std::vector<Eigen::VectorXf> pad_states(const mixtral::Model<B>& model, std::int
   const mixtral::Config& c = model.config();
   const mixtral::Weights& w = model.weights();
   const index_t H = c.hidden_size;
+  moe::detail::require(pad_id >= 0 && pad_id < c.vocab_size, ErrorCode::invalid_argument, "hidden_avg: pad token id ",
+                       pad_id, " is outside the base model's vocabulary [0, ", c.vocab_size, ")");
   Matrix x(1, H), normed(1, H);
   widen_to_float(w.embed.data, w.embed.dtype, index_t(pad_id) * H, H, x.row(0).data());
   std::vector<Eigen::VectorXf> states;
@@ -163,15 +166,18 @@ inline std::vector<Eigen::MatrixXf> prompt_gates(const MergeConfig& c, const std
   const bool cheap = c.gate_mode == GateMode::cheap_embed;
   moe::detail::require(cheap || c.gate_mode == GateMode::hidden || c.gate_mode == GateMode::hidden_avg,
                        ErrorCode::invalid_argument, "prompt_gates: gate_mode ", name(c.gate_mode), " uses no prompts");
-  const mixtral::Model<> base(base_dir);
-  const index_t L = base.config().num_layers, H = base.config().hidden_size, E = index_t(c.experts.size());
-  const io::TensorView& embed = base.checkpoint().tensor(mixtral::names::embed);
+  // cheap_embed reads the embedding only; the hidden modes run the model.
+  const mixtral::Config config = mixtral::load_config(base_dir);
+  const std::optional<io::Checkpoint> checkpoint = cheap ? std::optional<io::Checkpoint>(base_dir) : std::nullopt;
+  const std::optional<mixtral::Model<>> model = cheap ? std::nullopt : std::optional<mixtral::Model<>>(base_dir);
+  const index_t L = config.num_layers, H = config.hidden_size, E = index_t(c.experts.size());
   // Per layer, the vector of one batch of prompts.
   const auto vectors = [&](const std::vector<std::string>& prompts) {
     const PromptBatch batch = tokenize(prompts, tokenizer);
     if (cheap)
-      return std::vector<Eigen::VectorXf>(std::size_t(L), embedding_direction(embed, base.config().vocab_size, batch));
-    return mean_hidden_states(base, batch, c.gate_mode == GateMode::hidden_avg, tokenizer.pad_id);
+      return std::vector<Eigen::VectorXf>(
+          std::size_t(L), embedding_direction(checkpoint->tensor(mixtral::names::embed), config.vocab_size, batch));
+    return mean_hidden_states(*model, batch, c.gate_mode == GateMode::hidden_avg, tokenizer.pad_id);
   };
   std::vector<Eigen::MatrixXf> gates(std::size_t(L), Eigen::MatrixXf(E, H));
   for (index_t e = 0; e < E; ++e) {
