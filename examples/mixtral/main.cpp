@@ -10,12 +10,14 @@
 //
 // Text goes in and out through the folder's tokenizer.model when there is
 // one (and this program was built with SentencePiece); token ids otherwise.
+#include <moe/models/mixtral/routing_svg.hpp>
 #include <moe/moe.hpp>
 
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <optional>
 #include <sstream>
@@ -147,6 +149,7 @@ struct RunOptions {
   int threads = 0;
   bool pack = false;
   bool no_bos = false;
+  fs::path routing_svg;  ///< generate: where to draw the routing picture (empty: none)
 };
 
 /// "cpu@avx512-bf16", "reference": the backend and, for the CPU one, its instruction set.
@@ -227,7 +230,30 @@ int generate(const RunOptions& o, const mx::GenerateOptions& g) {
                 r.decode_seconds, r.decode_tokens_per_second());
     if (c.dense()) {
       std::printf("dense model (%s): one FFN per layer, no routing\n", mx::name(c.family));
+      moe::detail::require(o.routing_svg.empty(), moe::ErrorCode::invalid_argument,
+                           "--routing-svg: a dense model routes nothing to draw");
       return 0;
+    }
+    if (!o.routing_svg.empty()) {
+      // The tokens the model ran (the prompt and every new token but the
+      // last), run again in one pass for their routing.
+      std::vector<std::int32_t> ran = prompt;
+      if (!r.tokens.empty()) ran.insert(ran.end(), r.tokens.begin(), r.tokens.end() - 1);
+      mx::KvCache cache = model.new_cache();
+      const mx::StepOutput out = model.forward(ran, cache, mx::Logits::last);
+      std::vector<std::string> labels;
+      for (std::int32_t id : ran) {
+        std::string label = std::to_string(id);
+#ifdef MOE_HAVE_SENTENCEPIECE
+        if (sp) label = id == sp->bos_id() ? "<s>" : sp->decode(std::span(&id, 1));
+#endif
+        labels.push_back(label);
+      }
+      std::ofstream svg(o.routing_svg);
+      svg << mx::routing_svg(out.routing, labels, "Where each token went (" + o.model.filename().string() + ")");
+      moe::detail::require(bool(svg), moe::ErrorCode::bad_file, o.routing_svg.string(), ": cannot write");
+      std::printf("wrote %s: %zu tokens x %zu layers\n", o.routing_svg.string().c_str(), ran.size(),
+                  out.routing.size());
     }
     std::printf("experts used per layer (tokens routed to expert 0..%lld, prompt and generated):\n",
                 (long long)c.num_experts - 1);
@@ -318,6 +344,8 @@ int main(int argc, char** argv) try {
   g->add_option("--seed", gen.sampling.seed, "sampling seed");
   g->add_option("--stop", gen.stop_tokens, "stop token ids (default: the config's eos)")->delimiter(',');
   g->add_flag("--no-bos", run.no_bos, "do not put BOS before the prompt text");
+  g->add_option("--routing-svg", run.routing_svg,
+                "draw where each token went (token x layer grid coloured by expert, pairs per expert) as SVG");
 
   std::string out;
   int greedy = 0;

@@ -16,6 +16,17 @@ expect(make-tiny 0 "wrote .*vocab" make-tiny --out "${WORK}/tiny" --shards 2)
 expect(generate-tiny-text 0 "decode: .* tokens/s.*layer  3:" generate --model "${WORK}/tiny" --prompt "Experts" --max-new 8)
 expect(generate-tiny-sampled 0 "8 new tokens" generate --model "${WORK}/tiny" --tokens 1,40,41 --max-new 8
        --temperature 0.7 --top-k 20 --top-p 0.9 --seed 5 --stop 999999)
+# The routing picture: a cell per token (prompt + new tokens but the last) and layer.
+expect(generate-routing-svg 0 "wrote .*routing.svg: 9 tokens x 4 layers" generate --model "${WORK}/tiny" --tokens
+       1,40,41,42 --max-new 6 --stop 999999 --routing-svg "${WORK}/routing.svg")
+if(EXISTS "${WORK}/routing.svg")
+  file(READ "${WORK}/routing.svg" svg)
+  string(REGEX MATCHALL "data-rank='0' data-expert='[0-9]+'" first_choices "${svg}")
+  list(LENGTH first_choices cells)
+  if(NOT cells EQUAL 36)
+    list(APPEND failures "routing.svg: ${cells} first-choice cells, expected 9 tokens x 4 layers = 36")
+  endif()
+endif()
 expect(make-tiny-f32-no-tokenizer 0 "F32" make-tiny --out "${WORK}/tiny-f32" --dtype f32 --no-tokenizer)
 expect(prompt-without-tokenizer 1 "has no tokenizer.model; give --tokens" generate --model "${WORK}/tiny-f32" --prompt "hi")
 # Dense Mistral and Llama (one FFN per layer): written, described, generated from.
@@ -25,6 +36,8 @@ foreach(family mistral llama)
   expect(info-tiny-${family} 0 "\"model_type\": \"${family}\"" info --model "${WORK}/tiny-${family}")
   expect(generate-tiny-${family} 0 "6 new tokens.*dense model \\(${family}\\): one FFN per layer"
          generate --model "${WORK}/tiny-${family}" --tokens 1,40,41 --max-new 6 --stop 999999)
+  expect(routing-svg-dense-${family} 1 "--routing-svg: a dense model routes nothing" generate --model
+         "${WORK}/tiny-${family}" --tokens 1,40 --max-new 1 --routing-svg "${WORK}/dense.svg")
 endforeach()
 
 # Every golden checkpoint folder.

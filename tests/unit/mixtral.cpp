@@ -5,6 +5,7 @@
 #include "test_support.hpp"
 
 #include <moe/models/mixtral.hpp>
+#include <moe/models/mixtral/routing_svg.hpp>
 
 #include <fstream>
 #include <sys/stat.h>
@@ -562,4 +563,43 @@ TEST_CASE("router losses over all layers match the golden values") {
   const mx::RouterLosses l = mx::router_losses(out.routing);
   CHECK(l.balance == doctest::Approx(expected.tensor("aux_loss").to_vector<float>()[0]).epsilon(1e-5));
   CHECK(l.z == doctest::Approx(expected.tensor("z_loss").to_vector<float>()[0]).epsilon(1e-5));
+}
+
+TEST_CASE("routing_svg: a cell per token and layer in its experts' colours, pairs per expert, labels escaped") {
+  // Two layers, three tokens, four experts, top-2; token 2 of layer 1 has an empty second slot.
+  std::vector<Routing> layers(2);
+  const std::vector<std::vector<std::int32_t>> chosen = {{0, 1, 2, 1, 3, 0}, {1, 2, 1, 3, 0, no_expert}};
+  for (std::size_t l = 0; l < 2; ++l) {
+    layers[l].tokens = 3;
+    layers[l].experts = 4;
+    layers[l].k = 2;
+    layers[l].expert = chosen[l];
+    layers[l].weight.assign(6, 0.5f);
+  }
+  const std::vector<std::string> labels = {"<s>", "a&b", "it's"};
+  const std::string svg = mx::routing_svg(layers, labels);
+  CHECK(svg.rfind("<svg", 0) == 0);
+  CHECK(svg.find("</svg>") != std::string::npos);
+  for (std::size_t l = 0; l < 2; ++l)
+    for (int t = 0; t < 3; ++t)
+      for (int j = 0; j < 2; ++j) {
+        const std::int32_t e = chosen[l][std::size_t(t * 2 + j)];
+        const std::string cell = "data-layer='" + std::to_string(l) + "' data-token='" + std::to_string(t) +
+                                 "' data-rank='" + std::to_string(j) + "' data-expert='" + std::to_string(e) + "'";
+        CHECK_MESSAGE((svg.find(cell) != std::string::npos) == (e >= 0), cell);
+      }
+  // Pairs per expert: layer 0 took 0 twice, 1 twice, 2 once, 3 once; layer 1: 1 twice, 2, 3 and 0 once.
+  for (const auto& [l, e, n] : {std::tuple{0, 0, 2}, {0, 1, 2}, {0, 2, 1}, {0, 3, 1}, {1, 0, 1}, {1, 1, 2}, {1, 3, 1}})
+    CHECK_MESSAGE(svg.find("data-layer='" + std::to_string(l) + "' data-expert='" + std::to_string(e) +
+                           "' data-count='" + std::to_string(n) + "'") != std::string::npos,
+                  l, " ", e, " ", n);
+  CHECK(svg.find("&lt;s&gt;") != std::string::npos);
+  CHECK(svg.find("a&amp;b") != std::string::npos);
+  CHECK(svg.find("it&apos;s") != std::string::npos);
+  CHECK(svg.find(">a&b<") == std::string::npos);
+
+  test::require_error([&] { (void)mx::routing_svg(layers, std::vector<std::string>{"x"}); }, ErrorCode::shape_mismatch,
+                      {"1 token labels for 3 routed tokens"});
+  test::require_error([&] { (void)mx::routing_svg(std::vector<Routing>{}, labels); }, ErrorCode::invalid_argument,
+                      {"a dense model routes nothing"});
 }
