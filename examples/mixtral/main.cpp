@@ -199,7 +199,7 @@ int generate(const RunOptions& o, const mx::GenerateOptions& g) {
 #endif
     }
     mx::GenerateOptions opts = g;
-    if (opts.stop_tokens.empty() && c.eos_token_id) opts.stop_tokens.push_back(*c.eos_token_id);
+    opts.stop_at_eos = opts.stop_tokens.empty();  // --stop names the whole stop set
 
     std::function<void(std::int32_t)> print = [first = true](std::int32_t id) mutable {
       std::printf("%s%d", first ? "" : ",", id);

@@ -65,9 +65,11 @@ TEST_CASE("one model, several threads generating: each gets the sequence it gets
                                         "mixtral_tiny_f32");
   same_at_once_as_in_turn([&](int t, int r) {
     const std::vector<std::int32_t> prompt = {1, std::int32_t(10 + t), std::int32_t(20 + r)};
-    return mx::generate(
-               model, prompt,
-               {.max_new_tokens = 6, .sampling = {.temperature = 0.8f, .seed = std::uint64_t(t)}, .stop_tokens = {}})
+    return mx::generate(model, prompt,
+                        {.max_new_tokens = 6,
+                         .sampling = {.temperature = 0.8f, .seed = std::uint64_t(t)},
+                         .stop_tokens = {},
+                         .stop_at_eos = false})
         .tokens;
   });
 }

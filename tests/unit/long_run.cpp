@@ -70,11 +70,14 @@ TEST_CASE("10,000 decoded tokens: memory flat, cache at its window, last logits 
   // Generation as a user runs it, resident memory read every 1,000 tokens.
   std::vector<std::size_t> rss;
   index_t seen = 0;
-  const mx::GenerateResult r = mx::generate(
-      model, prompt, {.max_new_tokens = new_tokens, .sampling = {.temperature = 1.0f, .seed = 11}, .stop_tokens = {}},
-      [&](std::int32_t) {
-        if (++seen % warm_up == 0) rss.push_back(resident_bytes());
-      });
+  const mx::GenerateResult r = mx::generate(model, prompt,
+                                            {.max_new_tokens = new_tokens,
+                                             .sampling = {.temperature = 1.0f, .seed = 11},
+                                             .stop_tokens = {},
+                                             .stop_at_eos = false},
+                                            [&](std::int32_t) {
+                                              if (++seen % warm_up == 0) rss.push_back(resident_bytes());
+                                            });
   REQUIRE(r.tokens.size() == std::size_t(new_tokens));
   CHECK(r.end == mx::GenerateResult::End::length);
   REQUIRE(rss.size() == std::size_t(new_tokens / warm_up));

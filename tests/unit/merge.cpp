@@ -119,7 +119,8 @@ TEST_CASE("merge: every tensor where mergekit puts it, bit for bit; the result r
 
   const mx::Model<backend::Cpu<>> model(out, backend::Cpu<>(1));  // every tensor checked against config.json
   const mx::GenerateResult g =
-      mx::generate(model, std::vector<std::int32_t>{1, 5, 9}, {.max_new_tokens = 5, .sampling = {}, .stop_tokens = {}});
+      mx::generate(model, std::vector<std::int32_t>{1, 5, 9},
+                   {.max_new_tokens = 5, .sampling = {}, .stop_tokens = {}, .stop_at_eos = false});
   CHECK(g.tokens.size() == 5);
   index_t routed = 0;
   for (index_t k : g.expert_tokens[0]) routed += k;

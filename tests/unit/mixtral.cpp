@@ -253,7 +253,8 @@ TEST_CASE("dense Mistral and Llama checkpoints: transformers' defaults, and the 
     TempDir other("dense-other-" + family);
     make_dense(other.path, family, 1);
     CHECK(max_abs_diff(prefill_logits(mx::Model<backend::Reference>(other.path), ids), d.logits) > 1e-3f);
-    const mx::GenerateResult g = mx::generate(dense, ids, {.max_new_tokens = 4, .sampling = {}, .stop_tokens = {}});
+    const mx::GenerateResult g =
+        mx::generate(dense, ids, {.max_new_tokens = 4, .sampling = {}, .stop_tokens = {}, .stop_at_eos = false});
     CHECK(g.tokens.size() == 4);
   }
   TempDir dir("dense-bias");
@@ -539,8 +540,9 @@ TEST_CASE("generate: greedy continuation equals the golden one; stop tokens end 
   const auto golden = expected.tensor("greedy_ids").to_vector<std::int32_t>();
   const mx::Model<backend::Cpu<>> model(dir);
   std::vector<std::int32_t> streamed;
-  const mx::GenerateResult r = mx::generate(model, prompt, {.max_new_tokens = 16, .sampling = {}, .stop_tokens = {}},
-                                            [&](std::int32_t id) { streamed.push_back(id); });
+  const mx::GenerateResult r =
+      mx::generate(model, prompt, {.max_new_tokens = 16, .sampling = {}, .stop_tokens = {}, .stop_at_eos = false},
+                   [&](std::int32_t id) { streamed.push_back(id); });
   CHECK(r.tokens == golden);
   CHECK(streamed == golden);
   CHECK(r.end == mx::GenerateResult::End::length);
@@ -548,10 +550,27 @@ TEST_CASE("generate: greedy continuation equals the golden one; stop tokens end 
   for (index_t n : r.expert_tokens[0]) routed += n;
   CHECK(routed == 2 * (index_t(prompt.size()) + 15));  // top-2 over the prompt and 15 decode steps
 
-  const mx::GenerateResult stopped =
-      mx::generate(model, prompt, {.max_new_tokens = 16, .sampling = {}, .stop_tokens = {golden[3]}});
+  const mx::GenerateResult stopped = mx::generate(
+      model, prompt, {.max_new_tokens = 16, .sampling = {}, .stop_tokens = {golden[3]}, .stop_at_eos = false});
   CHECK(stopped.end == mx::GenerateResult::End::stop_token);
   CHECK(stopped.tokens == std::vector<std::int32_t>(golden.begin(), golden.begin() + 4));
+
+  // By default generation ends at the model's eos_token_id (config.json):
+  // the same model, its EOS made the sixth greedy token.
+  const TempDir eos("generate-eos");
+  copy_model("mixtral_tiny_sliding_f32", eos.path);
+  nlohmann::json config = io::read_json(eos.path / "config.json");
+  config["eos_token_id"] = golden[5];
+  std::ofstream(eos.path / "config.json") << config.dump();
+  const mx::Model<backend::Cpu<>> with_eos(eos.path);
+  mx::GenerateOptions options;  // the defaults, but for the length
+  options.max_new_tokens = 16;
+  const mx::GenerateResult at_eos = mx::generate(with_eos, prompt, options);
+  const auto first_eos = std::find(golden.begin(), golden.end(), golden[5]) + 1;  // it may come earlier too
+  CHECK(at_eos.end == mx::GenerateResult::End::stop_token);
+  CHECK(at_eos.tokens == std::vector<std::int32_t>(golden.begin(), first_eos));
+  options.stop_at_eos = false;
+  CHECK(mx::generate(with_eos, prompt, options).tokens == golden);
 }
 
 TEST_CASE("router losses over all layers match the golden values") {

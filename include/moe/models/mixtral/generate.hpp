@@ -19,6 +19,7 @@ struct GenerateOptions {
   index_t max_new_tokens = 32;
   SamplingOptions sampling;
   std::vector<std::int32_t> stop_tokens;  ///< generation ends after emitting one of these
+  bool stop_at_eos = true;                ///< ... or the model's eos_token_id (config.json), unless false
 };
 
 struct GenerateResult {
@@ -65,7 +66,8 @@ GenerateResult generate(const Model<B>& model, std::span<const std::int32_t> pro
         sample({step.logits.data(), std::size_t(c.vocab_size)}, options.sampling, std::uint64_t(i));
     r.tokens.push_back(next);
     if (on_token) on_token(next);
-    if (std::find(options.stop_tokens.begin(), options.stop_tokens.end(), next) != options.stop_tokens.end()) {
+    const bool eos = options.stop_at_eos && c.eos_token_id && next == *c.eos_token_id;
+    if (eos || std::find(options.stop_tokens.begin(), options.stop_tokens.end(), next) != options.stop_tokens.end()) {
       r.end = GenerateResult::End::stop_token;
       break;
     }
