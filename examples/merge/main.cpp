@@ -52,7 +52,7 @@ std::size_t parse_size(const std::string& s) {
 /// Redrawn at most ten times a second; nothing when stderr is not a terminal.
 class ProgressBar {
  public:
-  ProgressBar() : tty_(::isatty(STDERR_FILENO) != 0) {}
+  explicit ProgressBar(bool tty) : tty_(tty) {}
   void operator()(const mg::MergeProgress& p) {
     if (!tty_) return;
     const auto now = Clock::now();
@@ -135,7 +135,7 @@ int main(int argc, char** argv) try {
   options.on_shard = [tty](std::size_t i, std::size_t n, const std::string& file) {
     if (!tty) std::fprintf(stderr, "writing %s (%zu of %zu)\n", file.c_str(), i + 1, n);
   };
-  options.on_progress = ProgressBar();
+  options.on_progress = ProgressBar(tty);
   // mergekit's order: the config is validated before the tokenizer is read.
   mg::validate(yaml.config, options.validate);
   const mg::GateMode mode = yaml.config.gate_mode;

@@ -30,6 +30,7 @@
 #include <filesystem>
 #include <functional>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -128,15 +129,17 @@ std::vector<Eigen::VectorXf> pad_states(const mixtral::Model<B>& model, std::int
 
 /// hidden and hidden_avg's vectors of one batch, per layer: the mean over
 /// prompts of the residual stream entering the layer, at the last token
-/// (`average_positions` false) or summed over all positions of the padded
-/// batch and divided by its width (true). float32, mergekit's order.
+/// (hidden: no `pads`) or summed over all positions of the left-padded batch
+/// and divided by its width (hidden_avg: `pads` = pad_states, the same for
+/// every batch). float32, mergekit's order.
 template <class B>
 std::vector<Eigen::VectorXf> mean_hidden_states(const mixtral::Model<B>& model, const PromptBatch& batch,
-                                                bool average_positions, std::int32_t pad_id) {
+                                                std::span<const Eigen::VectorXf> pads = {}) {
   const index_t L = model.config().num_layers, H = model.config().hidden_size, width = detail::longest(batch);
+  const bool average_positions = !pads.empty();
+  moe::detail::require(!average_positions || index_t(pads.size()) == L, ErrorCode::shape_mismatch,
+                       "mean_hidden_states: ", pads.size(), " pad states for ", L, " layers");
   std::vector<Eigen::VectorXf> sum(std::size_t(L), Eigen::VectorXf::Zero(H));
-  const std::vector<Eigen::VectorXf> pads =
-      average_positions ? pad_states(model, pad_id) : std::vector<Eigen::VectorXf>{};
   for (const auto& ids : batch) {
     moe::detail::require(!ids.empty(), ErrorCode::invalid_argument, "hidden gates: a prompt with no tokens");
     mixtral::KvCache cache = model.new_cache();
@@ -170,6 +173,8 @@ inline std::vector<Eigen::MatrixXf> prompt_gates(const MergeConfig& c, const std
   const mixtral::Config config = mixtral::load_config(base_dir);
   const std::optional<io::Checkpoint> checkpoint = cheap ? std::optional<io::Checkpoint>(base_dir) : std::nullopt;
   const std::optional<mixtral::Model<>> model = cheap ? std::nullopt : std::optional<mixtral::Model<>>(base_dir);
+  const std::vector<Eigen::VectorXf> pads =  // hidden_avg's pad positions: one pass, for every batch
+      c.gate_mode == GateMode::hidden_avg ? pad_states(*model, tokenizer.pad_id) : std::vector<Eigen::VectorXf>{};
   const index_t L = config.num_layers, H = config.hidden_size, E = index_t(c.experts.size());
   // Per layer, the vector of one batch of prompts.
   const auto vectors = [&](const std::vector<std::string>& prompts) {
@@ -177,7 +182,7 @@ inline std::vector<Eigen::MatrixXf> prompt_gates(const MergeConfig& c, const std
     if (cheap)
       return std::vector<Eigen::VectorXf>(
           std::size_t(L), embedding_direction(checkpoint->tensor(mixtral::names::embed), config.vocab_size, batch));
-    return mean_hidden_states(*model, batch, c.gate_mode == GateMode::hidden_avg, tokenizer.pad_id);
+    return mean_hidden_states(*model, batch, pads);
   };
   std::vector<Eigen::MatrixXf> gates(std::size_t(L), Eigen::MatrixXf(E, H));
   for (index_t e = 0; e < E; ++e) {
