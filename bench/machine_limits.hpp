@@ -177,8 +177,14 @@ inline void bf16_loop(unsigned) {
 #pragma GCC unroll 12
     for (int i = 0; i < 12; ++i) acc[i] = _mm512_dpbf16_ps(acc[i], a, b);
   }
+  // Summed through memory: GCC 12's _mm512_reduce_add_ps trips its own
+  // -Wuninitialized (GCC bug 105593).
+  alignas(64) float lanes[16];
   float s = 0;
-  for (int i = 0; i < 12; ++i) s += _mm512_reduce_add_ps(acc[i]);
+  for (int i = 0; i < 12; ++i) {
+    _mm512_store_ps(lanes, acc[i]);
+    for (float v : lanes) s += v;
+  }
   sink_f = s;
 }
 #endif

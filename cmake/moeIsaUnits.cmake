@@ -52,6 +52,7 @@ function(moe_add_isa_executable target)
     target_link_libraries(${target} PRIVATE ${arg_LIBRARIES})
     target_compile_definitions(${target} PRIVATE ${arg_DEFINITIONS})
     target_compile_options(${target} PRIVATE -march=native)
+    set_target_properties(${target} PROPERTIES MOE_ISA_DISPATCH ON)
     return()
   endif()
 
@@ -65,6 +66,7 @@ function(moe_add_isa_executable target)
     string(REPLACE "-" "_" tag "${level}")
     set(unit ${target}.${tag})
     add_library(${unit} OBJECT ${arg_SOURCES})
+    set_target_properties(${unit} PROPERTIES MOE_ISA_DISPATCH ON)
     target_link_libraries(${unit} PRIVATE ${arg_LIBRARIES})
     target_compile_definitions(${unit} PRIVATE ${arg_DEFINITIONS} MOE_ISA_UNIT=${tag})
     target_compile_options(${unit} PRIVATE ${_moe_isa_flags_${level}} -fvisibility=hidden
@@ -90,4 +92,75 @@ function(moe_add_isa_executable target)
   set_source_files_properties(${objects} PROPERTIES EXTERNAL_OBJECT TRUE GENERATED TRUE)
   add_executable(${target} ${launcher} ${objects})
   target_link_libraries(${target} PRIVATE ${arg_LIBRARIES})
+  set_target_properties(${target} PROPERTIES MOE_ISA_DISPATCH ON)
+endfunction()
+
+# moe_warn_baseline_targets(): at the end of the configure step, a warning
+# for each target that links moe::moe directly with no ISA flag and not
+# through moe_add_isa_executable. On x86-64 such a target compiles moe's
+# kernels for the baseline (SSE2), several times slower than the AVX2 or
+# AVX-512 kernels the CPU most likely has, and nothing else would say so.
+# moeConfig.cmake schedules it once; a target that means it sets
+# `MOE_BASELINE_OK ON`, a project sets MOE_NO_BASELINE_WARNING.
+function(_moe_isa_collect_targets dir out)
+  get_property(targets DIRECTORY "${dir}" PROPERTY BUILDSYSTEM_TARGETS)
+  get_property(subdirs DIRECTORY "${dir}" PROPERTY SUBDIRECTORIES)
+  foreach(sub IN LISTS subdirs)
+    _moe_isa_collect_targets("${sub}" more)
+    list(APPEND targets ${more})
+  endforeach()
+  set(${out} ${targets} PARENT_SCOPE)
+endfunction()
+
+function(_moe_isa_flags_of target out)
+  get_target_property(options ${target} COMPILE_OPTIONS)
+  get_target_property(flags ${target} COMPILE_FLAGS)
+  get_target_property(dir ${target} SOURCE_DIR)
+  get_directory_property(cxx_flags DIRECTORY "${dir}" DEFINITION CMAKE_CXX_FLAGS)
+  string(TOUPPER "${CMAKE_BUILD_TYPE}" config)
+  get_directory_property(config_flags DIRECTORY "${dir}" DEFINITION CMAKE_CXX_FLAGS_${config})
+  set(all "${options} ${flags} ${cxx_flags} ${config_flags}")
+  get_target_property(links ${target} LINK_LIBRARIES)
+  foreach(lib IN LISTS links)
+    if(TARGET "${lib}")
+      get_target_property(interface "${lib}" INTERFACE_COMPILE_OPTIONS)
+      string(APPEND all " ${interface}")
+    endif()
+  endforeach()
+  set(${out} "${all}" PARENT_SCOPE)
+endfunction()
+
+function(moe_warn_baseline_targets)
+  if(MOE_NO_BASELINE_WARNING OR NOT CMAKE_SYSTEM_PROCESSOR MATCHES "^(x86_64|AMD64|amd64)$")
+    return()
+  endif()
+  _moe_isa_collect_targets("${CMAKE_SOURCE_DIR}" targets)
+  foreach(target IN LISTS targets)
+    get_target_property(type ${target} TYPE)
+    if(NOT type MATCHES "^(EXECUTABLE|STATIC_LIBRARY|SHARED_LIBRARY|MODULE_LIBRARY|OBJECT_LIBRARY)$")
+      continue()
+    endif()
+    get_target_property(dispatch ${target} MOE_ISA_DISPATCH)
+    get_target_property(ok ${target} MOE_BASELINE_OK)
+    get_target_property(links ${target} LINK_LIBRARIES)
+    if(dispatch OR ok OR NOT links)
+      continue()
+    endif()
+    if(NOT "moe::moe" IN_LIST links)
+      continue()
+    endif()
+    _moe_isa_flags_of(${target} flags)
+    if(flags MATCHES "-march=|-mavx|-mcpu=|/arch:")
+      continue()
+    endif()
+    message(WARNING
+            "moe: target '${target}' links moe::moe with no ISA flag, so moe's CPU kernels in it are compiled for "
+            "the x86-64 baseline (SSE2), several times slower than the AVX2 or AVX-512 kernels this machine's "
+            "users most likely have. Build it with
+"
+            "  moe_add_isa_executable(${target} SOURCES ... LIBRARIES moe::moe)
+"
+            "(each CPU runs the best kernels it has, picked at start-up), or give it an -march= flag. To keep the "
+            "baseline: set_target_properties(${target} PROPERTIES MOE_BASELINE_OK ON).")
+  endforeach()
 endfunction()

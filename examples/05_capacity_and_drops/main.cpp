@@ -30,15 +30,15 @@ int main() {
                 order == moe::Priority::token_order ? "token-order" : "router-score", (long long)*s.capacity);
     for (auto n : s.routed_per_expert) std::printf(" %lld", (long long)n);
     std::printf(", kept");
-    for (auto n : s.tokens_per_expert) std::printf(" %lld", (long long)n);
+    for (auto n : s.computed_per_expert) std::printf(" %lld", (long long)n);
     std::printf(", dropped %lld (%.1f%%)\n", (long long)s.dropped_slots, 100 * s.dropped_fraction());
 
     moe::index_t kept = 0;
     bool within = true, zero_when_dropped = true;
     double kept_score = 0;
     for (moe::index_t e = 0; e < 4; ++e) {
-      kept += s.tokens_per_expert[std::size_t(e)];
-      within = within && s.tokens_per_expert[std::size_t(e)] <= *s.capacity;
+      kept += s.computed_per_expert[std::size_t(e)];
+      within = within && s.computed_per_expert[std::size_t(e)] <= *s.capacity;
     }
     for (int t = 0; t < 64; ++t) {
       if (out.plan.slot_dropped(t, 0))

@@ -48,7 +48,7 @@ int main() {
   example::expect(a.routing.expert == b.routing.expert && a.plan.slot_row == b.plan.slot_row,
                   "identical routing decisions and plans");
   example::expect(diff < 1e-5f, "outputs agree to float rounding");
-  example::expect(a.stats.tokens_per_expert == b.stats.tokens_per_expert, "identical statistics");
+  example::expect(a.stats.computed_per_expert == b.stats.computed_per_expert, "identical statistics");
 
   const auto eigen = moe::make_layer<moe::presets::Mixtral, moe::backend::EigenGemm>(config, weights.view());
   moe::Output c;

@@ -1,19 +1,24 @@
 // 09: Writing your own policy.
 //
 // Every piece of a layer is a C++20 concept; anything that meets it plugs in.
-// A selection policy needs three things (see moe/routing/selection.hpp):
+// A per-token selection policy needs three things (moe::TokenSelection, in
+// moe/routing/selection.hpp):
 //   static constexpr int k;                          how many slots
 //   void select(logits, E, idx) const;               the best k ids, best first
 //   void thin(ctx, token, idx, weights) const;       may empty slots afterwards
+// and may have `void validate() const` (the layer calls it when built).
 //
 // Here: "top-2 with a threshold", which drops the second expert when its
 // combine weight is below a floor (a deterministic cousin of GShard's random
-// second expert). It reuses moe's top-k and leaves the rest to the layer:
-// capacity, losses, statistics and both backends work unchanged.
+// second expert). It ranks with moe::top_k_indices, the ranking the built-in
+// selections use, and leaves the rest to the layer: capacity, losses,
+// statistics and every backend work unchanged.
 //
-// Leave out a member and the compiler names it: MoELayer's constraint
-// `RoutingPolicy<Router<...>>` fails on the unsatisfied requirement
-// `{ S::k } -> std::convertible_to<int>` (tests/compile_fail checks this).
+// Leave out a member and the static_assert below names it, at the compiler's
+// default diagnostic depth: "the required expression 's.thin(ctx, token,
+// idx, w)' is invalid" (tests/compile_fail checks this). Assert the concept
+// of the form you write, TokenSelection or CallSelection: SelectionPolicy is
+// either of them, and a compiler only says that neither holds.
 #include <moe/moe.hpp>
 
 #include "../check.hpp"
@@ -23,7 +28,7 @@ struct TopTwoWithFloor {
   static constexpr int k = 2;
   float floor = 0.2f;
   void select(const float* logits, moe::index_t E, std::int32_t* idx) const noexcept {
-    moe::detail::top_k_indices(logits, E, k, idx);
+    moe::top_k_indices(logits, E, k, idx);
   }
   void thin(const moe::RouteContext&, moe::index_t, std::int32_t* idx, float* w) const noexcept {
     if (w[1] < floor) {
@@ -32,16 +37,18 @@ struct TopTwoWithFloor {
     }
   }
 };
-static_assert(moe::SelectionPolicy<TopTwoWithFloor>);
+static_assert(moe::TokenSelection<TopTwoWithFloor>);
 
 int main() {
   const moe::LayerConfig config{.d_model = 32, .d_ff = 64, .num_experts = 8, .seed = 1};
   const moe::WeightStore weights = moe::WeightStore::random(config, true, moe::DType::F32, 6);
   const moe::Matrix x = moe::random_normal_matrix(200, 32, 6, 2.0f);
 
+  // The router takes its policies in the template's order (selection, noise,
+  // scoring), or any of them by type; those left out are default-constructed.
   using MyRouter = moe::Router<TopTwoWithFloor, moe::NoNoise, moe::SoftmaxThenTopK>;
   const moe::MoELayer<MyRouter, moe::Expert<moe::SwiGLU>, moe::Dropless, moe::SwitchBalanceLoss> layer(
-      config, weights.view(), MyRouter(moe::NoNoise{}, moe::SoftmaxThenTopK{}, TopTwoWithFloor{.floor = 0.3f}));
+      config, weights.view(), MyRouter(TopTwoWithFloor{.floor = 0.3f}));
   const moe::Output out = layer.forward(x);
 
   moe::index_t single = 0;
@@ -53,7 +60,7 @@ int main() {
       floors_hold = floors_hold && out.routing.weight_at(t, 1) >= 0.3f;
   }
   moe::index_t computed = 0;
-  for (auto n : out.stats.tokens_per_expert) computed += n;
+  for (auto n : out.stats.computed_per_expert) computed += n;  // tokens per expert; summed: pairs
   std::printf("%lld of 200 tokens used one expert; %lld (token, slot) pairs computed\n", (long long)single,
               (long long)computed);
   example::expect(single > 0 && single < 200, "the floor removes some second experts, not all");

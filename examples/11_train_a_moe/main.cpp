@@ -213,7 +213,7 @@ int main(int argc, char** argv) {
     moe::WeightStore store = moe::WeightStore::random(config, true, moe::DType::F32, 5);
     using R = moe::Router<moe::ExpertChoice, moe::NoNoise, moe::SoftmaxTopKRaw>;
     const moe::MoELayer<R, moe::Expert<moe::SwiGLU>, moe::Dropless, moe::NoLoss, Cpu> layer(
-        config, store.view(), R(moe::NoNoise{}, {}, {.capacity_factor = 2.0}));
+        config, store.view(), R(moe::ExpertChoice{.capacity_factor = 2.0}));
     results.push_back(train("expert-choice", layer, store, task, steps));
   }
 

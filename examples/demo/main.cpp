@@ -120,7 +120,7 @@ int main(int argc, char** argv) try {
 
   const moe::RoutingStats& s = out.stats;
   std::printf("\nstats over %lld tokens\n  tokens per expert:", (long long)s.tokens);
-  for (moe::index_t n : s.tokens_per_expert) std::printf(" %lld", (long long)n);
+  for (moe::index_t n : s.computed_per_expert) std::printf(" %lld", (long long)n);
   std::printf("\n  dropped slots: %lld (dropless)\n", (long long)s.dropped_slots);
   std::printf("  router entropy: %.4f nats (uniform would be %.4f)\n", s.router_entropy, std::log(double(o.experts)));
   std::printf("  balance loss (HF Mixtral, balanced = %d): %.6f\n", k, s.loss("balance").value_or(0));

@@ -27,6 +27,9 @@
 #ifdef MOE_HAVE_SENTENCEPIECE
 #include <moe/text/sentencepiece.hpp>
 #include <sentencepiece_trainer.h>
+
+#include <fcntl.h>
+#include <unistd.h>
 #endif
 
 namespace fs = std::filesystem;
@@ -97,7 +100,16 @@ void train_tiny_tokenizer(const fs::path& dir, int vocab_size) {
       "--input=", corpus.string(), " --model_prefix=", (dir / "tokenizer").string(), " --vocab_size=", vocab_size,
       " --model_type=bpe --character_coverage=1.0 --num_threads=1 --hard_vocab_limit=false",
       " --unk_id=0 --bos_id=1 --eos_id=2 --pad_id=-1 --minloglevel=2");
+  // SentencePiece 0.1.x logs the command line before it reads --minloglevel:
+  // stderr is set aside while it trains (a failure still comes back in status).
+  std::fflush(stderr);
+  const int saved_stderr = ::dup(2), null_fd = ::open("/dev/null", O_WRONLY);
+  if (saved_stderr >= 0 && null_fd >= 0) ::dup2(null_fd, 2);
   const auto status = sentencepiece::SentencePieceTrainer::Train(args);
+  std::cerr.flush();
+  if (saved_stderr >= 0 && null_fd >= 0) ::dup2(saved_stderr, 2);
+  for (const int fd : {saved_stderr, null_fd})
+    if (fd >= 0) ::close(fd);
   fs::remove(corpus);
   fs::remove(dir / "tokenizer.vocab");
   moe::detail::require(status.ok(), moe::ErrorCode::bad_file,
@@ -292,12 +304,16 @@ int logits(const RunOptions& o, const fs::path& out, int greedy) {
   });
 }
 
-int info(const RunOptions& o) {
+int info(const RunOptions& o, bool check_values) {
   return with_model(o, [&](const auto& model) {
     const mx::Config& c = model.config();
     std::cout << mx::to_json(c).dump(2) << "\n";
     std::printf("files: %zu, weight bytes: %zu (%.1f MiB)\n", model.checkpoint().file_count(), model.weight_bytes(),
                 double(model.weight_bytes()) / (1 << 20));
+    if (check_values) {  // throws, naming the first NaN or infinity
+      const std::size_t n = moe::io::check_values(model.checkpoint());
+      std::printf("values: all %zu weights finite\n", n);
+    }
     return 0;
   });
 }
@@ -357,6 +373,9 @@ int main(int argc, char** argv) try {
 
   CLI::App* i = app.add_subcommand("info", "check a checkpoint folder and print its config");
   add_model(i);
+  bool check_values = false;
+  i->add_flag("--check-values", check_values,
+              "also read every weight and name the first NaN or infinity (one pass over the checkpoint)");
 
   CLI11_PARSE(app, argc, argv);
   if (g->parsed()) {
@@ -364,7 +383,7 @@ int main(int argc, char** argv) try {
     return generate(run, gen);
   }
   if (l->parsed()) return logits(run, out, greedy);
-  if (i->parsed()) return info(run);
+  if (i->parsed()) return info(run, check_values);
   return make_tiny(tiny_out, tiny_seed, dtype, shards, !no_tokenizer, family);
 } catch (const CLI::Error& e) {
   std::cerr << "moe-mixtral: " << e.what() << "\n";

@@ -52,6 +52,7 @@
 #include "moe/train/optimizer.hpp"
 #include "moe/train/parameters.hpp"
 
+#include "moe/io/check_values.hpp"
 #include "moe/io/checkpoint.hpp"
 #include "moe/io/safetensors.hpp"
 #include "moe/io/safetensors_writer.hpp"

@@ -12,7 +12,7 @@ function(expect name code regex)
 endfunction()
 
 # The built-in default, as the README runs it (sharded here, to cover the writer).
-expect(make-tiny 0 "wrote .*vocab" make-tiny --out "${WORK}/tiny" --shards 2)
+expect(make-tiny 0 "^wrote [^\n]*vocab[^\n]*\n$" make-tiny --out "${WORK}/tiny" --shards 2)  # one line: no library logs
 expect(generate-tiny-text 0 "decode: .* tokens/s.*layer  3:" generate --model "${WORK}/tiny" --prompt "Experts" --max-new 8)
 expect(generate-tiny-sampled 0 "8 new tokens" generate --model "${WORK}/tiny" --tokens 1,40,41 --max-new 8
        --temperature 0.7 --top-k 20 --top-p 0.9 --seed 5 --stop 999999)
@@ -28,6 +28,7 @@ if(EXISTS "${WORK}/routing.svg")
   endif()
 endif()
 expect(make-tiny-f32-no-tokenizer 0 "F32" make-tiny --out "${WORK}/tiny-f32" --dtype f32 --no-tokenizer)
+expect(info-check-values 0 "values: all [0-9]+ weights finite" info --model "${WORK}/tiny" --check-values)
 expect(prompt-without-tokenizer 1 "has no tokenizer.model; give --tokens" generate --model "${WORK}/tiny-f32" --prompt "hi")
 # Dense Mistral and Llama (one FFN per layer): written, described, generated from.
 foreach(family mistral llama)

@@ -1,4 +1,6 @@
 // Uses moe through `find_package(moe)` and `#include <moe/moe.hpp>` only.
+// Prints which kernels the layer ran and the best this CPU has (run.cmake
+// compares them).
 #include <moe/moe.hpp>
 #include <moe/io/safetensors.hpp>
 
@@ -12,7 +14,9 @@ int main() {
   moe::Matrix x = moe::Matrix::Ones(5, 32);
   const moe::Output out = layer.forward(x);
   const float diff = (out.y - reference.forward(x).y).cwiseAbs().maxCoeff();
-  const bool ok = out.y.allFinite() && diff < 1e-5f && out.stats.tokens_per_expert.size() == 8;
+  const bool ok = out.y.allFinite() && diff < 1e-5f && out.stats.computed_per_expert.size() == 8;
+  using Kernels = decltype(layer)::backend_type::isa_type;  // the instruction set the layer's kernels use
+  std::printf("kernels: %s; CPU: %s\n", Kernels::name.data(), moe::isa::name(moe::isa::cpu_level()).data());
   std::printf("moe %d.%d.%d consumer: %s\n", moe::version_major, moe::version_minor, moe::version_patch,
               ok ? "PASSED" : "FAILED");
   return ok ? 0 : 1;

@@ -216,7 +216,7 @@ inline Outputs run_moe_block(const io::SafeTensors& f, BackendChoice b) {
       o["router_probs"] = floats({T, E}, out.routing.probs);
       o["topk_idx"] = ints(DType::I32, {T, K}, out.routing.expert);
       o["topk_weight"] = floats({T, K}, out.routing.weight);
-      o["tokens_per_expert"] = ints(DType::I32, {E}, out.stats.tokens_per_expert);
+      o["tokens_per_expert"] = ints(DType::I32, {E}, out.stats.computed_per_expert);
       o["aux_loss"] = floats({1}, {*out.stats.loss("balance")});
       o["z_loss"] = floats({1}, {*out.stats.loss("z")});
       return o;
@@ -278,7 +278,7 @@ inline Outputs run_switch(const io::SafeTensors& f, BackendChoice b) {
   o["router_probs"] = floats({T, E}, by_token.routing.probs);
   o["expert_index"] = ints(DType::I32, {T}, by_token.routing.expert);
   o["top1_prob"] = floats({T}, by_token.routing.weight);
-  o["tokens_per_expert"] = ints(DType::I32, {E}, by_token.stats.tokens_per_expert);
+  o["tokens_per_expert"] = ints(DType::I32, {E}, by_token.stats.computed_per_expert);
   o["routed_per_expert"] = ints(DType::I32, {E}, by_token.stats.routed_per_expert);
   std::vector<std::int32_t> dispatch(std::size_t(T * E * C), 0);
   std::vector<float> combine(std::size_t(T * E * C), 0.0f);

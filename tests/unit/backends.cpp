@@ -36,7 +36,7 @@ void compare(const Shape& s, DType dtype, Capacity capacity, std::uint64_t seed)
       // Identical routing decisions (routing is backend-independent by design).
       CHECK(a.routing.expert == b.routing.expert);
       CHECK(a.plan.slot_row == b.plan.slot_row);
-      CHECK(a.stats.tokens_per_expert == b.stats.tokens_per_expert);
+      CHECK(a.stats.computed_per_expert == b.stats.computed_per_expert);
       CHECK(a.stats.dropped_slots == b.stats.dropped_slots);
       const float scale = std::max(1.0f, a.y.size() ? a.y.cwiseAbs().maxCoeff() : 0.0f);
       CHECK(test::max_abs_diff(a.y, b.y) <= 2e-5f * scale);

@@ -4,6 +4,7 @@
 #include "temp_dir.hpp"
 #include "test_support.hpp"
 
+#include <moe/io/check_values.hpp>
 #include <moe/io/checkpoint.hpp>
 #include <moe/io/sharded_writer.hpp>
 
@@ -71,4 +72,39 @@ TEST_CASE("ShardedWriter: shards split at the limit, in order, with the index") 
   moe::test::require_error([&] { w.add("t2", DType::F32, {1}, counting(0, 1, calls)); }, ErrorCode::invalid_argument,
                            {"tensor 't2' added twice"});
   moe::test::require_error([] { io::ShardedWriter bad(0); }, ErrorCode::invalid_argument, {"shard size must be > 0"});
+}
+
+TEST_CASE("check_values: every tensor scanned in name order; the first NaN or infinity named") {
+  const TempDir dir("values");
+  std::vector<Eigen::bfloat16> b(3 * 4, Eigen::bfloat16(0.5f));
+  std::vector<float> c(5, 1.0f);
+  const std::vector<std::int32_t> ids{1, 2, 3};
+  {
+    io::SafeTensorsWriter w;
+    w.add("a.weight", {3, 4}, b);
+    w.add("c.weight", {5}, c);
+    w.add("ids", {3}, ids);  // integers have no NaN: not scanned
+    w.write(dir.path / "model.safetensors");
+  }
+  CHECK(io::check_values(io::Checkpoint(dir.path)) == 17);
+
+  b[1 * 4 + 2] = Eigen::bfloat16(NAN);
+  c[4] = -INFINITY;
+  {
+    io::SafeTensorsWriter w;
+    w.add("c.weight", {5}, c);
+    w.add("a.weight", {3, 4}, b);
+    w.write(dir.path / "model.safetensors");
+  }
+  test::require_error([&] { io::check_values(io::Checkpoint(dir.path)); }, ErrorCode::non_finite,
+                      {"model.safetensors", "tensor 'a.weight' [3, 4] BF16: element [1, 2] is nan"});
+  b[1 * 4 + 2] = Eigen::bfloat16(0.0f);
+  {
+    io::SafeTensorsWriter w;
+    w.add("a.weight", {3, 4}, b);
+    w.add("c.weight", {5}, c);
+    w.write(dir.path / "model.safetensors");
+  }
+  test::require_error([&] { io::check_values(io::Checkpoint(dir.path)); }, ErrorCode::non_finite,
+                      {"tensor 'c.weight' [5] F32: element [4] is -inf"});
 }

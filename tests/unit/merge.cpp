@@ -130,8 +130,9 @@ TEST_CASE("merge: every tensor where mergekit puts it, bit for bit; the result r
   const fs::path again = root.path / "again", other = root.path / "other";
   mg::merge(config_of(dirs), again, seeded(3));
   mg::merge(config_of(dirs), other, seeded(4));
-  CHECK(same_bytes(io::Checkpoint(again).tensor(mx::names::router(1)), merged.tensor(mx::names::router(1))));
-  CHECK_FALSE(same_bytes(io::Checkpoint(other).tensor(mx::names::router(1)), merged.tensor(mx::names::router(1))));
+  const io::Checkpoint same_seed(again), other_seed(other);
+  CHECK(same_bytes(same_seed.tensor(mx::names::router(1)), merged.tensor(mx::names::router(1))));
+  CHECK_FALSE(same_bytes(other_seed.tensor(mx::names::router(1)), merged.tensor(mx::names::router(1))));
 }
 
 TEST_CASE("merge: dtype, noise and residual scale, shards, uniform gates, router rows from a file") {
@@ -171,15 +172,15 @@ TEST_CASE("merge: dtype, noise and residual scale, shards, uniform gates, router
     c.experts[2].noise_scale = 0.01;
     const fs::path out = root.path / "noise";
     mg::merge(c, out, seeded(1));
-    const auto noisy = io::Checkpoint(out).tensor(mx::names::expert(0, 2, "w3")).to_vector<float>();
-    const auto clean = io::Checkpoint(dirs[2]).tensor(mx::names::mlp(0, "up_proj")).to_vector<float>();
+    const io::Checkpoint noised(out), source1(dirs[1]), source2(dirs[2]);
+    const auto noisy = noised.tensor(mx::names::expert(0, 2, "w3")).to_vector<float>();
+    const auto clean = source2.tensor(mx::names::mlp(0, "up_proj")).to_vector<float>();
     double squares = 0;
     for (std::size_t i = 0; i < clean.size(); ++i) squares += double(noisy[i] - clean[i]) * (noisy[i] - clean[i]);
     const double rms = std::sqrt(squares / double(clean.size()));
     CHECK(rms > 0.008);
     CHECK(rms < 0.012);
-    CHECK(same_bytes(io::Checkpoint(out).tensor(mx::names::expert(0, 1, "w3")),
-                     io::Checkpoint(dirs[1]).tensor(mx::names::mlp(0, "up_proj"))));
+    CHECK(same_bytes(noised.tensor(mx::names::expert(0, 1, "w3")), source1.tensor(mx::names::mlp(0, "up_proj"))));
   }
   {  // router rows injected from a file: written exactly
     io::SafeTensorsWriter rows;
@@ -195,7 +196,8 @@ TEST_CASE("merge: dtype, noise and residual scale, shards, uniform gates, router
     mg::MergeOptions injected;
     injected.router_weights = root.path / "gates.safetensors";
     const mg::MergeReport r = mg::merge(config_of(dirs, mg::GateMode::cheap_embed), out, injected);
-    CHECK(io::Checkpoint(out).tensor(mx::names::router(1)).to_vector<float>() == g1);
+    const io::Checkpoint injected_out(out);
+    CHECK(injected_out.tensor(mx::names::router(1)).to_vector<float>() == g1);
     CHECK(r.degenerate_layers == std::vector<index_t>{0, 1});  // rank-deficient rows: condition number huge
     injected.router_weights = root.path / "nowhere.safetensors";
     require_error([&] { mg::merge(config_of(dirs), out, injected); }, ErrorCode::bad_file, {"nowhere.safetensors"});
@@ -375,7 +377,8 @@ TEST_CASE("merge gates: hidden takes the residual stream entering each layer at 
   // BOS), averaged over the two prompts.
   c.gate_mode = mg::GateMode::hidden_avg;
   mg::merge(c, root.path / "avg", o);
-  const auto avg0 = io::Checkpoint(root.path / "avg").tensor(mx::names::router(0)).to_vector<float>();
+  const io::Checkpoint averaged(root.path / "avg");
+  const auto avg0 = averaged.tensor(mx::names::router(0)).to_vector<float>();
   const auto e1 = embedding_row(base, 1), e5 = embedding_row(base, 5), e6 = embedding_row(base, 6);
   for (std::size_t h = 0; h < 32; ++h)
     want[h] = ((double(e1[h]) + e5[h] + e6[h] + e7[h]) / 4 + (3.0 * e1[h] + e8[h]) / 4) / 2;

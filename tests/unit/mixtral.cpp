@@ -352,7 +352,10 @@ TEST_CASE("sharded checkpoints: index and shards must agree") {
   const fs::path shard2 = dir.path / "model-00002-of-00002.safetensors";
 
   fresh();
-  CHECK(mx::Model<backend::Reference>(dir.path).checkpoint().file_count() == 2);
+  {
+    const mx::Model<backend::Reference> sharded(dir.path);
+    CHECK(sharded.checkpoint().file_count() == 2);
+  }
 
   fresh();
   fs::remove(shard2);

@@ -10,7 +10,7 @@ using test::require_error;
 namespace {
 std::vector<std::int32_t> topk(std::vector<float> v, int k) {
   std::vector<std::int32_t> idx(static_cast<std::size_t>(k));
-  detail::top_k_indices(v.data(), index_t(v.size()), k, idx.data());
+  top_k_indices(v.data(), index_t(v.size()), k, idx.data());
   return idx;
 }
 }  // namespace
@@ -207,12 +207,11 @@ TEST_CASE("ExpertChoice: each expert takes its C best tokens by probability; tok
   const LayerConfig c{.d_model = 6, .d_ff = 8, .num_experts = 4, .seed = 1};
   const WeightStore store = WeightStore::random(c, true, DType::F32, 2);
   using R = Router<ExpertChoice, NoNoise, SoftmaxTopKRaw>;
-  const MoELayer<R, Expert<SwiGLU>, Dropless, NoLoss, backend::Reference> layer(c, store.view(),
-                                                                                R(NoNoise{}, {}, {1.0}));
+  const MoELayer<R, Expert<SwiGLU>, Dropless, NoLoss, backend::Reference> layer(c, store.view(), R(ExpertChoice{1.0}));
   const Matrix x = random_normal_matrix(16, 6, 3);
   const Output out = layer.forward(x);
   CHECK(out.routing.k == 4);
-  for (index_t n : out.stats.tokens_per_expert) CHECK(n == 4);
+  for (index_t n : out.stats.computed_per_expert) CHECK(n == 4);
   CHECK(out.stats.dropped_slots == 0);
   index_t unchosen = 0;
   for (index_t t = 0; t < 16; ++t) {
@@ -225,6 +224,6 @@ TEST_CASE("ExpertChoice: each expert takes its C best tokens by probability; tok
   }
   CHECK(unchosen > 0);
   CHECK(out.stats.dropped_tokens == unchosen);
-  require_error([] { (void)Router<ExpertChoice>(NoNoise{}, {}, {0.0}).validate({}, 4, 6); },
-                ErrorCode::invalid_argument, {"ExpertChoice", "capacity_factor", "> 0"});
+  require_error([] { (void)Router<ExpertChoice>(ExpertChoice{0.0}).validate({}, 4, 6); }, ErrorCode::invalid_argument,
+                {"ExpertChoice", "capacity_factor", "> 0"});
 }

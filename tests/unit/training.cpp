@@ -194,7 +194,7 @@ TEST_CASE("finite differences: expert choice, with raw and renormalised weights"
   const auto expect = [](const Output& o) {
     // Every expert takes C = ceil(2 · 10 / 4) = 5 tokens; some token got
     // several experts, so (10 · 2 = 20 pairs over 10 tokens) ...
-    for (index_t n : o.stats.tokens_per_expert) REQUIRE(n == 5);
+    for (index_t n : o.stats.computed_per_expert) REQUIRE(n == 5);
     REQUIRE(o.routing.k == 4);
   };
   SUBCASE("raw") {

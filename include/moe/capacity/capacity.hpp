@@ -18,14 +18,12 @@ template <class P>
 concept CapacityPolicy = requires(const P& p, PlanShape s, Mode m) {
   { p.capacity(s, m) } -> std::same_as<std::optional<index_t>>;
   { p.priority() } -> std::same_as<Priority>;
-  p.validate();
 };
 
 /// Every pair gets its expert (Mixtral, MegaBlocks): no capacity, no drops.
 struct Dropless {
   std::optional<index_t> capacity(PlanShape, Mode) const noexcept { return std::nullopt; }
   Priority priority() const noexcept { return Priority::token_order; }
-  void validate() const {}
 };
 
 /// C = max(min, ceil(factor · T · k / E)), factor chosen by mode.

@@ -67,5 +67,12 @@ inline void require(bool ok, ErrorCode code, Parts&&... parts) {
     throw Error(code, cat(std::forward<Parts>(parts)...));
 }
 
+/// Runs a policy's parameter check, `p.validate()`, when it has one: every
+/// policy may have one (the layer calls it at construction), none must.
+template <class P>
+void validate_policy(const P& p) {
+  if constexpr (requires { p.validate(); }) p.validate();
+}
+
 }  // namespace detail
 }  // namespace moe

@@ -129,6 +129,35 @@ inline float load_as_float(const void* data, DType d, index_t i) noexcept {
   }
 }
 
+/// Index of the first NaN or infinity among the n elements of a weight
+/// buffer of dtype `d`, or -1 when all are finite. Tests the exponent bits
+/// (all ones: NaN or ±Inf in F32, BF16 and F16 alike), so the scan is a
+/// vectorisable pass over the bits, not a conversion per element.
+inline index_t first_non_finite(const void* data, DType d, index_t n) noexcept {
+  const auto scan = [&]<class U>(const U* u, U exponent) -> index_t {
+    constexpr index_t block = 4096;
+    for (index_t begin = 0; begin < n; begin += block) {
+      const index_t end = n - begin < block ? n : begin + block;
+      bool any = false;
+      for (index_t i = begin; i < end; ++i) any |= (u[i] & exponent) == exponent;
+      if (!any) continue;
+      for (index_t i = begin; i < end; ++i)
+        if ((u[i] & exponent) == exponent) return i;
+    }
+    return -1;
+  };
+  switch (d) {
+    case DType::F32:
+      return scan(static_cast<const std::uint32_t*>(data), std::uint32_t(0x7F800000u));
+    case DType::BF16:
+      return scan(static_cast<const std::uint16_t*>(data), std::uint16_t(0x7F80u));
+    case DType::F16:
+      return scan(static_cast<const std::uint16_t*>(data), std::uint16_t(0x7C00u));
+    default:
+      return -1;  // integer dtypes have no NaN
+  }
+}
+
 /// Widens n consecutive weights starting at element `first` into dst.
 inline void widen_to_float(const void* data, DType d, index_t first, index_t n, float* dst) noexcept {
   if (d == DType::F32) {

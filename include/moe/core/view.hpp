@@ -32,6 +32,25 @@ template <class S>
 concept Space = std::same_as<S, Host> || std::same_as<S, Device>;
 }  // namespace memory
 
+/// Marks a parameter whose referent a returned or constructed view keeps
+/// pointing at, so Clang's -Wdangling flags a view of a temporary that
+/// outlives it (`MatrixView<const float> v = make_matrix();`).
+#if defined(__clang__)
+#define MOE_LIFETIMEBOUND [[clang::lifetimebound]]
+#else
+#define MOE_LIFETIMEBOUND
+#endif
+
+namespace detail {
+/// A row-major Eigen object of T's scalar with direct memory access, viewed from host code.
+template <class D, class T, class Space>
+concept EigenRowsOf = std::is_same_v<Space, memory::Host> && std::is_same_v < std::remove_const_t<T>,
+typename D::Scalar > &&(int(D::Flags) & Eigen::RowMajorBit) != 0 && (int(D::Flags) & Eigen::DirectAccessBit) != 0;
+/// Whether an Eigen object's elements may be written through it.
+template <class D>
+inline constexpr bool eigen_writable = (int(D::Flags) & Eigen::LvalueBit) != 0;
+}  // namespace detail
+
 /// A row-major [rows, cols] window on memory in space `Space`; rows may be
 /// padded (row_stride). Only host views can be read on the host (operator(),
 /// row() are for kernels running where the memory is) and only host views
@@ -48,18 +67,29 @@ struct MatrixView {
   MatrixView(T* d, index_t r, index_t c) : data(d), rows(r), cols(c), row_stride(c) {}
   MatrixView(T* d, index_t r, index_t c, index_t stride) : data(d), rows(r), cols(c), row_stride(stride) {}
 
-  /// Views any row-major Eigen matrix (or a const one, for MatrixView<const float>).
+  /// Views any row-major Eigen object whose rows are contiguous: a Matrix, a
+  /// block of one (`x.topRows(4)`, `x.middleCols(2, 8)`, `x.row(3)`), a
+  /// Map (with an OuterStride), a Ref. The view takes the object's outer
+  /// stride as its row stride; an inner stride other than 1 is a moe::Error.
+  /// A mutable view needs a writable object: a non-const lvalue, or a
+  /// temporary block or map of one (itself a view). A const view takes
+  /// anything, temporaries included, for the length of a call:
+  /// `layer.forward(x.topRows(4))`. (Views are non-owning: keep the viewed
+  /// object alive while the view is used.)
   template <class Derived>
-  requires(std::is_same_v<Space, memory::Host>&& std::is_same_v<std::remove_const_t<T>, typename Derived::Scalar> &&
-           (static_cast<int>(Derived::Flags) & Eigen::RowMajorBit) != 0)
-      MatrixView(Eigen::PlainObjectBase<Derived>& m)  // NOLINT: implicit on purpose
-      : data(m.data()), rows(m.rows()), cols(m.cols()), row_stride(m.cols()) {}
+  requires(std::is_const_v<T>&& detail::EigenRowsOf<Derived, T, Space>)
+      MatrixView(const Eigen::DenseBase<Derived>& m MOE_LIFETIMEBOUND)  // NOLINT: implicit on purpose
+      : MatrixView(from_eigen(m.derived())) {}
   template <class Derived>
-  requires(std::is_same_v<Space, memory::Host>&& std::is_const_v<T>&&
-               std::is_same_v<std::remove_const_t<T>, typename Derived::Scalar> &&
-           (static_cast<int>(Derived::Flags) & Eigen::RowMajorBit) != 0)
-      MatrixView(const Eigen::PlainObjectBase<Derived>& m)  // NOLINT: implicit on purpose
-      : data(m.data()), rows(m.rows()), cols(m.cols()), row_stride(m.cols()) {}
+  requires(!std::is_const_v<T> && detail::EigenRowsOf<Derived, T, Space> && detail::eigen_writable<Derived>)
+      MatrixView(Eigen::DenseBase<Derived>& m MOE_LIFETIMEBOUND)  // NOLINT: implicit on purpose
+      : MatrixView(from_eigen(m.derived())) {}
+  /// A temporary block or map of writable memory (itself a view); never a temporary Matrix.
+  template <class Derived>
+  requires(!std::is_const_v<T> && detail::EigenRowsOf<Derived, T, Space> && detail::eigen_writable<Derived> &&
+           !std::is_base_of_v<Eigen::PlainObjectBase<Derived>, Derived>)
+      MatrixView(Eigen::DenseBase<Derived>&& m)  // NOLINT: implicit on purpose
+      : MatrixView(from_eigen(m.derived())) {}
 
   /// A mutable view converts to a const one in the same space (never to another space).
   operator MatrixView<const T, Space>() const { return {data, rows, cols, row_stride}; }  // NOLINT
@@ -67,6 +97,16 @@ struct MatrixView {
   T* row(index_t r) const noexcept { return data + r * row_stride; }
   T& operator()(index_t r, index_t c) const noexcept { return data[r * row_stride + c]; }
   bool empty() const noexcept { return rows == 0 || cols == 0; }
+
+ private:
+  template <class E>
+  static MatrixView from_eigen(E& m) {
+    if constexpr (E::InnerStrideAtCompileTime != 1)
+      detail::require(m.innerStride() == 1, ErrorCode::invalid_argument, "MatrixView: the Eigen object's elements ",
+                      "are ", m.innerStride(), " apart within a row; a view needs contiguous rows (inner stride 1)");
+    return {m.data(), index_t(m.rows()), index_t(m.cols()),
+            m.rows() > 1 ? index_t(m.outerStride()) : index_t(m.cols())};
+  }
 };
 
 /// A [rows, cols] row-major weight matrix of any weight dtype, applied as
@@ -107,6 +147,16 @@ inline void require_weight(const WeightMatrix& w, std::string_view what, index_t
           " is not a weight dtype (F32, BF16 or F16)");
   require(w.rows == rows && w.cols == cols, ErrorCode::shape_mismatch, what, ": shape ", shape_str(w.rows, w.cols),
           ", expected ", shape_str(rows, cols));
+}
+
+/// Throws moe::Error(non_finite) when a weight holds NaN or infinity, naming
+/// the weight, the first such element and its value.
+inline void require_finite(const WeightMatrix& w, std::string_view what) {
+  if (w.empty()) return;
+  const index_t at = first_non_finite(w.data, w.dtype, w.rows * w.cols);
+  require(at < 0, ErrorCode::non_finite, what, " ", shape_str(w.rows, w.cols), " ", name(w.dtype), ": element [",
+          at / (w.cols > 0 ? w.cols : 1), ", ", at % (w.cols > 0 ? w.cols : 1), "] is ",
+          load_as_float(w.data, w.dtype, at < 0 ? 0 : at));
 }
 }  // namespace detail
 

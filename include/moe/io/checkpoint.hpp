@@ -87,11 +87,15 @@ class Checkpoint {
     for (const auto& [name, view] : tensors_) n.push_back(name);
     return n;
   }
-  const TensorView* find(std::string_view name) const {
+  // Tensor views point into the files' mappings: a temporary checkpoint has
+  // none to give (`Checkpoint(dir).tensor("w")` does not compile).
+  const TensorView* find(std::string_view name) const&& = delete;
+  const TensorView* find(std::string_view name) const& {
     const auto it = tensors_.find(std::string(name));
     return it == tensors_.end() ? nullptr : it->second;
   }
-  const TensorView& tensor(std::string_view name) const {
+  const TensorView& tensor(std::string_view name) const&& = delete;
+  const TensorView& tensor(std::string_view name) const& {
     const TensorView* t = find(name);
     detail::require(t != nullptr, ErrorCode::bad_file, dir_.string(), ": no tensor named '", name, "'");
     return *t;

@@ -120,15 +120,20 @@ class SafeTensors {
   const std::filesystem::path& path() const noexcept { return file_.path(); }
   /// Throws if the file changed on disk since it was opened (MappedFile).
   void require_unchanged() const { file_.require_unchanged(); }
-  const std::vector<TensorView>& tensors() const noexcept { return tensors_; }
+  // Tensor views point into the file's mapping: a temporary file has none
+  // to give (`SafeTensors(path).tensor("w")` does not compile).
+  const std::vector<TensorView>& tensors() const& noexcept { return tensors_; }
+  const std::vector<TensorView>& tensors() const&& = delete;
   const std::map<std::string, std::string>& metadata() const noexcept { return metadata_; }
 
   bool contains(std::string_view name) const { return find(name) != nullptr; }
-  const TensorView* find(std::string_view name) const {
+  const TensorView* find(std::string_view name) const&& = delete;
+  const TensorView* find(std::string_view name) const& {
     const auto it = std::find_if(tensors_.begin(), tensors_.end(), [&](const TensorView& t) { return t.name == name; });
     return it == tensors_.end() ? nullptr : &*it;
   }
-  const TensorView& tensor(std::string_view name) const {
+  const TensorView& tensor(std::string_view name) const&& = delete;
+  const TensorView& tensor(std::string_view name) const& {
     const TensorView* t = find(name);
     detail::require(t != nullptr, ErrorCode::bad_file, path().string(), ": no tensor named '", name, "'");
     return *t;

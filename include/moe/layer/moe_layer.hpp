@@ -14,6 +14,7 @@
 /// per call (the input's shape); the policies stay pure and the backend sees
 /// only the plan and the weights.
 
+#include <cmath>
 #include <cstdint>
 #include <span>
 #include <vector>
@@ -37,6 +38,11 @@ struct LayerConfig {
   index_t num_experts = 0;
   std::uint64_t seed = 0;       ///< keys noise, jitter, dropout and random routing (with the step)
   float expert_dropout = 0.0f;  ///< dropout on the experts' hidden units in training (ST-MoE: 0.4); 0 = off
+  /// Scan every weight for NaN and infinity when the layer is built and name
+  /// the first one found (check_weight_values): one pass over the weights,
+  /// off by default. Without it a non-finite expert weight flows into the
+  /// output unannounced (a non-finite router logit is always an error).
+  bool check_values = false;
 };
 
 /// Views of every weight a layer reads (it owns none of them), and the
@@ -47,6 +53,25 @@ struct LayerWeights {
   std::vector<ExpertWeights> experts;  ///< [E]
   WeightVersion version;               ///< untracked (an mmap'ed checkpoint): never stale
 };
+
+/// Throws moe::Error(non_finite) naming the first weight that holds NaN or
+/// infinity, in the order router gate, noise, bias, then expert 0's gate, up,
+/// down, expert 1's ...: "expert 3 down weight [32, 64] BF16: element [12,
+/// 40] is nan". One pass over the weights (LayerConfig::check_values runs it
+/// when a layer is built).
+inline void check_weight_values(const LayerWeights& w) {
+  detail::require_finite(w.router.gate, "router gate weight");
+  detail::require_finite(w.router.noise, "router noise weight (W_noise)");
+  for (std::size_t e = 0; e < w.router.bias.size(); ++e)
+    detail::require(std::isfinite(w.router.bias[e]), ErrorCode::non_finite, "router selection bias of expert ", e,
+                    " is ", w.router.bias[e]);
+  for (std::size_t e = 0; e < w.experts.size(); ++e) {
+    const ExpertWeights& x = w.experts[e];
+    detail::require_finite(x.gate, detail::cat("expert ", e, " gate weight"));
+    detail::require_finite(x.up, detail::cat("expert ", e, " up weight"));
+    detail::require_finite(x.down, detail::cat("expert ", e, " down weight"));
+  }
+}
 
 /// What forward returns. `y` excludes the residual: a dropped slot adds 0,
 /// so `x + y` passes a fully dropped token through unchanged.
@@ -127,9 +152,10 @@ class MoELayer {
                       " weights are ", name(w.up.dtype), " but expert 0's are ", name(weights_.experts[0].up.dtype),
                       " (one dtype for all experts)");
     }
-    capacity_.validate();
-    loss_.validate();
+    detail::validate_policy(capacity_);
+    detail::validate_policy(loss_);
     ExpertDropout::validate(config_.expert_dropout);
+    if (config_.check_values) check_weight_values(weights_);
     detail::require(config_.expert_dropout == 0.0f || TrainableBackend<B>, ErrorCode::unsupported, "MoELayer: backend ",
                     B::name(), " cannot train, but expert_dropout is ", config_.expert_dropout);
     prepare({});
@@ -225,6 +251,9 @@ class MoELayer {
     const int k = r.k;
     check_input(x);
     check_prepared("backward");
+    detail::require(k > 0, ErrorCode::invalid_argument,
+                    "MoELayer::backward: no forward call recorded in this workspace (run forward(x, ws, {Mode::train, "
+                    "step}) with it first)");
     detail::require(x.rows == T && index_t(out.y.rows()) == T, ErrorCode::shape_mismatch, "MoELayer::backward: x has ",
                     x.rows, " rows but the forward call in the workspace saw ", T, " tokens");
     detail::require(dy.rows == T && dy.cols == d, ErrorCode::shape_mismatch, "MoELayer::backward: dy is ",

@@ -18,9 +18,13 @@ struct RoutingStats {
   index_t tokens = 0;
   index_t experts = 0;
   int k = 0;
-  std::optional<index_t> capacity;         ///< per-expert capacity; nullopt = dropless
-  std::vector<index_t> tokens_per_expert;  ///< [E] (token, slot) pairs each expert computed
-  std::vector<index_t> routed_per_expert;  ///< [E] pairs routed to each expert, before capacity
+  std::optional<index_t> capacity;  ///< per-expert capacity; nullopt = dropless
+  /// [E] tokens each expert computed, after capacity. A token reaches an
+  /// expert through at most one of its k slots, so this is also the expert's
+  /// (token, slot) pairs; summed over experts it is T·k − dropped_slots −
+  /// empty_slots, not T.
+  std::vector<index_t> computed_per_expert;
+  std::vector<index_t> routed_per_expert;  ///< [E] tokens routed to each expert, before capacity
   index_t dropped_slots = 0;               ///< pairs over capacity (their output is 0; the residual carries them)
   index_t dropped_tokens = 0;              ///< tokens that lost every slot (the layer passes them through untouched)
   index_t empty_slots = 0;                 ///< slots the selection chose to leave empty (GShard random second)
@@ -51,10 +55,10 @@ inline void make_stats(const Routing& r, const RoutingPlan& p, RoutingStats& s) 
   s.experts = r.experts;
   s.k = r.k;
   s.capacity = p.capacity;
-  s.tokens_per_expert.resize(std::size_t(r.experts));
+  s.computed_per_expert.resize(std::size_t(r.experts));
   s.routed_per_expert.resize(std::size_t(r.experts));
   for (index_t e = 0; e < r.experts; ++e) {
-    s.tokens_per_expert[std::size_t(e)] = p.kept(e);
+    s.computed_per_expert[std::size_t(e)] = p.kept(e);
     s.routed_per_expert[std::size_t(e)] = p.routed_per_expert[std::size_t(e)];
   }
   s.dropped_slots = p.dropped;

@@ -19,7 +19,6 @@ namespace moe {
 template <class L>
 concept BalanceLossPolicy = requires(const L& l, const Routing& r, const RoutingPlan& p, LossValues& s) {
   { l.evaluate(r, p, s) } -> std::same_as<float>;
-  l.validate();
 };
 
 template <class L>
@@ -32,7 +31,6 @@ concept TrainableLoss = BalanceLossPolicy<L> &&
 struct NoLoss {
   float evaluate(const Routing&, const RoutingPlan&, LossValues&) const noexcept { return 0.0f; }
   void backward(const Routing&, const RoutingPlan&, RoutingGrad&) const noexcept {}
-  void validate() const {}
 };
 
 }  // namespace moe

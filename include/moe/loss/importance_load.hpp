@@ -121,7 +121,7 @@ struct ImportanceLoadLoss {
     std::vector<std::int32_t> top(std::size_t(r.k + 1));
     for (index_t t = 0; t < r.tokens; ++t) {
       const float* noisy = r.logits.data() + t * E;
-      detail::top_k_indices(noisy, E, r.k + 1, top.data());
+      top_k_indices(noisy, E, r.k + 1, top.data());
       const float kth = noisy[top[std::size_t(r.k - 1)]];
       for (index_t e = 0; e < E; ++e) {
         const std::size_t i = std::size_t(t * E + e);

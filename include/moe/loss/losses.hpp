@@ -13,10 +13,12 @@ struct Losses {
   std::tuple<Ls...> parts;
 
   Losses() = default;
-  explicit Losses(Ls... ls) : parts(ls...) {}
+  /// Not explicit, so a layer's loss argument can be a braced list:
+  /// `{SwitchBalanceLoss{.alpha = 0.01f}, RouterZLoss{.beta = 1e-3f}}`.
+  Losses(Ls... ls) : parts(ls...) {}  // NOLINT(google-explicit-constructor)
 
   void validate() const {
-    std::apply([](const auto&... l) { (l.validate(), ...); }, parts);
+    std::apply([](const auto&... l) { (detail::validate_policy(l), ...); }, parts);
   }
   float evaluate(const Routing& r, const RoutingPlan& p, LossValues& s) const {
     return std::apply([&](const auto&... l) { return (0.0f + ... + l.evaluate(r, p, s)); }, parts);

@@ -14,6 +14,7 @@
 #include "moe/models/mixtral/moe_block.hpp"
 #include "moe/models/mixtral/rms_norm.hpp"
 #include "moe/models/mixtral/rope.hpp"
+#include "moe/models/mixtral/routing_svg.hpp"
 #include "moe/models/mixtral/sampler.hpp"
 #include "moe/models/mixtral/weights.hpp"
 #include "moe/models/mixtral/random_checkpoint.hpp"

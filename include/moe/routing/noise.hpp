@@ -18,16 +18,15 @@
 
 namespace moe {
 
-/// A noise policy: its flags, validate(), and for each flag it sets the
+/// A noise policy: its flags, and for each flag it sets the
 /// calls the router then makes (perturb_input; perturb_logits and its
 /// backward), so a policy that says it perturbs but lacks the call fails
 /// here, not inside Router.
 template <class N>
-concept NoisePolicy = requires(const N& n) {
+concept NoisePolicy = requires {
   { N::perturbs_input } -> std::convertible_to<bool>;
   { N::perturbs_logits } -> std::convertible_to<bool>;
   { N::needs_weight } -> std::convertible_to<bool>;
-  n.validate();
 }
 &&(!N::perturbs_input ||
    requires(const N& n, MatrixView<float> r, const RouteContext& ctx) { n.perturb_input(r, ctx); }) &&
@@ -41,7 +40,6 @@ struct NoNoise {
   static constexpr bool perturbs_input = false;
   static constexpr bool perturbs_logits = false;
   static constexpr bool needs_weight = false;
-  void validate() const {}
 };
 
 /// Switch Transformer jitter (Fedus et al. 2021): the router input is
@@ -76,7 +74,6 @@ struct StoredJitter {
   static constexpr bool needs_weight = false;
   MatrixView<const float> factors;  ///< [T, d_model] multipliers
 
-  void validate() const {}
   void perturb_input(MatrixView<float> r, const RouteContext&, index_t first_token = 0) const {
     detail::require(factors.rows >= first_token + r.rows && factors.cols == r.cols, ErrorCode::shape_mismatch,
                     "StoredJitter: factors are ", detail::shape_str(factors.rows, factors.cols), ", router input is ",

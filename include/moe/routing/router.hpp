@@ -20,6 +20,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <concepts>
 #include <span>
 #include <vector>
 
@@ -50,6 +51,17 @@ struct RouterWeights {
   std::span<const float> bias{};  ///< [E] selection bias of BiasedTopK (DeepSeek `e_score_correction_bias`)
 };
 
+namespace detail {
+template <class T, class... U>
+concept one_of = (std::same_as<T, U> || ...);
+/// How often T appears among P.
+template <class T, class... P>
+inline constexpr int count_of = (0 + ... + int(std::same_as<T, P>));
+/// No type appears twice among P.
+template <class... P>
+inline constexpr bool distinct = ((count_of<P, P...> == 1) && ...);
+}  // namespace detail
+
 template <SelectionPolicy S, NoisePolicy N = NoNoise, ScoringPolicy C = SoftmaxThenTopK>
 class Router {
  public:
@@ -62,8 +74,17 @@ class Router {
   static constexpr bool needs_noise_weight = N::needs_weight;
 
   Router() = default;
-  explicit Router(N noise, C scoring = {}, S selection = {})
+  /// The policies in the template's order; those left out are default-constructed.
+  explicit Router(S selection, N noise = {}, C scoring = {})
       : noise_(noise), scoring_(scoring), selection_(selection) {}
+  /// Any of the policies, in any order, each named by its type:
+  /// `Router<TopK<1>, Jitter>(Jitter{.eps = 0.01f})`,
+  /// `Router<TopK<2>, NoNoise, Sigmoid>(Sigmoid{.scale = 2.5f})`.
+  template <class... P>
+  requires(sizeof...(P) >= 1 && (detail::one_of<P, S, N, C> && ...) &&
+           detail::distinct<P...>) explicit Router(P... policies) {
+    (assign(policies), ...);
+  }
 
   const N& noise() const noexcept { return noise_; }
   const C& scoring() const noexcept { return scoring_; }
@@ -80,11 +101,11 @@ class Router {
 
   /// Checks parameters and weights against (E, d_model); throws moe::Error.
   void validate(const RouterWeights& w, index_t num_experts, index_t d_model) const {
-    if constexpr (requires { selection_.validate(); }) selection_.validate();
+    detail::validate_policy(selection_);
     detail::require(slots(num_experts) <= num_experts, ErrorCode::invalid_argument, "Router: k = ", slots(num_experts),
                     " experts per token, but the layer has only ", num_experts, " experts");
-    noise_.validate();
-    scoring_.validate();
+    detail::validate_policy(noise_);
+    detail::validate_policy(scoring_);
     detail::require_weight(w.gate, "router gate weight", num_experts, d_model);
     if constexpr (N::needs_weight)
       detail::require_weight(w.noise, "NoisyTopK noise weight (W_noise)", num_experts, d_model);
@@ -235,6 +256,10 @@ class Router {
   }
 
  private:
+  void assign(const S& s) { selection_ = s; }
+  void assign(const N& n) { noise_ = n; }
+  void assign(const C& c) { scoring_ = c; }
+
   /// The router's input: x, or a jittered copy in training (the experts
   /// keep the plain x; only the router's copy is jittered).
   MatrixView<const float> router_input(MatrixView<const float> x, const RouteContext& ctx, Matrix& jittered) const {

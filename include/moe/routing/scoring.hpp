@@ -27,7 +27,6 @@ concept ScoringPolicy = requires(const C& c, const float* logits, float* probs, 
   c.weights(logits, probs, idx, k, w);
   c.weights_backward(logits, probs, idx, k, w, w, probs, probs);
   c.probabilities_backward(logits, probs, probs, E, probs);
-  c.validate();
 };
 
 namespace detail {
@@ -54,7 +53,6 @@ inline void softmax_row_backward(const float* p, const float* dp, index_t n, flo
 /// logits, which is how it is computed here). With k = 1 the weight is 1.
 struct SoftmaxThenTopK {
   static constexpr std::string_view name = "softmax, top-k, renormalised";
-  void validate() const {}
   void probabilities(const float* logits, index_t E, float* probs) const noexcept {
     detail::softmax_row(logits, E, probs);
   }
@@ -82,7 +80,6 @@ struct SoftmaxThenTopK {
 /// single expert is p_max; Qwen2-MoE's default). The weights sum to < 1.
 struct SoftmaxTopKRaw {
   static constexpr std::string_view name = "softmax, top-k, not renormalised";
-  void validate() const {}
   void probabilities(const float* logits, index_t E, float* probs) const noexcept {
     detail::softmax_row(logits, E, probs);
   }

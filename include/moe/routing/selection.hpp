@@ -50,9 +50,8 @@ inline constexpr bool selection_uses_bias = requires {
   requires S::uses_bias;
 };
 
-namespace detail {
-
-/// The k largest of n values, largest first, ties to the lower index.
+/// The k largest of n values, largest first, ties to the lower index: the
+/// ranking every built-in selection uses, public for policies of your own.
 /// Insertion into a sorted buffer: O(n·k), no allocation, stable by design.
 inline void top_k_indices(const float* v, index_t n, int k, std::int32_t* idx) noexcept {
   int filled = 0;
@@ -69,16 +68,12 @@ inline void top_k_indices(const float* v, index_t n, int k, std::int32_t* idx) n
   }
 }
 
-}  // namespace detail
-
 /// The K experts with the largest logits (Mixtral K = 2, Switch K = 1).
 template <int K>
 struct TopK {
   static_assert(K >= 1, "TopK<K>: K must be at least 1");
   static constexpr int k = K;
-  void select(const float* logits, index_t E, std::int32_t* idx) const noexcept {
-    detail::top_k_indices(logits, E, K, idx);
-  }
+  void select(const float* logits, index_t E, std::int32_t* idx) const noexcept { top_k_indices(logits, E, K, idx); }
   void thin(const RouteContext&, index_t, std::int32_t*, float*) const noexcept {}
 };
 
@@ -89,9 +84,7 @@ struct RuntimeTopK {
   static constexpr int k = 0;
   int n = 2;  ///< experts per token
   int slots(index_t) const noexcept { return n; }
-  void select(const float* logits, index_t E, std::int32_t* idx) const noexcept {
-    detail::top_k_indices(logits, E, n, idx);
-  }
+  void select(const float* logits, index_t E, std::int32_t* idx) const noexcept { top_k_indices(logits, E, n, idx); }
   void thin(const RouteContext&, index_t, std::int32_t*, float*) const noexcept {}
   void validate() const {
     detail::require(n >= 1, ErrorCode::invalid_argument, "RuntimeTopK: k must be at least 1, got ", n);
@@ -109,7 +102,7 @@ struct BiasedTopK {
   static constexpr int k = K;
   static constexpr bool uses_bias = true;
   void select(const float* biased_scores, index_t E, std::int32_t* idx) const noexcept {
-    detail::top_k_indices(biased_scores, E, K, idx);
+    top_k_indices(biased_scores, E, K, idx);
   }
   void thin(const RouteContext&, index_t, std::int32_t*, float*) const noexcept {}
 };
@@ -123,9 +116,7 @@ struct BiasedTopK {
 /// The first weight is not renormalised when the second is dropped (GShard).
 struct GShardTop2 {
   static constexpr int k = 2;
-  void select(const float* logits, index_t E, std::int32_t* idx) const noexcept {
-    detail::top_k_indices(logits, E, 2, idx);
-  }
+  void select(const float* logits, index_t E, std::int32_t* idx) const noexcept { top_k_indices(logits, E, 2, idx); }
   void thin(const RouteContext& ctx, index_t token, std::int32_t* idx, float* w) const noexcept {
     const float u = uniform(ctx.key, RngStream::gshard_second, std::uint64_t(token), 0);
     if (!(2.0f * w[1] > u)) {  // kept iff 2·w2 > U(0,1), as NLLB's `random` policy

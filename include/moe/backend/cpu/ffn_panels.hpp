@@ -60,7 +60,7 @@ struct PanelFfn {
                       panel_gemm<Isa>(in + rb.in_offset, RowLayout::of(rb.n, d_model), B, p0, np, tile, ldt);
                       const RowLayout H = RowLayout::of(rb.n, d_ff);
                       float* h_block = hidden + rb.hidden_offset;
-                      alignas(64) float h[2 * W];
+                      alignas(64) float h[2 * W] = {};  // (zeroed: GCC cannot see that j < W)
                       for (index_t i = 0; i < rb.n; ++i)
                         for (index_t p = 0; p < np; ++p) {
                           const float* t = tile + i * ldt + p * width;

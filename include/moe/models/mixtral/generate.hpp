@@ -18,8 +18,8 @@ namespace moe::mixtral {
 struct GenerateOptions {
   index_t max_new_tokens = 32;
   SamplingOptions sampling;
-  std::vector<std::int32_t> stop_tokens;  ///< generation ends after emitting one of these
-  bool stop_at_eos = true;                ///< ... or the model's eos_token_id (config.json), unless false
+  std::vector<std::int32_t> stop_tokens{};  ///< generation ends after emitting one of these
+  bool stop_at_eos = true;                  ///< ... or the model's eos_token_id (config.json), unless false
 };
 
 struct GenerateResult {

@@ -103,8 +103,11 @@ class Model {
   }
 
   const Config& config() const noexcept { return config_; }
-  const Weights& weights() const noexcept { return weights_; }
-  const io::Checkpoint& checkpoint() const noexcept { return checkpoint_; }
+  /// Views into the checkpoint's mapping: a temporary model has none to give.
+  const Weights& weights() const& noexcept { return weights_; }
+  const Weights& weights() const&& = delete;
+  const io::Checkpoint& checkpoint() const& noexcept { return checkpoint_; }
+  const io::Checkpoint& checkpoint() const&& = delete;
   const B& backend() const noexcept { return backend_; }
 
   AttentionShape attention_shape() const noexcept {

@@ -25,7 +25,7 @@ class SparseBlock {
   using Layer = PresetLayer<MixtralAnyK, B>;
 
   SparseBlock(int k, LayerConfig config, LayerWeights weights, B backend)
-      : layer_(config, std::move(weights), typename MixtralAnyK::router({}, {}, RuntimeTopK{.n = k}), {},
+      : layer_(config, std::move(weights), typename MixtralAnyK::router(RuntimeTopK{.n = k}), {},
                presets::Mixtral::make_loss(), std::move(backend)) {}
 
   int k() const noexcept { return layer_.router().selection().n; }
