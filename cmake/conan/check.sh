@@ -30,7 +30,7 @@ version=$(sed -n 's/#define MOE_VERSION_\(MAJOR\|MINOR\|PATCH\) \([0-9]*\)/\2/p'
 
 # A consumer: conanfile.txt + CMakeToolchain, then plain find_package(moe).
 mkdir -p "$work/consumer"
-cp "$root"/tests/consumer/{CMakeLists.txt,main.cpp} "$work/consumer/"
+cp "$root"/tests/consumer/{CMakeLists.txt,main.cpp,text.cpp} "$work/consumer/"
 cat > "$work/consumer/conanfile.txt" <<TXT
 [requires]
 moe/$version
@@ -42,5 +42,7 @@ conan install "$work/consumer" --profile:all "$work/system-deps" --no-remote --o
 cmake -S "$work/consumer" -B "$work/consumer/build" \
       -DCMAKE_TOOLCHAIN_FILE="$work/consumer/build/conan_toolchain.cmake" -DCMAKE_BUILD_TYPE=Release
 cmake --build "$work/consumer/build"
-"$work/consumer/build/moe_consumer"
+"$work/consumer/build/moe_consumer"        # built with no flag: prints the kernels it ran and the CPU's best
+"$work/consumer/build/moe_consumer_baseline"
+if [ -x "$work/consumer/build/moe_consumer_text" ]; then "$work/consumer/build/moe_consumer_text"; fi
 echo "conan package moe/$version: consumer PASSED"
