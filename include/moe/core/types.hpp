@@ -134,25 +134,31 @@ inline float load_as_float(const void* data, DType d, index_t i) noexcept {
 /// (all ones: NaN or ±Inf in F32, BF16 and F16 alike), so the scan is a
 /// vectorisable pass over the bits, not a conversion per element.
 inline index_t first_non_finite(const void* data, DType d, index_t n) noexcept {
-  const auto scan = [&]<class U>(const U* u, U exponent) -> index_t {
+  const auto* bytes = static_cast<const unsigned char*>(data);
+  const auto scan = [&]<class U>(U exponent) -> index_t {
+    const auto bits = [&](index_t i) {  // memcpy: a mapped tensor need not be aligned
+      U u;
+      std::memcpy(&u, bytes + std::size_t(i) * sizeof(U), sizeof(U));
+      return u;
+    };
     constexpr index_t block = 4096;
     for (index_t begin = 0; begin < n; begin += block) {
       const index_t end = n - begin < block ? n : begin + block;
       bool any = false;
-      for (index_t i = begin; i < end; ++i) any |= (u[i] & exponent) == exponent;
+      for (index_t i = begin; i < end; ++i) any |= (bits(i) & exponent) == exponent;
       if (!any) continue;
       for (index_t i = begin; i < end; ++i)
-        if ((u[i] & exponent) == exponent) return i;
+        if ((bits(i) & exponent) == exponent) return i;
     }
     return -1;
   };
   switch (d) {
     case DType::F32:
-      return scan(static_cast<const std::uint32_t*>(data), std::uint32_t(0x7F800000u));
+      return scan(std::uint32_t(0x7F800000u));
     case DType::BF16:
-      return scan(static_cast<const std::uint16_t*>(data), std::uint16_t(0x7F80u));
+      return scan(std::uint16_t(0x7F80u));
     case DType::F16:
-      return scan(static_cast<const std::uint16_t*>(data), std::uint16_t(0x7C00u));
+      return scan(std::uint16_t(0x7C00u));
     default:
       return -1;  // integer dtypes have no NaN
   }

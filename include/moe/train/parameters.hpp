@@ -34,9 +34,9 @@ struct Parameter {
 struct ParamGroup {
   std::string name;
   std::vector<Parameter> params;
-  float lr_scale = 1.0f;  ///< multiplies the optimiser's learning rate
-  bool frozen = false;    ///< skipped by the optimiser (and by backward, through backward_options)
-  WeightVersion version;  ///< the owner's write counter: bumped by a step that updates the group
+  float lr_scale = 1.0f;    ///< multiplies the optimiser's learning rate
+  bool frozen = false;      ///< skipped by the optimiser (and by backward, through backward_options)
+  WeightVersion version{};  ///< the owner's write counter: bumped by a step that updates the group
 };
 
 namespace detail {
