@@ -98,7 +98,7 @@ endfunction()
 # moe_warn_baseline_targets(): at the end of the configure step, a warning
 # for each target that links moe::moe directly with no ISA flag and not
 # through moe_add_isa_executable. On x86-64 such a target compiles moe's
-# kernels for the baseline (SSE2), several times slower than the AVX2 or
+# kernels for the baseline (SSE2), about half the speed of the AVX2 or
 # AVX-512 kernels the CPU most likely has, and nothing else would say so.
 # moeConfig.cmake schedules it once; a target that means it sets
 # `MOE_BASELINE_OK ON`, a project sets MOE_NO_BASELINE_WARNING.
@@ -155,11 +155,9 @@ function(moe_warn_baseline_targets)
     endif()
     message(WARNING
             "moe: target '${target}' links moe::moe with no ISA flag, so moe's CPU kernels in it are compiled for "
-            "the x86-64 baseline (SSE2), several times slower than the AVX2 or AVX-512 kernels this machine's "
-            "users most likely have. Build it with
-"
-            "  moe_add_isa_executable(${target} SOURCES ... LIBRARIES moe::moe)
-"
+            "the x86-64 baseline (SSE2), about half the speed of the AVX2 or AVX-512 kernels its users' CPUs "
+            "most likely have. Build it with\n"
+            "  moe_add_isa_executable(${target} SOURCES ... LIBRARIES moe::moe)\n"
             "(each CPU runs the best kernels it has, picked at start-up), or give it an -march= flag. To keep the "
             "baseline: set_target_properties(${target} PROPERTIES MOE_BASELINE_OK ON).")
   endforeach()
