@@ -180,3 +180,15 @@ TEST_CASE("expert weights: gate and up in different dtypes; a padded input with 
     for (int i = 0; i < 4; ++i) padded[std::size_t(t * 6 + i)] = x(t, i);
   CHECK(layer.forward(MatrixView<const float>(padded.data(), 2, 4, 6)).y == layer.forward(x).y);
 }
+
+TEST_CASE("every error code has its name") {
+  for (const auto& [code, name] :
+       std::initializer_list<std::pair<ErrorCode, std::string_view>>{{ErrorCode::invalid_argument, "invalid_argument"},
+                                                                     {ErrorCode::shape_mismatch, "shape_mismatch"},
+                                                                     {ErrorCode::dtype_mismatch, "dtype_mismatch"},
+                                                                     {ErrorCode::non_finite, "non_finite"},
+                                                                     {ErrorCode::bad_file, "bad_file"},
+                                                                     {ErrorCode::unsupported, "unsupported"},
+                                                                     {ErrorCode::device, "device"}})
+    CHECK(to_string(code) == name);
+}

@@ -19,6 +19,7 @@ enum class ErrorCode {
   non_finite,        ///< NaN or Inf where a finite value is required (router logits)
   bad_file,          ///< a file that is missing, truncated or malformed
   unsupported,       ///< a valid request this build cannot serve
+  device,            ///< an accelerator call failed (CUDA runtime, cuBLAS): the message names the call
 };
 
 inline constexpr std::string_view to_string(ErrorCode c) noexcept {
@@ -35,6 +36,8 @@ inline constexpr std::string_view to_string(ErrorCode c) noexcept {
       return "bad_file";
     case ErrorCode::unsupported:
       return "unsupported";
+    case ErrorCode::device:
+      return "device";
   }
   return "unknown";
 }
