@@ -42,10 +42,16 @@ concept Space = std::same_as<S, Host> || std::same_as<S, Device>;
 #endif
 
 namespace detail {
+/// Whether an Eigen object stores its rows contiguously in memory it exposes.
+template <class D>
+inline constexpr bool eigen_row_major_direct = (int(D::Flags) & Eigen::RowMajorBit) != 0 &&
+                                               (int(D::Flags) & Eigen::DirectAccessBit) != 0;
+/// Whether an Eigen object holds T's scalar (const or not).
+template <class D, class T>
+inline constexpr bool eigen_holds = std::is_same_v<typename D::Scalar, std::remove_const_t<T>>;
 /// A row-major Eigen object of T's scalar with direct memory access, viewed from host code.
 template <class D, class T, class Space>
-concept EigenRowsOf = std::is_same_v<Space, memory::Host> && std::is_same_v < std::remove_const_t<T>,
-typename D::Scalar > &&(int(D::Flags) & Eigen::RowMajorBit) != 0 && (int(D::Flags) & Eigen::DirectAccessBit) != 0;
+concept EigenRowsOf = std::same_as<Space, memory::Host> && eigen_holds<D, T> && eigen_row_major_direct<D>;
 /// Whether an Eigen object's elements may be written through it.
 template <class D>
 inline constexpr bool eigen_writable = (int(D::Flags) & Eigen::LvalueBit) != 0;
