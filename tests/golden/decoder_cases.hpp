@@ -48,7 +48,7 @@ inline Outputs run_attention(const io::SafeTensors& f, BackendChoice b) {
   mixtral::LayerKvCache cache(shape.num_kv_heads * hd, shape.window);
   mixtral::AttentionTrace trace;
   Matrix out(S, x.cols);
-  with_backend(b, [&](auto backend) {
+  with_host_backend(b, [&](auto backend) {
     mixtral::attention(backend, x, w, shape, rope, pos0, cache, out, &trace);
     return 0;
   });
@@ -72,7 +72,7 @@ inline Outputs run_attention(const io::SafeTensors& f, BackendChoice b) {
 inline Outputs run_model(const io::SafeTensors& f, BackendChoice b) {
   const std::vector<std::int32_t> ids = f.tensor("input_ids").to_vector<std::int32_t>();
   const index_t new_tokens = f.contains("greedy_ids") ? f.tensor("greedy_ids").numel() : 16;
-  return with_backend(b, [&](auto backend) {
+  return with_host_backend(b, [&](auto backend) {
     const mixtral::Model<decltype(backend)> model(f.path().parent_path(), backend);
     const mixtral::Config& c = model.config();
     const index_t S = index_t(ids.size()), V = c.vocab_size;

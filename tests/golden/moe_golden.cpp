@@ -1,15 +1,17 @@
 // moe-golden: runs the golden conformance cases through moe.
 //
-//   moe-golden run CASE.safetensors OUT.safetensors [--backend reference|cpu|cpu-packed|cpu-bf16|cpu-int8|eigen-gemm]
-//                  [--isa native|avx2|...]
-//   moe-golden check PATH... [--backend reference|cpu|cpu-packed|cpu-bf16|cpu-int8|eigen-gemm|all] [--isa
-//   all|native|avx2|...]
+//   moe-golden run CASE.safetensors OUT.safetensors [--backend reference|cpu|cpu-packed|cpu-bf16|cpu-int8|eigen-gemm
+//                  |cuda|cuda-bf16] [--isa native|avx2|...]
+//   moe-golden check PATH... [--backend reference|cpu|cpu-packed|cpu-bf16|cpu-int8|eigen-gemm|cuda|cuda-bf16|all]
+//                  [--isa all|native|avx2|...]
 //
 // `run` writes every output the case's kind defines, under the golden names
 // and dtypes. `check` runs cases (files or folders), prints one line per case,
 // backend and ISA with its max error, and exits 1 if any case fails. The CPU
 // backends run on every ISA the golden cases cover that this CPU supports
-// (AVX2 and the build's native one), or on the one --isa names.
+// (AVX2 and the build's native one), or on the one --isa names. The cuda
+// backends exist in a MOE_ENABLE_CUDA build (moe_golden.cu) and run the
+// layer kinds (moe_block, switch).
 #include <cstdio>
 #include <iostream>
 
@@ -20,11 +22,13 @@ using namespace moe;
 namespace {
 int usage() {
   std::cerr << "usage: moe-golden run CASE.safetensors OUT.safetensors [--backend "
-               "reference|cpu|cpu-packed|cpu-bf16|cpu-int8|eigen-gemm]\n"
-               "       moe-golden check PATH... [--backend reference|cpu|cpu-packed|cpu-bf16|cpu-int8|eigen-gemm|all]\n"
+               "reference|cpu|cpu-packed|cpu-bf16|cpu-int8|eigen-gemm|cuda|cuda-bf16]\n"
+               "       moe-golden check PATH... [--backend "
+               "reference|cpu|cpu-packed|cpu-bf16|cpu-int8|eigen-gemm|cuda|cuda-bf16|all]\n"
                "  cpu runs backend::Cpu on the weight views, cpu-packed on packed panels (both exact: 1e-5);\n"
                "  cpu-bf16 and cpu-int8 the lower-precision numerics (bounds 1e-2 and 6e-2);\n"
                "  eigen-gemm runs backend::EigenGemm (exact: 1e-5)\n"
+               "  cuda and cuda-bf16 run backend::Cuda (exact: 1e-5; bf16: 1e-2) in a MOE_ENABLE_CUDA build\n"
                "  all = reference, cpu, cpu-packed and eigen-gemm\n"
                "  --isa: the CPU backends' instruction set; check's default `all` runs each of avx2 and\n"
                "  this build's native ISA that the CPU supports, run's default is native\n";
@@ -38,11 +42,14 @@ std::vector<golden::BackendChoice> parse_backends(const std::string& v, bool all
   if (v == "cpu-bf16") return {golden::BackendChoice::cpu_bf16};
   if (v == "cpu-int8") return {golden::BackendChoice::cpu_int8};
   if (v == "eigen-gemm") return {golden::BackendChoice::eigen_gemm};
+  if (v == "cuda") return {golden::BackendChoice::cuda};
+  if (v == "cuda-bf16") return {golden::BackendChoice::cuda_bf16};
   if (v == "all" && allow_all)
     return {golden::BackendChoice::reference, golden::BackendChoice::cpu, golden::BackendChoice::cpu_packed,
             golden::BackendChoice::eigen_gemm};
-  throw Error(ErrorCode::invalid_argument, "--backend: expected reference, cpu, cpu-packed, cpu-bf16, cpu-int8" +
-                                               std::string(allow_all ? " or all" : "") + ", got '" + v + "'");
+  throw Error(ErrorCode::invalid_argument,
+              "--backend: expected reference, cpu, cpu-packed, cpu-bf16, cpu-int8, eigen-gemm, cuda, cuda-bf16" +
+                  std::string(allow_all ? " or all" : "") + ", got '" + v + "'");
 }
 }  // namespace
 
@@ -71,10 +78,12 @@ int main(int argc, char** argv) try {
     isa::with_isa(
         l, []<class I>() {}, golden::GoldenIsas{});
   // A backend's label: its name, and for the CPU backends the ISA it ran on.
-  const auto label = [](golden::BackendChoice b) {
-    return b == golden::BackendChoice::reference || b == golden::BackendChoice::eigen_gemm
-               ? std::string(name(b))
-               : std::string(name(b)) + "@" + std::string(isa::name(golden::current_isa()));
+  const auto on_cpu_kernels = [](golden::BackendChoice b) {
+    return b != golden::BackendChoice::reference && b != golden::BackendChoice::eigen_gemm && !golden::on_device(b);
+  };
+  const auto label = [&](golden::BackendChoice b) {
+    return !on_cpu_kernels(b) ? std::string(name(b))
+                              : std::string(name(b)) + "@" + std::string(isa::name(golden::current_isa()));
   };
 
   if (command == "run") {
@@ -98,16 +107,15 @@ int main(int argc, char** argv) try {
     for (const auto b : parse_backends(backend, true))
       for (const isa::Level l : levels) {
         runs.emplace_back(b, l);
-        if (b == golden::BackendChoice::reference || b == golden::BackendChoice::eigen_gemm)
-          break;  // no CPU kernels of moe's own: no ISA
+        if (!on_cpu_kernels(b)) break;  // no CPU kernels of moe's own: no ISA
       }
     for (const auto& [b, level] : runs)
       for (const auto& path : args)
         for (const auto& r : (golden::current_isa() = level, golden::check_path(path, b))) {
           if (r.skipped) {
             ++skipped;
-            std::printf("SKIP  %-22s %-10s %s (kind not supported yet)\n", label(b).c_str(), r.kind.c_str(),
-                        r.path.c_str());
+            std::printf("SKIP  %-22s %-10s %s (kind not supported by this backend yet)\n", label(b).c_str(),
+                        r.kind.c_str(), r.path.c_str());
             continue;
           }
           r.passed ? ++passed : ++failed;

@@ -22,14 +22,18 @@ double relative(const Matrix& a, const Matrix& b) {
   return double(test::max_abs_diff(a, b)) / std::max(1.0, double(b.cwiseAbs().maxCoeff()));
 }
 
-template <class N>
-void compare_isas(DType dtype, double bound, bool pack) {
+template <class N, FFN F = SwiGLU>
+void compare_isas(DType dtype, double bound, bool pack,
+                  LayerConfig c = {.d_model = 72, .d_ff = 136, .num_experts = 6, .seed = 9}) {
   CAPTURE(N::name);
   CAPTURE(name(dtype));
   CAPTURE(pack);
-  const LayerConfig c{.d_model = 72, .d_ff = 136, .num_experts = 6, .seed = 9};
-  const WeightStore store = WeightStore::random(c, true, dtype, 4);
-  const auto ref = make_layer<presets::Mixtral, backend::Reference>(c, store.view());
+  CAPTURE(c.d_model);
+  CAPTURE(c.d_ff);
+  CAPTURE(F::activation::name);
+  using Layer = MoELayer<Router<TopK<2>>, Expert<F>, Dropless, NoLoss, backend::Reference>;
+  const WeightStore store = WeightStore::random(c, F::gated, dtype, 4);
+  const Layer ref(c, store.view());
   for (index_t T : {1, 2, 7, 50}) {
     CAPTURE(T);
     const Matrix x = random_normal_matrix(T, c.d_model, std::uint64_t(T));
@@ -39,7 +43,8 @@ void compare_isas(DType dtype, double bound, bool pack) {
       using I = decltype(i);
       CAPTURE(I::name);
       if (int(isa::cpu_level()) < I::level) return;  // compiled for it, but this CPU lacks it
-      auto layer = make_layer<presets::Mixtral>(c, store.view(), backend::Cpu<N, I>(2));
+      MoELayer<Router<TopK<2>>, Expert<F>, Dropless, NoLoss, backend::Cpu<N, I>> layer(c, store.view(), {}, {}, {},
+                                                                                       backend::Cpu<N, I>(2));
       if (pack) layer.pack_weights();
       const Output out = layer.forward(x);
       CHECK(out.routing.expert == expected.routing.expert);  // routing is fp32 and backend-independent
@@ -74,6 +79,16 @@ TEST_CASE("every ISA gives the Reference's routing and output within the numeric
     compare_isas<numerics::AsStored>(dt, 1e-5, true);
     compare_isas<numerics::Bf16Compute>(dt, 1e-2, true);
     compare_isas<numerics::Int8>(dt, 6e-2, true);
+  }
+}
+
+TEST_CASE("bf16 compute on every ISA: odd depths, two depth blocks, an ungated FFN") {
+  // d_model 67 and d_ff 301 are odd (the k-pair layout of vdpbf16ps pads
+  // them), and 301 > 256 splits the down projection into two depth blocks.
+  const LayerConfig odd{.d_model = 67, .d_ff = 301, .num_experts = 5, .seed = 3};
+  for (DType dt : {DType::F32, DType::BF16, DType::F16}) {
+    compare_isas<numerics::Bf16Compute>(dt, 1e-2, true, odd);
+    compare_isas<numerics::Bf16Compute, MLP<GeLU>>(dt, 1e-2, true, odd);
   }
 }
 

@@ -14,22 +14,29 @@
 /// Each forward call, on views in the backend's memory space, with the
 /// call's Workspace (sized by the backend, reused: no allocation once grown):
 ///
-///   b.route(router, x, router_weights, ctx, routing, scratch)    x → logits, choices, weights
-///   b.plan(routing, capacity, priority, plan, scratch)           → RoutingPlan (flat int32/float)
-///   b.gather(plan, x, rows)                                      x[token of row] → rows
-///   b.experts<X>(plan, p, rows, rows_out, ws, dropout)          expert X on each expert's rows
-///   b.combine(plan, rows_out, y)                                 y[t] = Σ_j w[t,j]·rows_out[row(t,j)]
+///   b.route(router, x, router_weights, ctx, routing, scratch, ws)  x → logits, choices, weights
+///   b.plan(routing, capacity, priority, plan, scratch, ws)         → RoutingPlan (flat int32/float)
+///   b.gather(plan, x, rows, ws)                                    x[token of row] → rows
+///   b.experts<X>(plan, p, rows, rows_out, ws, dropout)            expert X on each expert's rows
+///   b.combine(plan, rows_out, y, ws)                               y[t] = Σ_j w[t,j]·rows_out[row(t,j)]
 ///
 /// and backward, the same line in reverse (trainable backends):
 ///
-///   b.combine_backward(plan, rows_out, dy, d_weight, d_rows)     dL/d slot weight, dL/d rows_out
+///   b.combine_backward(plan, rows_out, dy, d_weight, d_rows, ws)   dL/d slot weight, dL/d rows_out
 ///   b.experts_backward<X>(plan, p, rows, d_rows, ws, dropout, grads, d_rows_in)
-///   b.gather_backward(plan, d_rows_in, dx)                       dx[t] += Σ_j d_rows_in[row(t,j)]
+///   b.gather_backward(plan, d_rows_in, dx, ws)                     dx[t] += Σ_j d_rows_in[row(t,j)]
+///
+/// Every stage gets the call's backend workspace `ws`: where a backend keeps
+/// what one call carries from stage to stage beyond the plan (a device
+/// backend: the plan's copy in device memory, its stream, the router's
+/// logits). Host backends need nothing there but the expert rows.
 ///
 /// combine sums each token's slots in slot order, so y does not depend on
 /// how rows were scheduled: no atomics, the same bits on any thread count.
 /// Adding a backend is a new file implementing these; nothing in layer/
-/// changes (backend::EigenGemm is one, in eigen_gemm.hpp).
+/// changes (backend::EigenGemm is one, in eigen_gemm.hpp; backend::Cuda, in
+/// cuda.cuh, runs them on a GPU on memory::Device views and names its own
+/// output matrix, B::matrix_type).
 
 #include <concepts>
 #include <cstdint>
@@ -97,12 +104,29 @@ concept BackendPolicy = memory::Space<typename B::memory_space> && PreparedWeigh
              const ExpertDropout& drop) {
   { B::name() } -> std::convertible_to<std::string_view>;
   { b.prepare(w, PrepareOptions{}) } -> std::same_as<typename B::Prepared>;
-  b.route(router, in, rw, ctx, routing, route_scratch);
-  b.plan(routing, capacity, Priority::token_order, plan, plan_scratch);
-  b.gather(cplan, in, out);
+  b.route(router, in, rw, ctx, routing, route_scratch, ws);
+  b.plan(routing, capacity, Priority::token_order, plan, plan_scratch, ws);
+  b.gather(cplan, in, out, ws);
   b.template experts<detail::contract::AnyExpert>(cplan, prepared, in, out, ws, drop);
-  b.combine(cplan, in, out);
+  b.combine(cplan, in, out, ws);
 };
+
+namespace detail {
+template <class B>
+struct backend_matrix {
+  using type = Matrix;
+};
+template <class B>
+requires requires { typename B::matrix_type; }
+struct backend_matrix<B> {
+  using type = typename B::matrix_type;
+};
+}  // namespace detail
+
+/// The owning matrix a backend's layer output comes back in: moe::Matrix,
+/// unless the backend names its own (`B::matrix_type`, in its memory space).
+template <class B>
+using backend_matrix_t = typename detail::backend_matrix<B>::type;
 
 /// A backend that can train: the backward of every stage.
 template <class B>
@@ -110,9 +134,9 @@ concept TrainableBackend = BackendPolicy<B> &&
     requires(const B& b, const typename B::Prepared& prepared, typename B::Workspace& ws, const RoutingPlan& plan,
              MatrixView<const float, typename B::memory_space> in, MatrixView<float, typename B::memory_space> out,
              std::span<float> d_weight, const ExpertDropout& drop, std::span<ExpertGrads> grads) {
-  b.combine_backward(plan, in, in, d_weight, out);
+  b.combine_backward(plan, in, in, d_weight, out, ws);
   b.template experts_backward<detail::contract::AnyExpert>(plan, prepared, in, in, ws, drop, grads, out);
-  b.gather_backward(plan, in, out);
+  b.gather_backward(plan, in, out, ws);
 };
 
 /// A backend that also runs dense layers (attention projections, lm_head):

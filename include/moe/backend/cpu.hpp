@@ -99,15 +99,16 @@ class Cpu : public HostStages {
     return p;
   }
 
-  void gather(const RoutingPlan& plan, MatrixView<const float> x, MatrixView<float> rows) const {
+  void gather(const RoutingPlan& plan, MatrixView<const float> x, MatrixView<float> rows, Workspace&) const {
     pool_->parallel_for(plan.rows(), [&](std::int64_t row, int) { gather_row(plan, x, rows, row); });
   }
 
-  void combine(const RoutingPlan& plan, MatrixView<const float> rows_out, MatrixView<float> y) const {
+  void combine(const RoutingPlan& plan, MatrixView<const float> rows_out, MatrixView<float> y, Workspace&) const {
     pool_->parallel_for(plan.tokens, [&](std::int64_t t, int) { combine_token(plan, rows_out, y, t); });
   }
 
-  void gather_backward(const RoutingPlan& plan, MatrixView<const float> d_rows, MatrixView<float> dx) const {
+  void gather_backward(const RoutingPlan& plan, MatrixView<const float> d_rows, MatrixView<float> dx,
+                       Workspace&) const {
     pool_->parallel_for(plan.tokens, [&](std::int64_t t, int) { gather_backward_token(plan, d_rows, dx, t); });
   }
 

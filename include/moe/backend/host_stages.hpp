@@ -34,38 +34,43 @@ struct HostStages {
   using memory_space = memory::Host;
 
   /// The router policy, on the host.
-  template <RoutingPolicy R>
+  template <RoutingPolicy R, class Ws>
   void route(const R& router, MatrixView<const float> x, const RouterWeights& w, const RouteContext& ctx, Routing& out,
-             RouterScratch& scratch) const {
+             RouterScratch& scratch, Ws&) const {
     router.route(x, w, ctx, out, scratch);
   }
 
   /// The counting sort of (token, slot) pairs by expert (capacity/plan.hpp).
+  template <class Ws>
   void plan(const Routing& r, std::optional<index_t> capacity, Priority priority, RoutingPlan& out,
-            PlanScratch& scratch) const {
+            PlanScratch& scratch, Ws&) const {
     build_plan(r, capacity, priority, out, scratch);
   }
 
   /// rows[row] = x[token of row].
-  void gather(const RoutingPlan& plan, MatrixView<const float> x, MatrixView<float> rows) const {
+  template <class Ws>
+  void gather(const RoutingPlan& plan, MatrixView<const float> x, MatrixView<float> rows, Ws&) const {
     for (index_t row = 0; row < plan.rows(); ++row) gather_row(plan, x, rows, row);
   }
 
   /// y[t] = Σ_j weight[t, j] · rows_out[row(t, j)], slots in order.
-  void combine(const RoutingPlan& plan, MatrixView<const float> rows_out, MatrixView<float> y) const {
+  template <class Ws>
+  void combine(const RoutingPlan& plan, MatrixView<const float> rows_out, MatrixView<float> y, Ws&) const {
     for (index_t t = 0; t < plan.tokens; ++t) combine_token(plan, rows_out, y, t);
   }
 
   /// Backward of combine: d_weight[t, j] = dy[t] · rows_out[row(t, j)] and
   /// d_rows[row(t, j)] = weight[t, j] · dy[t]; slots without a row get 0
   /// (y does not depend on them).
+  template <class Ws>
   void combine_backward(const RoutingPlan& plan, MatrixView<const float> rows_out, MatrixView<const float> dy,
-                        std::span<float> d_weight, MatrixView<float> d_rows) const {
+                        std::span<float> d_weight, MatrixView<float> d_rows, Ws&) const {
     for (index_t t = 0; t < plan.tokens; ++t) combine_backward_token(plan, rows_out, dy, d_weight, d_rows, t);
   }
 
   /// Backward of gather: dx[t] += Σ_j d_rows[row(t, j)], slots in order.
-  void gather_backward(const RoutingPlan& plan, MatrixView<const float> d_rows, MatrixView<float> dx) const {
+  template <class Ws>
+  void gather_backward(const RoutingPlan& plan, MatrixView<const float> d_rows, MatrixView<float> dx, Ws&) const {
     for (index_t t = 0; t < plan.tokens; ++t) gather_backward_token(plan, d_rows, dx, t);
   }
 

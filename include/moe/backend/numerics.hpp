@@ -13,6 +13,8 @@
 ///   AsStored     ≤ 1e-5   [6e-7]  fp32 rounding only
 ///   Bf16Compute  ≤ 1e-2   [7e-3]  activations rounded to bf16: 8 significant bits
 ///   Int8         ≤ 6e-2   [5e-2]  8-bit weights per row, 7-bit activations per token
+/// backend::Cuda takes AsStored (fp32 GEMMs on widened weights) and
+/// Bf16Compute (tensor cores) with the same bounds.
 /// Through a whole decoder the errors compound and greedy tokens may differ
 /// from the fp32 model's; that is the trade, not a defect.
 

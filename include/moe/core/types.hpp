@@ -111,6 +111,14 @@ inline float bf16_bits_to_float(std::uint16_t bits) noexcept {
   return f;
 }
 
+/// bf16 bits of v, rounded to nearest even (NaN kept a NaN).
+inline std::uint16_t bf16_bits(float v) noexcept {
+  std::uint32_t u;
+  std::memcpy(&u, &v, 4);
+  if ((u & 0x7FFFFFFFu) > 0x7F800000u) return std::uint16_t((u >> 16) | 0x40);
+  return std::uint16_t((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+
 /// Reads element i of a weight buffer of dtype `d` as float (exact widening).
 inline float load_as_float(const void* data, DType d, index_t i) noexcept {
   switch (d) {

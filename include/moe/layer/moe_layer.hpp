@@ -74,14 +74,19 @@ inline void check_weight_values(const LayerWeights& w) {
 }
 
 /// What forward returns. `y` excludes the residual: a dropped slot adds 0,
-/// so `x + y` passes a fully dropped token through unchanged.
-struct Output {
-  Matrix y;                ///< [T, d_model]
+/// so `x + y` passes a fully dropped token through unchanged. Y is the
+/// backend's owning matrix, in its memory space: moe::Matrix for the host
+/// backends (Output), a device matrix for backend::Cuda; the routing, the
+/// plan and the stats are host data in either case.
+template <class Y = Matrix>
+struct OutputOf {
+  Y y;                     ///< [T, d_model]
   Routing routing;         ///< logits, probabilities, choices and weights
   RoutingPlan plan;        ///< who went where, with what weight, what was dropped
   RoutingStats stats;      ///< counts, entropy, losses
   ForwardOptions options;  ///< the call's mode and step: backward replays its draws from them
 };
+using Output = OutputOf<>;
 
 /// What a forward call keeps between calls: the output, the routing and
 /// plan scratch, and the backend's own buffers (expert rows, hidden
@@ -92,7 +97,7 @@ struct Output {
 /// their own. backward reads the forward call it holds.
 template <class B>
 struct Workspace {
-  Output out;
+  OutputOf<backend_matrix_t<B>> out;
   RouterScratch route;
   PlanScratch plan;
   typename B::Workspace backend;
@@ -123,6 +128,8 @@ class MoELayer {
   using loss_type = L;
   using backend_type = B;
   using workspace_type = Workspace<B>;
+  using space = typename B::memory_space;             ///< where x and y live
+  using output_type = OutputOf<backend_matrix_t<B>>;  ///< Output for the host backends
   using prepared_type = typename B::Prepared;
   static constexpr int top_k = R::top_k;
 
@@ -196,8 +203,9 @@ class MoELayer {
     return router_.route(x, weights_.router, {opt.mode, {config_.seed, opt.step}});
   }
 
-  /// y = Σ_j w_j · expert_j(x) for the T rows of x ([T, d_model], fp32).
-  Output forward(MatrixView<const float> x, ForwardOptions opt = {}) const {
+  /// y = Σ_j w_j · expert_j(x) for the T rows of x ([T, d_model], fp32, in
+  /// the backend's memory space).
+  output_type forward(MatrixView<const float, space> x, ForwardOptions opt = {}) const {
     workspace_type ws;
     forward(x, ws, opt);
     return std::move(ws.out);
@@ -205,23 +213,25 @@ class MoELayer {
 
   /// The same, into `ws` (reused across calls): returns ws.out.
   ///   route → plan → stats, losses → gather → experts → combine
-  const Output& forward(MatrixView<const float> x, workspace_type& ws, ForwardOptions opt = {}) const {
+  const output_type& forward(MatrixView<const float, space> x, workspace_type& ws, ForwardOptions opt = {}) const {
     check_input(x);
     check_prepared("forward");
-    Output& out = ws.out;
+    output_type& out = ws.out;
     out.options = opt;
-    backend_.route(router_, x, weights_.router, {opt.mode, {config_.seed, opt.step}}, out.routing, ws.route);
+    backend_.route(router_, x, weights_.router, {opt.mode, {config_.seed, opt.step}}, out.routing, ws.route,
+                   ws.backend);
     const PlanShape shape{x.rows, config_.num_experts, out.routing.k};
-    backend_.plan(out.routing, capacity_.capacity(shape, opt.mode), capacity_.priority(), out.plan, ws.plan);
+    backend_.plan(out.routing, capacity_.capacity(shape, opt.mode), capacity_.priority(), out.plan, ws.plan,
+                  ws.backend);
     make_stats(out.routing, out.plan, out.stats);
     out.stats.weighted_loss = loss_.evaluate(out.routing, out.plan, out.stats.losses);
 
     const index_t rows = out.plan.rows(), d = config_.d_model;
     if (out.y.rows() != x.rows || out.y.cols() != d) out.y.resize(x.rows, d);  // [T, d]
-    const MatrixView<float> in = ws.backend.input_rows(rows, d), expert_out = ws.backend.output_rows(rows, d);
-    backend_.gather(out.plan, x, in);
+    const MatrixView<float, space> in = ws.backend.input_rows(rows, d), expert_out = ws.backend.output_rows(rows, d);
+    backend_.gather(out.plan, x, in, ws.backend);
     backend_.template experts<X>(out.plan, prepared_, in, expert_out, ws.backend, dropout(opt));
-    backend_.combine(out.plan, expert_out, out.y);
+    backend_.combine(out.plan, expert_out, out.y, ws.backend);
     return out;
   }
 
@@ -266,7 +276,7 @@ class MoELayer {
     const index_t rows = plan.rows();
     const MatrixView<const float> in = ws.backend.input_rows(rows, d), expert_out = ws.backend.output_rows(rows, d);
     Matrix d_out(rows, d), d_in(opt.input ? rows : 0, d);
-    backend_.combine_backward(plan, expert_out, dy, std::span<float>(rg.weight), d_out);
+    backend_.combine_backward(plan, expert_out, dy, std::span<float>(rg.weight), d_out, ws.backend);
 
     if (rows > 0 && (opt.experts || opt.input))
       backend_.template experts_backward<X>(plan, prepared_, in, d_out, ws.backend, dropout(out.options),
@@ -281,7 +291,7 @@ class MoELayer {
                        opt.input ? MatrixView<float>(g.x) : MatrixView<float>());
       g.logits = rg.clean_logits;
     }
-    if (opt.input) backend_.gather_backward(plan, d_in, g.x);
+    if (opt.input) backend_.gather_backward(plan, d_in, g.x, ws.backend);
   }
 
   /// The same, returning fresh gradients.
@@ -329,7 +339,8 @@ class MoELayer {
     g.logits.assign(std::size_t(T * E), 0.0f);
   }
 
-  void check_input(MatrixView<const float> x) const {
+  template <class Space>
+  void check_input(MatrixView<const float, Space> x) const {
     detail::require(x.cols == config_.d_model, ErrorCode::shape_mismatch, "MoELayer::forward: x has ", x.cols,
                     " columns, layer d_model is ", config_.d_model);
     detail::require(x.rows >= 0 && (x.rows == 0 || x.data != nullptr), ErrorCode::invalid_argument,

@@ -129,20 +129,43 @@ class Router {
   void route(MatrixView<const float> x, const RouterWeights& w, const RouteContext& ctx, Routing& r,
              RouterScratch& scratch) const {
     const index_t T = x.rows, E = w.gate.rows;
+    const MatrixView<const float> input = router_input(x, ctx, scratch.jittered);
+    r.clean_logits.resize(std::size_t(T * E));
+    detail::linear_small(input, w.gate, r.clean_logits.data(), scratch.widened);  // [T, E]
+    if (noise_logits_needed(ctx)) {
+      scratch.noise_logits.resize(std::size_t(T * E));
+      detail::linear_small(input, w.noise, scratch.noise_logits.data(), scratch.widened);  // [T, E]
+    }
+    route_from_logits(T, w, ctx, r, scratch);
+  }
+
+  /// Whether a call in this context perturbs the router's input (Jitter in
+  /// training): its logits are then those of a jittered copy of x.
+  static bool input_perturbed(const RouteContext& ctx) noexcept { return N::perturbs_input && ctx.mode == Mode::train; }
+  /// Whether a call in this context needs x·W_noiseᵀ (NoisyTopK in training).
+  static bool noise_logits_needed(const RouteContext& ctx) noexcept {
+    return N::perturbs_logits && ctx.mode == Mode::train;
+  }
+
+  /// The rest of route() once the logits are known, for a backend that
+  /// computes them itself (backend::Cuda, on the device, in route()'s
+  /// summation order): r.clean_logits holds the T×E logits of the router's
+  /// input (x, or its jittered copy when input_perturbed) and, when
+  /// noise_logits_needed, scratch.noise_logits holds x·W_noiseᵀ. Noise,
+  /// scores, selection and combine weights follow exactly as in route().
+  void route_from_logits(index_t T, const RouterWeights& w, const RouteContext& ctx, Routing& r,
+                         RouterScratch& scratch) const {
+    const index_t E = w.gate.rows;
     const int k = slots(E);
+    detail::require(index_t(r.clean_logits.size()) == T * E, ErrorCode::shape_mismatch,
+                    "Router: ", r.clean_logits.size(), " clean logits given for ", T, " tokens and ", E, " experts");
     r.tokens = T;
     r.experts = E;
     r.k = k;
-    r.clean_logits.resize(std::size_t(T * E));
     r.noise_std.clear();
-
-    const MatrixView<const float> input = router_input(x, ctx, scratch.jittered);
-    detail::linear_small(input, w.gate, r.clean_logits.data(), scratch.widened);  // [T, E]
     r.logits = r.clean_logits;
     if constexpr (N::perturbs_logits) {
-      if (ctx.mode == Mode::train) {
-        scratch.noise_logits.resize(std::size_t(T * E));
-        detail::linear_small(input, w.noise, scratch.noise_logits.data(), scratch.widened);  // [T, E]
+      if (noise_logits_needed(ctx)) {
         r.noise_std.resize(std::size_t(T * E));
         noise_.perturb_logits(scratch.noise_logits.data(), r.logits.data(), r.noise_std.data(), T, E, ctx);
       }

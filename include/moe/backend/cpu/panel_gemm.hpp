@@ -174,7 +174,7 @@ struct RowLayout {
 
 /// v rounded to the nearest bf16 (ties to even), as an fp32.
 inline float round_to_bf16(float v) noexcept {
-  const std::uint32_t u = std::uint32_t(detail::bf16_bits(v)) << 16;
+  const std::uint32_t u = std::uint32_t(moe::bf16_bits(v)) << 16;
   float r;
   std::memcpy(&r, &u, 4);
   return r;

@@ -119,14 +119,6 @@ inline index_t column_slot(DType stored, index_t j, index_t width) noexcept {
   return j < half ? 2 * j : 2 * (j - half) + 1;  // word j % W: low half column j, high half column W + j
 }
 
-/// bf16 bits of v, rounded to nearest even (NaN kept a NaN).
-inline std::uint16_t bf16_bits(float v) noexcept {
-  std::uint32_t u;
-  std::memcpy(&u, &v, 4);
-  if ((u & 0x7FFFFFFFu) > 0x7F800000u) return std::uint16_t((u >> 16) | 0x40);
-  return std::uint16_t((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
-}
-
 /// Copies W's row `row` (K values) into column `column` (slot `slot`) of panel p.
 inline void pack_row(const WeightMatrix& w, index_t row, PanelMatrix& out, index_t p, index_t column, index_t slot) {
   const index_t K = out.depth, NR = out.width;
