@@ -21,7 +21,9 @@
 // numerics (the 4th name part):
 //   f32    fp32 weights, fp32 compute                  (backend::Cpu<>)
 //   bf16   bf16 weights, fp32 activations and compute  (backend::Cpu<>)
-//   bf16c  bf16 compute: activations rounded to bf16   (backend::Cpu<numerics::Bf16Compute>)
+//   bf16c  bf16 compute: activations rounded to bf16   (backend::Cpu<numerics::Bf16Compute>);
+//          on AVX512-BF16 also `packed-dot` (vdpbf16ps forced) and `packed-fma`
+//          (fp32 FMAs on bf16 panels forced): `packed` runs what the CPU prefers
 //   int8   int8 weights, 7-bit activations, int32 sums (backend::Cpu<numerics::Int8>)
 //
 // Counters: GFLOP/s of expert compute (2 · projections · d_model · d_ff per
@@ -35,9 +37,11 @@
 
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <typeinfo>
@@ -175,17 +179,39 @@ void set_counters(benchmark::State& state, const Fixture& f, const moe::RoutingP
   }();
 }
 
-enum class Impl { packed, packed_avx2, views, bf16c, int8, reference, eigengemm };
+enum class Impl { packed, packed_avx2, views, bf16c, bf16c_dot, bf16c_fma, int8, reference, eigengemm };
+
+/// MOE_BF16_DOT set for the scope (the bf16 compute rows that force
+/// vdpbf16ps or fp32 FMAs, whatever this CPU prefers), restored after.
+class ForcedBf16Dot {
+ public:
+  explicit ForcedBf16Dot(bool dot) {
+    if (const char* v = std::getenv("MOE_BF16_DOT")) before_ = v;
+    ::setenv("MOE_BF16_DOT", dot ? "1" : "0", 1);
+  }
+  ~ForcedBf16Dot() {
+    if (before_)
+      ::setenv("MOE_BF16_DOT", before_->c_str(), 1);
+    else
+      ::unsetenv("MOE_BF16_DOT");
+  }
+  ForcedBf16Dot(const ForcedBf16Dot&) = delete;
+  ForcedBf16Dot& operator=(const ForcedBf16Dot&) = delete;
+
+ private:
+  std::optional<std::string> before_;
+};
 
 /// One layer per (fixture, backend, k, packing), built and prepared once and
 /// kept by the fixture (it dies with the weights it views): the panels (or
 /// bf16/int8 copies) are the layer's, and packing a Mixtral-sized layer
 /// takes seconds, so every T of a benchmark reuses them.
 template <int K, class Backend>
-const moe::PresetLayer<Preset<K>, Backend>& cached_layer(Fixture& f, const Backend& backend, bool pack) {
+const moe::PresetLayer<Preset<K>, Backend>& cached_layer(Fixture& f, const Backend& backend, bool pack,
+                                                         const std::string& variant) {
   using Layer = moe::PresetLayer<Preset<K>, Backend>;
   const std::string key =
-      std::string(typeid(Backend).name()) + "/k" + std::to_string(K) + (pack ? "/packed" : "/views");
+      std::string(typeid(Backend).name()) + "/k" + std::to_string(K) + (pack ? "/packed" : "/views") + variant;
   std::shared_ptr<void>& slot = f.layers[key];
   if (!slot) {
     auto layer = std::make_shared<Layer>(moe::make_layer<Preset<K>, Backend>(f.config, f.weights, backend));
@@ -197,8 +223,8 @@ const moe::PresetLayer<Preset<K>, Backend>& cached_layer(Fixture& f, const Backe
 
 template <int K, class Backend>
 void time_layer(benchmark::State& state, Fixture& f, const Backend& backend, bool pack, double bytes_per_weight,
-                bool int8) {
-  const auto& layer = cached_layer<K>(f, backend, pack);
+                bool int8, const std::string& variant = "") {
+  const auto& layer = cached_layer<K>(f, backend, pack, variant);
   // Decode-sized calls cycle through 16 inputs, so the experts change from
   // call to call as in generation, and a small shape's two experts cannot
   // sit in the last-level cache between calls.
@@ -224,6 +250,12 @@ void run_layer(benchmark::State& state, const Shape& s, moe::DType dt, Impl impl
       return time_layer<K>(state, f, moe::backend::Cpu<>(), false, stored, false);
     case Impl::bf16c:
       return time_layer<K>(state, f, moe::backend::Cpu<moe::numerics::Bf16Compute>(), true, 2.0, false);
+    case Impl::bf16c_dot:
+    case Impl::bf16c_fma: {
+      const ForcedBf16Dot force(impl == Impl::bf16c_dot);
+      return time_layer<K>(state, f, moe::backend::Cpu<moe::numerics::Bf16Compute>(), true, 2.0, false,
+                           impl == Impl::bf16c_dot ? "/dot" : "/fma");
+    }
     case Impl::int8:
       return time_layer<K>(state, f, moe::backend::Cpu<moe::numerics::Int8>(), true, 1.0, true);
     case Impl::reference:
@@ -303,6 +335,10 @@ void register_shape(const Shape& s) {
   reg("packed", "bf16", layer(DType::BF16, Impl::packed), 2048);
   reg("views", "bf16", layer(DType::BF16, Impl::views), 2048);
   reg("packed", "bf16c", layer(DType::BF16, Impl::bf16c), 2048);
+  if (moe::isa::Native::bf16) {  // each bf16 compute kernel, whichever this CPU prefers (isa::bf16_dot_preferred)
+    reg("packed-dot", "bf16c", layer(DType::BF16, Impl::bf16c_dot), 2048);
+    reg("packed-fma", "bf16c", layer(DType::BF16, Impl::bf16c_fma), 2048);
+  }
   reg("packed", "int8", layer(DType::BF16, Impl::int8), 2048);
 }
 

@@ -3,6 +3,8 @@
 // each other (forced AVX2 against AVX-512) within the same bound.
 #include "test_support.hpp"
 
+#include <cstdlib>
+
 using namespace moe;
 
 namespace {
@@ -82,14 +84,36 @@ TEST_CASE("every ISA gives the Reference's routing and output within the numeric
   }
 }
 
-TEST_CASE("bf16 compute on every ISA: odd depths, two depth blocks, an ungated FFN") {
+TEST_CASE("bf16 compute on every ISA, on vdpbf16ps and on fp32 FMAs: odd depths, two depth blocks, ungated") {
   // d_model 67 and d_ff 301 are odd (the k-pair layout of vdpbf16ps pads
   // them), and 301 > 256 splits the down projection into two depth blocks.
   const LayerConfig odd{.d_model = 67, .d_ff = 301, .num_experts = 5, .seed = 3};
-  for (DType dt : {DType::F32, DType::BF16, DType::F16}) {
-    compare_isas<numerics::Bf16Compute>(dt, 1e-2, true, odd);
-    compare_isas<numerics::Bf16Compute, MLP<GeLU>>(dt, 1e-2, true, odd);
+  for (const char* dot : {"1", "0"}) {  // force each kernel, whatever this CPU prefers
+    CAPTURE(dot);
+    ::setenv("MOE_BF16_DOT", dot, 1);
+    CHECK(isa::bf16_dot_preferred() == (dot[0] == '1'));
+    for (DType dt : {DType::F32, DType::BF16, DType::F16}) {
+      compare_isas<numerics::Bf16Compute>(dt, 1e-2, true, odd);
+      compare_isas<numerics::Bf16Compute, MLP<GeLU>>(dt, 1e-2, true, odd);
+    }
+    compare_isas<numerics::Bf16Compute>(DType::BF16, 1e-2, true);
   }
+  ::unsetenv("MOE_BF16_DOT");
+}
+
+TEST_CASE("bf16 compute packs k pairs exactly where vdpbf16ps is there and preferred") {
+  const LayerConfig c{.d_model = 32, .d_ff = 48, .num_experts = 2, .seed = 1};
+  const WeightStore store = WeightStore::random(c, true, DType::BF16, 1);
+  for (const char* dot : {"1", "0"}) {
+    CAPTURE(dot);
+    ::setenv("MOE_BF16_DOT", dot, 1);
+    auto layer = make_layer<presets::Mixtral>(c, store.view(), backend::Cpu<numerics::Bf16Compute>(1));
+    layer.pack_weights();
+    const auto& packed = *layer.prepared().packed;
+    CHECK(packed[0].up.pairs == (isa::Native::bf16 && dot[0] == '1'));
+    CHECK(packed[0].down.pairs == packed[0].up.pairs);
+  }
+  ::unsetenv("MOE_BF16_DOT");
 }
 
 TEST_CASE("int8 sums are exact on every ISA: the same bits") {

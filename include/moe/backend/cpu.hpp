@@ -94,7 +94,8 @@ class Cpu : public HostStages {
     const auto for_each_panel = [this](index_t n, const auto& fn) {
       pool_->parallel_for(n, [&](std::int64_t i, int) { fn(index_t(i)); });
     };
-    p.packed = cpu::pack_experts(w, packed_kernel::width, packed_kernel::pack_target(w[0].up.dtype), for_each_panel);
+    p.packed = cpu::pack_experts(w, packed_kernel::width, packed_kernel::pack_target(w[0].up.dtype), for_each_panel,
+                                 packed_kernel::pairs());
     p.from.holds_copy = true;
     return p;
   }

@@ -2,10 +2,10 @@
 /// \file ffn_int8.hpp
 /// Int8Ffn<Isa>: the experts in w8a8 (numerics::Int8).
 ///
-///   packing      weights into int8 panels of NR = 16 columns with per-column
+///   packing      weights into int8 panels of NR = 16 columns (AVX-512: 32) with per-column
 ///                scales and sums (panels.hpp)
 ///   micro-kernel u7 × s8 into exact int32 sums (int8_gemm.hpp): vpmaddubsw
-///                on AVX2, vpdpbusd where the ISA has VNNI
+///                on AVX2, 512-bit vpdpbusd on AVX512-VNNI
 ///   epilogue     dequantise; phase 1 applies the activation into fp32 hidden
 ///                rows, which are quantised per row in turn for phase 2
 ///
@@ -23,9 +23,11 @@ namespace moe::backend::cpu {
 
 template <class Isa>
 struct Int8Ffn {
-  static constexpr index_t width = 16;  ///< NR: the AVX2 kernel's two vectors of int32
+  /// NR: two vectors of int32 columns (AVX-512: 32, AVX2 and the portable loop: 16)
+  static constexpr index_t width = Isa::avx512 ? 32 : 16;
 
   static DType pack_target(DType) noexcept { return DType::I8; }
+  static bool pairs() noexcept { return false; }
 
   template <FFN F>
   static void run(moe::detail::ThreadPool& pool, const RoutingPlan& plan, MatrixView<const float> x,

@@ -5,7 +5,9 @@
 ///
 ///   packing      weights into panels of NR = 2 vectors (panels.hpp), gate
 ///                and up fused; fp32, or bf16 (as stored, or rounded)
-///   micro-kernel the register-blocked broadcast kernel (panel_gemm.hpp)
+///   micro-kernel the register-blocked broadcast kernel (panel_gemm.hpp);
+///                Bf16Compute on AVX512-BF16: vdpbf16ps on k pairs
+///                (pair_gemm.hpp), twice the multiply-adds per instruction
 ///   epilogue     phase 1: act(gate) ⊙ up, applied as each tile leaves the
 ///                kernel and stored straight in the layout phase 2 reads;
 ///                phase 2: copy the tile out. With RoundToBf16, activations
@@ -16,6 +18,7 @@
 
 #include <algorithm>
 
+#include "moe/backend/cpu/pair_gemm.hpp"
 #include "moe/backend/cpu/panel_gemm.hpp"
 #include "moe/backend/cpu/prepared.hpp"
 #include "moe/backend/cpu/simd.hpp"
@@ -28,10 +31,26 @@ namespace moe::backend::cpu {
 template <class Isa, bool RoundToBf16>
 struct PanelFfn {
   static constexpr index_t width = 2 * index_t(floats<Isa>::size);  ///< NR
+  /// Bf16Compute where the ISA has vdpbf16ps may run on k pairs (pair_gemm.hpp).
+  static constexpr bool can_pair = RoundToBf16 && Isa::bf16;
+
+  /// Whether to pack for vdpbf16ps: where the ISA has it and this CPU runs it
+  /// faster than fp32 FMAs (isa::bf16_dot_preferred). The packed panels
+  /// record the choice; run() follows them.
+  static bool pairs() noexcept { return can_pair && isa::bf16_dot_preferred(); }
 
   /// The panels' dtype for weights stored as `stored`.
   static DType pack_target(DType stored) noexcept {
     return RoundToBf16 || stored == DType::BF16 ? DType::BF16 : DType::F32;
+  }
+
+  /// C = A · Bᵀ for the n rows of depth K at `offset` of the floats `in`,
+  /// or of the k pairs `in2` (the buffer of the other layout may be empty).
+  static void gemm(bool pairs, const float* in, const std::uint32_t* in2, std::size_t offset, index_t n, index_t K,
+                   const PanelMatrix& B, index_t p0, index_t np, float* tile, index_t ldt) noexcept {
+    if constexpr (can_pair)
+      if (pairs) return pair_gemm<Isa>(in2 + offset, pair_layout(n, K), B, p0, np, tile, ldt);
+    panel_gemm<Isa>(in + offset, RowLayout::of(n, K), B, p0, np, tile, ldt);
   }
 
   template <FFN F>
@@ -41,25 +60,34 @@ struct PanelFfn {
     constexpr index_t W = index_t(batch::size);
     const PanelMatrix& up0 = experts[0].up;
     const index_t d_ff = up0.outputs, d_model = up0.depth;
+    const bool pairs = can_pair && up0.pairs;
     row_blocks(plan, d_model, d_ff, ws.blocks);
     const RowBlock& last = ws.blocks.back();
-    float* in = grow(ws.in, last.in_offset + RowLayout::of(last.n, d_model).size());
-    float* hidden = grow(ws.hidden, last.hidden_offset + RowLayout::of(last.n, d_ff).size());
+    // A block's rows take at most RowLayout::of(n, K).size() slots in either
+    // layout (k pairs: half as many), so the offsets serve both.
+    const std::size_t in_size = last.in_offset + RowLayout::of(last.n, d_model).size();
+    const std::size_t hidden_size = last.hidden_offset + RowLayout::of(last.n, d_ff).size();
+    float* in = pairs ? ws.in.data() : grow(ws.in, in_size);
+    float* hidden = pairs ? ws.hidden.data() : grow(ws.hidden, hidden_size);
+    std::uint32_t* in2 = pairs ? grow(ws.pair_in, in_size) : ws.pair_in.data();
+    std::uint32_t* hidden2 = pairs ? grow(ws.pair_hidden, hidden_size) : ws.pair_hidden.data();
     const std::vector<RowBlock>& blocks = ws.blocks;
     const typename F::activation act{};
 
     pool.parallel_for(std::int64_t(blocks.size()), [&](std::int64_t b, int) {
       const RowBlock& rb = blocks[std::size_t(b)];
-      pack_rows(x.row(rb.r0), x.row_stride, RowLayout::of(rb.n, d_model), in + rb.in_offset, RoundToBf16);
+      if (pairs)
+        pack_row_pairs(x.row(rb.r0), x.row_stride, d_model, pair_layout(rb.n, d_model), in2 + rb.in_offset);
+      else
+        pack_rows(x.row(rb.r0), x.row_stride, RowLayout::of(rb.n, d_model), in + rb.in_offset, RoundToBf16);
     });
     run_panel_tasks(pool, ws, up0.panels, width, &ThreadScratch::tile,
                     [&](std::size_t b, index_t p0, index_t np, float* tile) {
                       const RowBlock& rb = blocks[b];
                       const PanelMatrix& B = experts[std::size_t(rb.expert)].up;
                       const index_t ldt = np * width, per_panel = B.features_per_panel();
-                      panel_gemm<Isa>(in + rb.in_offset, RowLayout::of(rb.n, d_model), B, p0, np, tile, ldt);
-                      const RowLayout H = RowLayout::of(rb.n, d_ff);
-                      float* h_block = hidden + rb.hidden_offset;
+                      gemm(pairs, in, in2, rb.in_offset, rb.n, d_model, B, p0, np, tile, ldt);
+                      const RowLayout H = pairs ? pair_layout(rb.n, d_ff) : RowLayout::of(rb.n, d_ff);
                       alignas(64) float h[2 * W] = {};  // (zeroed: GCC cannot see that j < W)
                       for (index_t i = 0; i < rb.n; ++i)
                         for (index_t p = 0; p < np; ++p) {
@@ -71,10 +99,18 @@ struct PanelFfn {
                             act(batch::load_unaligned(t)).store_aligned(h);
                             act(batch::load_unaligned(t + W)).store_aligned(h + W);
                           }
-                          // A chunk of W features never crosses a depth block (KC is a multiple of W).
-                          float* dst = h_block + H.at(i, f0);
-                          for (index_t j = 0; j < nf; ++j)
-                            dst[j * panel_rows] = RoundToBf16 ? round_to_bf16(h[j]) : h[j];
+                          if (pairs) {
+                            // f0 is even (a multiple of W): the chunk's pairs are whole, but for
+                            // an odd d_ff's last, whose missing half is the zero padding.
+                            std::uint32_t* h_block = hidden2 + rb.hidden_offset;
+                            for (index_t j = 0; j < nf; j += 2)
+                              h_block[H.at(i, (f0 + j) / 2)] = bf16_pair(h[j], j + 1 < nf ? h[j + 1] : 0.0f);
+                          } else {
+                            // A chunk of W features never crosses a depth block (KC is a multiple of W).
+                            float* dst = hidden + rb.hidden_offset + H.at(i, f0);
+                            for (index_t j = 0; j < nf; ++j)
+                              dst[j * panel_rows] = RoundToBf16 ? round_to_bf16(h[j]) : h[j];
+                          }
                         }
                     });
     run_panel_tasks(pool, ws, experts[0].down.panels, width, &ThreadScratch::tile,
@@ -82,7 +118,7 @@ struct PanelFfn {
                       const RowBlock& rb = blocks[b];
                       const PanelMatrix& B = experts[std::size_t(rb.expert)].down;
                       const index_t ldt = np * width;
-                      panel_gemm<Isa>(hidden + rb.hidden_offset, RowLayout::of(rb.n, d_ff), B, p0, np, tile, ldt);
+                      gemm(pairs, hidden, hidden2, rb.hidden_offset, rb.n, d_ff, B, p0, np, tile, ldt);
                       const index_t o0 = p0 * width, no = std::min(np * width, d_model - o0);
                       for (index_t i = 0; i < rb.n; ++i)
                         std::copy(tile + i * ldt, tile + i * ldt + no, out.row(rb.r0 + i) + o0);

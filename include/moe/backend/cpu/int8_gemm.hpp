@@ -99,10 +99,50 @@ void int8_tile_avx2(const std::uint8_t* a, const std::int8_t* panel, index_t qua
   }
 }
 
+/// The AVX-512 tile (NR = 32: two vectors of 16 int32 columns): the AVX2
+/// tile at full width, one vpdpbusd per vector and quad where the ISA has
+/// AVX512-VNNI, else vpmaddubsw + vpmaddwd + vpaddd. Half the instructions
+/// and loads of the AVX2 tile per multiply-add.
+template <class Isa, int MR>
+void int8_tile_avx512(const std::uint8_t* a, const std::int8_t* panel, index_t quads, std::int32_t* c, index_t ldc,
+                      const std::int8_t* next) noexcept {
+  __m512i acc0[MR], acc1[MR];
+  for (int i = 0; i < MR; ++i) acc0[i] = acc1[i] = _mm512_setzero_si512();
+  [[maybe_unused]] const __m512i ones = _mm512_set1_epi16(1);
+  for (index_t q = 0; q < quads; ++q) {
+    if (next) {
+      __builtin_prefetch(next + q * 128);
+      __builtin_prefetch(next + q * 128 + 64);
+    }
+    const __m512i b0 = _mm512_load_si512(panel + q * 128);
+    const __m512i b1 = _mm512_load_si512(panel + q * 128 + 64);
+#pragma GCC unroll 4
+    for (int i = 0; i < MR; ++i) {
+      std::int32_t quad;
+      std::memcpy(&quad, a + (q * int8_rows + i) * 4, 4);
+      const __m512i ai = _mm512_set1_epi32(quad);
+      if constexpr (Isa::vnni) {
+        acc0[i] = _mm512_dpbusd_epi32(acc0[i], ai, b0);
+        acc1[i] = _mm512_dpbusd_epi32(acc1[i], ai, b1);
+      } else {
+        acc0[i] = _mm512_add_epi32(acc0[i], _mm512_madd_epi16(_mm512_maddubs_epi16(ai, b0), ones));
+        acc1[i] = _mm512_add_epi32(acc1[i], _mm512_madd_epi16(_mm512_maddubs_epi16(ai, b1), ones));
+      }
+    }
+  }
+  for (int i = 0; i < MR; ++i) {
+    _mm512_storeu_si512(c + i * ldc, acc0[i]);
+    _mm512_storeu_si512(c + i * ldc + 16, acc1[i]);
+  }
+}
+
 /// acc[MR, NR] = Σ over `quads` of A group (u8) × panel (s8); C rows ldc apart (int32).
 template <class Isa, int MR>
 void int8_tile(const std::uint8_t* a, const std::int8_t* panel, index_t quads, index_t width, std::int32_t* c,
                index_t ldc, const std::int8_t* next) noexcept {
+  if constexpr (Isa::avx512) {
+    if (width == 32) return int8_tile_avx512<Isa, MR>(a, panel, quads, c, ldc, next);
+  }
   if constexpr (Isa::avx2) {
     if (width == 16) return int8_tile_avx2<Isa, MR>(a, panel, quads, c, ldc, next);
   }

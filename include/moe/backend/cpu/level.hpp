@@ -6,6 +6,7 @@
 /// header, so a start-up unit built for the oldest CPU can include it (see
 /// moe/backend/cpu/launch.hpp).
 
+#include <cstdlib>
 #include <optional>
 #include <string_view>
 
@@ -49,6 +50,23 @@ inline Level cpu_level() noexcept {
   return bf16 ? Level::avx512_bf16 : avx512 ? Level::avx512 : avx2 ? Level::avx2 : Level::baseline;
 #else
   return Level::baseline;
+#endif
+}
+
+/// Whether numerics::Bf16Compute should run on vdpbf16ps where the ISA has
+/// it (pair_gemm.hpp), or widen bf16 to fp32 FMAs. Measured with moe-bench's
+/// limits: on AMD Zen 4 the bf16 dot peak is twice the FP32 FMA peak (449
+/// against 229 GFLOP/s), on an Intel Xeon with AMX (Sapphire Rapids class)
+/// half of it (107 against 212), where the fp32 kernel on bf16 panels is
+/// faster. So: AMD yes, others no; MOE_BF16_DOT=1 or 0 overrides (read
+/// when a layer packs its experts).
+inline bool bf16_dot_preferred() noexcept {
+  if (const char* v = std::getenv("MOE_BF16_DOT"); v != nullptr && *v != '\0') return *v == '1';
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  __builtin_cpu_init();
+  return __builtin_cpu_is("amd");
+#else
+  return false;
 #endif
 }
 

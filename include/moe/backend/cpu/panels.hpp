@@ -21,6 +21,10 @@
 ///         interleaved as 32-bit words, low half = column i, high half =
 ///         column W + i: a 32-bit shift and a mask widen them to two fp32
 ///         vectors. Other dtypes are rounded to bf16 (nearest even).
+///   BF16 in k pairs (`pairs`, numerics::Bf16Compute on AVX512-BF16): depth
+///         padded to even with a zero, per pair of k each column's two bf16
+///         side by side (k even in the low half): what vdpbf16ps reads
+///         (pair_gemm.hpp).
 ///   I8    int8 with one fp32 scale per output (symmetric: max |w| ↦ 127)
 ///         and the sum of each output's int8 weights (the zero-point
 ///         correction of asymmetric activations). Depth is padded to a
@@ -89,6 +93,7 @@ enum class PanelLayout { single, gate_up };
 struct PanelMatrix {
   DType dtype = DType::F32;  ///< F32, BF16 or I8
   PanelLayout layout = PanelLayout::single;
+  bool pairs = false;   ///< BF16 in k pairs (vdpbf16ps) instead of column-interleaved words
   index_t outputs = 0;  ///< N: output features (d_ff for a gate/up pair)
   index_t depth = 0;    ///< K: inputs
   index_t width = 0;    ///< NR: columns per panel
@@ -99,12 +104,14 @@ struct PanelMatrix {
 
   /// Output features one panel yields: NR, or W = NR/2 for gate/up.
   index_t features_per_panel() const noexcept { return layout == PanelLayout::gate_up ? width / 2 : width; }
-  /// Depth as stored: I8 pads it to whole quads of 4.
-  index_t stored_depth() const noexcept { return dtype == DType::I8 ? (depth + 3) / 4 * 4 : depth; }
+  /// Depth as stored: I8 pads it to whole quads of 4, BF16 pairs to even.
+  index_t stored_depth() const noexcept {
+    return dtype == DType::I8 ? (depth + 3) / 4 * 4 : pairs ? (depth + 1) / 2 * 2 : depth;
+  }
   std::size_t bytes() const noexcept {
     return storage.size() + scale.size() * sizeof(float) + sums.size() * sizeof(std::int32_t);
   }
-  /// Start of panel p at depth k (for I8, k a multiple of 4).
+  /// Start of panel p at depth k (for I8, k a multiple of 4; for pairs, even).
   const std::byte* at(index_t p, index_t k) const noexcept {
     return storage.data() + std::size_t((p * stored_depth() + k) * width) * size_of(dtype);
   }
@@ -122,7 +129,10 @@ inline index_t column_slot(DType stored, index_t j, index_t width) noexcept {
 /// Copies W's row `row` (K values) into column `column` (slot `slot`) of panel p.
 inline void pack_row(const WeightMatrix& w, index_t row, PanelMatrix& out, index_t p, index_t column, index_t slot) {
   const index_t K = out.depth, NR = out.width;
-  if (out.dtype == DType::BF16) {
+  if (out.dtype == DType::BF16 && out.pairs) {
+    auto* dst = reinterpret_cast<std::uint16_t*>(out.storage.data()) + p * out.stored_depth() * NR + column * 2;
+    for (index_t k = 0; k < K; ++k) dst[(k / 2) * 2 * NR + k % 2] = bf16_bits(w.at(row, k));
+  } else if (out.dtype == DType::BF16) {
     auto* dst = reinterpret_cast<std::uint16_t*>(out.storage.data()) + p * K * NR + slot;
     if (w.dtype == DType::BF16) {
       const auto* src = reinterpret_cast<const std::uint16_t*>(w.row_bytes(row));
@@ -152,12 +162,12 @@ inline void pack_row(const WeightMatrix& w, index_t row, PanelMatrix& out, index
 }  // namespace detail
 
 /// Packs W [N, K] (single) or the pair gate, up [N, K] (gate_up) into panels
-/// of `width` columns (2 SIMD vectors of floats) of dtype `target`. Panels
-/// are independent: `for_each_panel(count, fn)` may run fn(p) for p in
-/// [0, count) in parallel.
+/// of `width` columns (2 SIMD vectors of floats) of dtype `target` (BF16 in
+/// k pairs if `pairs`). Panels are independent: `for_each_panel(count, fn)`
+/// may run fn(p) for p in [0, count) in parallel.
 template <class ForEach>
 PanelMatrix pack_panels(const WeightMatrix& w, const WeightMatrix* up, index_t width, DType target,
-                        ForEach&& for_each_panel) {
+                        ForEach&& for_each_panel, bool pairs = false) {
   moe::detail::require(width > 0 && width % 2 == 0, ErrorCode::invalid_argument, "pack_panels: width ", width,
                        " must be even and > 0");
   moe::detail::require(up == nullptr || (up->rows == w.rows && up->cols == w.cols && up->dtype == w.dtype),
@@ -167,6 +177,7 @@ PanelMatrix pack_panels(const WeightMatrix& w, const WeightMatrix* up, index_t w
   PanelMatrix out;
   out.dtype = target;
   out.layout = up ? PanelLayout::gate_up : PanelLayout::single;
+  out.pairs = pairs && target == DType::BF16;
   out.outputs = w.rows;
   out.depth = w.cols;
   out.width = width;

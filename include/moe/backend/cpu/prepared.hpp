@@ -36,13 +36,15 @@ struct Prepared {
 /// Panels are independent: for_each_panel(count, fn) may run them in parallel.
 template <class ForEach>
 std::shared_ptr<const std::vector<PackedExpert>> pack_experts(std::span<const ExpertWeights> w, index_t width,
-                                                              DType target, ForEach&& for_each_panel) {
+                                                              DType target, ForEach&& for_each_panel,
+                                                              bool pairs = false) {
   auto packed = std::make_shared<std::vector<PackedExpert>>();
   packed->reserve(w.size());
   for (const ExpertWeights& e : w) {
     PackedExpert p;
-    p.up = pack_panels(e.gate.empty() ? e.up : e.gate, e.gate.empty() ? nullptr : &e.up, width, target, for_each_panel);
-    p.down = pack_panels(e.down, nullptr, width, target, for_each_panel);
+    p.up = pack_panels(e.gate.empty() ? e.up : e.gate, e.gate.empty() ? nullptr : &e.up, width, target, for_each_panel,
+                       pairs);
+    p.down = pack_panels(e.down, nullptr, width, target, for_each_panel, pairs);
     packed->push_back(std::move(p));
   }
   return packed;

@@ -38,15 +38,16 @@ struct RowBlock {
 };
 
 struct Workspace : HostRows {
-  std::vector<float> in;                           ///< panel path: the experts' input rows, laid out for the kernel
-  std::vector<float> hidden;                       ///< hidden activations between the two halves of the FFN
-  std::vector<ThreadScratch> threads;              ///< one per pool thread
-  std::vector<RowBlock> blocks;                    ///< the call's row blocks
-  std::vector<std::pair<index_t, index_t>> tiles;  ///< views path: (expert, first output) tasks
-  std::vector<std::uint8_t> q_in, q_hidden;        ///< int8 path: quantised rows, per row block
-  std::vector<std::size_t> q_in_at, q_hidden_at;   ///< int8 path: where each block's quantised rows start
-  std::vector<float> row_scale;                    ///< int8 path: per-row scales (input rows, then hidden rows)
-  std::vector<std::int32_t> row_zero;              ///< int8 path: per-row zero points
+  std::vector<float> in;                            ///< panel path: the experts' input rows, laid out for the kernel
+  std::vector<float> hidden;                        ///< hidden activations between the two halves of the FFN
+  std::vector<std::uint32_t> pair_in, pair_hidden;  ///< the same as bf16 k pairs (vdpbf16ps: pair_gemm.hpp)
+  std::vector<ThreadScratch> threads;               ///< one per pool thread
+  std::vector<RowBlock> blocks;                     ///< the call's row blocks
+  std::vector<std::pair<index_t, index_t>> tiles;   ///< views path: (expert, first output) tasks
+  std::vector<std::uint8_t> q_in, q_hidden;         ///< int8 path: quantised rows, per row block
+  std::vector<std::size_t> q_in_at, q_hidden_at;    ///< int8 path: where each block's quantised rows start
+  std::vector<float> row_scale;                     ///< int8 path: per-row scales (input rows, then hidden rows)
+  std::vector<std::int32_t> row_zero;               ///< int8 path: per-row zero points
 
   std::vector<ThreadScratch>& per_thread(int n) {
     if (threads.size() < std::size_t(n)) threads.resize(std::size_t(n));
