@@ -129,26 +129,8 @@ void pair_gemm(const std::uint32_t* A, const RowLayout& L, const PanelMatrix& B,
         const std::uint32_t* a = A + L.at(i, kp0);
         float* c = C + i * ldc + p * NR;
         if (i > 0) next = nullptr;  // the first row group fetches it
-        switch (std::min<index_t>(panel_rows, n - i)) {
-          case 6:
-            pair_tile<Isa, 6, 1>(a, panel, panel_bytes, kpc, c, ldc, accumulate, next);
-            break;
-          case 5:
-            pair_tile<Isa, 5, 1>(a, panel, panel_bytes, kpc, c, ldc, accumulate, next);
-            break;
-          case 4:
-            pair_tile<Isa, 4, 1>(a, panel, panel_bytes, kpc, c, ldc, accumulate, next);
-            break;
-          case 3:
-            pair_tile<Isa, 3, 1>(a, panel, panel_bytes, kpc, c, ldc, accumulate, next);
-            break;
-          case 2:
-            pair_tile<Isa, 2, 1>(a, panel, panel_bytes, kpc, c, ldc, accumulate, next);
-            break;
-          default:
-            pair_tile<Isa, 1, 1>(a, panel, panel_bytes, kpc, c, ldc, accumulate, next);
-            break;
-        }
+        with_tile_rows(std::min<index_t>(panel_rows, n - i),
+                       [&]<int MR>() { pair_tile<Isa, MR, 1>(a, panel, panel_bytes, kpc, c, ldc, accumulate, next); });
       }
     }
   }

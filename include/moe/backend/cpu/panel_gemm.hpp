@@ -149,6 +149,27 @@ void panel_tile_wide(const float* a, const std::byte* panel, index_t panel_bytes
     }
 }
 
+/// Calls fn.template operator()<MR>() with MR = rows (1 … panel_rows) as a
+/// compile-time tile height: the last row group's smaller tile.
+template <class F>
+void with_tile_rows(index_t rows, F&& fn) {
+  switch (rows) {
+    case 6:
+      return fn.template operator()<6>();
+    case 5:
+      return fn.template operator()<5>();
+    case 4:
+      return fn.template operator()<4>();
+    case 3:
+      return fn.template operator()<3>();
+    case 2:
+      return fn.template operator()<2>();
+    default:
+      return fn.template operator()<1>();
+  }
+}
+static_assert(panel_rows == 6, "with_tile_rows covers tiles of 1 … 6 rows");
+
 /// The depth block for n rows: one row group (decode) streams whole panels.
 inline index_t depth_block(index_t n, index_t K) noexcept {
   return n <= panel_rows ? K : std::min(K, panel_depth_block);
@@ -236,26 +257,8 @@ void panel_gemm(const float* A, const RowLayout& L, const PanelMatrix& B, index_
         const float* a = A + L.at(i, k0);
         float* c = C + i * ldc + p * NR;
         if (i > 0) next = nullptr;  // the first row group fetches it
-        switch (std::min<index_t>(panel_rows, n - i)) {
-          case 6:
-            panel_tile<Isa, Stored, 6>(a, panel, kc, c, ldc, accumulate, next);
-            break;
-          case 5:
-            panel_tile<Isa, Stored, 5>(a, panel, kc, c, ldc, accumulate, next);
-            break;
-          case 4:
-            panel_tile<Isa, Stored, 4>(a, panel, kc, c, ldc, accumulate, next);
-            break;
-          case 3:
-            panel_tile<Isa, Stored, 3>(a, panel, kc, c, ldc, accumulate, next);
-            break;
-          case 2:
-            panel_tile<Isa, Stored, 2>(a, panel, kc, c, ldc, accumulate, next);
-            break;
-          default:
-            panel_tile<Isa, Stored, 1>(a, panel, kc, c, ldc, accumulate, next);
-            break;
-        }
+        with_tile_rows(std::min<index_t>(panel_rows, n - i),
+                       [&]<int MR>() { panel_tile<Isa, Stored, MR>(a, panel, kc, c, ldc, accumulate, next); });
       }
     }
   }
