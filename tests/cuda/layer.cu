@@ -19,12 +19,6 @@ struct Shape {
   index_t T, d, f, E;
 };
 
-/// y of a device layer, on the host.
-template <class Out>
-Matrix host_y(const Out& out) {
-  return out.y.to_host();
-}
-
 template <class N, int K, class F, class Capacity, class Noise>
 void compare(const Shape& s, DType dtype, Capacity capacity, Noise noise, std::uint64_t seed) {
   CAPTURE(s.T);
@@ -52,12 +46,12 @@ void compare(const Shape& s, DType dtype, Capacity capacity, Noise noise, std::u
     CHECK(a.routing.weight == b.routing.weight);
     CHECK(a.plan.slot_row == b.plan.slot_row);
     CHECK(a.stats.dropped_slots == b.stats.dropped_slots);
-    const Matrix y = host_y(b);
+    const Matrix y = b.y.to_host();
     const float scale = std::max(1.0f, a.y.size() ? a.y.cwiseAbs().maxCoeff() : 0.0f);
     const float bound = std::is_same_v<N, numerics::Bf16Compute> ? 1e-2f : 2e-5f;
     CHECK(test::max_abs_diff(a.y, y) <= bound * scale);
     // Run to run: the same bits (no atomics; cuBLAS deterministic per call).
-    const Matrix again = host_y(dev.forward(xd, ws, {mode, 3}));
+    const Matrix again = dev.forward(xd, ws, {mode, 3}).y.to_host();
     CHECK((again.array() == y.array()).all());
   }
 }
