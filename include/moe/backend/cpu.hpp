@@ -27,6 +27,7 @@
 #include <type_traits>
 
 #include "moe/backend/backend.hpp"
+#include "moe/backend/cpu/attention.hpp"
 #include "moe/backend/cpu/expert_train.hpp"
 #include "moe/backend/cpu/ffn_int8.hpp"
 #include "moe/backend/cpu/ffn_panels.hpp"
@@ -121,6 +122,10 @@ class Cpu : public HostStages {
   /// Expert X on each expert's rows. With expert dropout active (training),
   /// each expert's rows run as dense GEMMs with the mask applied to the
   /// hidden units (cpu/expert_train.hpp).
+  /// Attention's scores, softmax and weighted sum (moe/core/attention.hpp)
+  /// in blocks over the pool: moe/backend/cpu/attention.hpp.
+  void attend(const AttentionProblem& p) const { cpu::attend<I>(*pool_, p); }
+
   template <ExpertPolicy X>
   void experts(const RoutingPlan& plan, const Prepared& w, MatrixView<const float> rows, MatrixView<float> out,
                Workspace& ws, const ExpertDropout& drop = {}) const {

@@ -1,7 +1,10 @@
 #pragma once
 /// \file attention.hpp
 /// Grouped-query self-attention with RoPE, a KV cache and an optional
-/// sliding window: Mixtral's attention block, one plain loop per step.
+/// sliding window: Mixtral's attention block. The projections are the
+/// backend's `linear`; the scores, softmax and weighted sum are moe::attend
+/// (moe/core/attention.hpp: the definition there, backend::Cpu's blocked
+/// kernel where the backend has one).
 ///
 ///   q = x·Wqᵀ [S, nh·hd]   k = x·Wkᵀ, v = x·Wvᵀ [S, nkv·hd]
 ///   rotate q and k by their absolute positions (rope.hpp)
@@ -19,6 +22,7 @@
 #include <vector>
 
 #include "moe/backend/backend.hpp"
+#include "moe/core/attention.hpp"
 #include "moe/core/error.hpp"
 #include "moe/core/linear.hpp"
 #include "moe/core/view.hpp"
@@ -27,15 +31,8 @@
 
 namespace moe::mixtral {
 
-struct AttentionShape {
-  index_t num_heads = 0;
-  index_t num_kv_heads = 0;
-  index_t head_dim = 0;
-  std::optional<index_t> window;  ///< sliding window, none = full causal
-
-  /// May a query at position i see the key at position j?
-  bool visible(index_t i, index_t j) const noexcept { return j <= i && (!window || j > i - *window); }
-};
+/// Heads, head size and window (moe/core/attention.hpp).
+using AttentionShape = moe::AttentionShape;
 
 struct AttentionWeights {
   WeightMatrix q, k, v, o;  ///< [nh·hd, H], [nkv·hd, H], [nkv·hd, H], [H, nh·hd]
@@ -64,7 +61,7 @@ template <LinearBackend B>
 void attention(const B& backend, MatrixView<const float> x, const AttentionWeights& w, const AttentionShape& s,
                const RopeTable& rope, index_t first, LayerKvCache& cache, MatrixView<float> out,
                AttentionTrace* trace = nullptr) {
-  const index_t S = x.rows, hd = s.head_dim, group = s.num_heads / s.num_kv_heads;
+  const index_t S = x.rows, hd = s.head_dim;
   Matrix q(S, s.num_heads * hd), k(S, s.num_kv_heads * hd), v(S, s.num_kv_heads * hd);
   backend.linear(x, w.q, q);
   backend.linear(x, w.k, k);
@@ -78,41 +75,15 @@ void attention(const B& backend, MatrixView<const float> x, const AttentionWeigh
     trace->k_rope = k;
   }
 
-  // The keys visible to any query of this call: cached ones first (older),
-  // then this call's own, in position order.
-  const index_t cached = cache.size();
-  const auto key_position = [&](index_t j) { return j < cached ? cache.position(j) : first + (j - cached); };
-  const auto key_row = [&](index_t j) { return j < cached ? cache.key(j) : k.row(j - cached).data(); };
-  const auto value_row = [&](index_t j) { return j < cached ? cache.value(j) : v.row(j - cached).data(); };
-
-  const float scale = float(1.0 / std::sqrt(double(hd)));
-  Matrix context = Matrix::Zero(S, s.num_heads * hd);  // [S, nh·hd] heads side by side
-  std::vector<float> score(static_cast<std::size_t>(cached + S));
-  for (index_t t = 0; t < S; ++t) {
-    const index_t pos = first + t;
-    for (index_t h = 0; h < s.num_heads; ++h) {
-      const index_t kv_offset = (h / group) * hd;  // the kv head this query head shares
-      const float* qh = q.row(t).data() + h * hd;
-      float best = -INFINITY;
-      for (index_t j = 0; j < cached + t + 1; ++j) {
-        score[std::size_t(j)] =
-            s.visible(pos, key_position(j)) ? moe::detail::dot(qh, key_row(j) + kv_offset, hd) * scale : -INFINITY;
-        best = std::max(best, score[std::size_t(j)]);
-      }
-      double total = 0;  // softmax: exp(score − max) / Σ, masked keys give exp(−inf) = 0
-      for (index_t j = 0; j < cached + t + 1; ++j) {
-        score[std::size_t(j)] = std::exp(score[std::size_t(j)] - best);
-        total += score[std::size_t(j)];
-      }
-      float* ch = context.row(t).data() + h * hd;
-      for (index_t j = 0; j < cached + t + 1; ++j) {
-        const float p = float(score[std::size_t(j)] / total);
-        if (p == 0.0f) continue;
-        const float* vj = value_row(j) + kv_offset;
-        for (index_t i = 0; i < hd; ++i) ch[i] += p * vj[i];
-      }
-    }
-  }
+  // The keys any query of this call may see: the cached ones (older, one or
+  // two runs of the ring), then this call's own, in position order.
+  std::vector<index_t> new_positions(static_cast<std::size_t>(S));
+  for (index_t t = 0; t < S; ++t) new_positions[std::size_t(t)] = first + t;
+  std::vector<KeyValueRun> runs = cache.runs();
+  runs.push_back({k.data(), v.data(), new_positions.data(), S});
+  Matrix context(S, s.num_heads * hd);  // [S, nh·hd] heads side by side
+  moe::attend(backend,
+              {.shape = s, .q = q, .first = first, .runs = runs, .kv_stride = s.num_kv_heads * hd, .context = context});
   for (index_t t = 0; t < S; ++t) cache.append(first + t, k.row(t).data(), v.row(t).data());
   backend.linear(context, w.o, out);
 }

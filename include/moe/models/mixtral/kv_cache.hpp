@@ -12,6 +12,7 @@
 #include <optional>
 #include <vector>
 
+#include "moe/core/attention.hpp"
 #include "moe/core/error.hpp"
 #include "moe/core/types.hpp"
 
@@ -39,6 +40,20 @@ class LayerKvCache {
     positions_[s] = position;
     std::copy(key, key + width_, keys_.begin() + std::ptrdiff_t(s * std::size_t(width_)));
     std::copy(value, value + width_, values_.begin() + std::ptrdiff_t(s * std::size_t(width_)));
+  }
+
+  /// The entries as runs of consecutive memory, oldest first: one run, or
+  /// two once a full ring has wrapped (its tail, then its head).
+  std::vector<KeyValueRun> runs() const {
+    std::vector<KeyValueRun> out;
+    const auto run = [&](index_t from, index_t count) {
+      if (count > 0)
+        out.push_back({keys_.data() + from * width_, values_.data() + from * width_, positions_.data() + from, count});
+    };
+    const index_t in_tail = window_ ? std::min(size_, *window_ - start_) : size_;
+    run(start_, in_tail);
+    run(0, size_ - in_tail);
+    return out;
   }
 
   std::size_t bytes() const noexcept { return (keys_.capacity() + values_.capacity()) * sizeof(float); }
