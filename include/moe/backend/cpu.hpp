@@ -28,6 +28,7 @@
 
 #include "moe/backend/backend.hpp"
 #include "moe/backend/cpu/attention.hpp"
+#include "moe/backend/cpu/expert_train_panels.hpp"
 #include "moe/backend/cpu/expert_train.hpp"
 #include "moe/backend/cpu/ffn_int8.hpp"
 #include "moe/backend/cpu/ffn_panels.hpp"
@@ -119,22 +120,41 @@ class Cpu : public HostStages {
     cpu::ViewFfn<I>::linear(*pool_, x, w, out);
   }
 
-  /// Expert X on each expert's rows. With expert dropout active (training),
-  /// each expert's rows run as dense GEMMs with the mask applied to the
-  /// hidden units (cpu/expert_train.hpp).
   /// Attention's scores, softmax and weighted sum (moe/core/attention.hpp)
   /// in blocks over the pool: moe/backend/cpu/attention.hpp.
   void attend(const AttentionProblem& p) const { cpu::attend<I>(*pool_, p); }
 
+  /// Expert X on each expert's rows. A training call (drop.for_backward, or
+  /// expert dropout active) runs on the views, with dropout's mask applied
+  /// to the hidden units; with fp32 weights and enough rows per expert it
+  /// runs on the panel kernel and keeps the pre-activations in the
+  /// workspace for experts_backward.
   template <ExpertPolicy X>
   void experts(const RoutingPlan& plan, const Prepared& w, MatrixView<const float> rows, MatrixView<float> out,
                Workspace& ws, const ExpertDropout& drop = {}) const {
     using F = typename X::ffn;
+    ws.train.rows = -1;  // nothing kept unless this is a training call on the views
     if (plan.rows() == 0) return;
-    if (drop.active()) {
+    if (drop.active())
       moe::detail::require(kernels::runs_on_views, ErrorCode::unsupported, "backend::", name(),
                            ": expert dropout (training) needs fp32 numerics");
-      return cpu::train_forward<F>(*pool_, plan, rows, w.views, drop, out);
+    if constexpr (std::is_same_v<N, numerics::AsStored>) {
+      if (drop.active() || (drop.for_backward && !w.is_packed())) {
+        // Training. With enough rows per expert to pay for packing the
+        // weights into panels (twice a step: forward and backward layouts),
+        // grouped GEMMs on the panel kernel keeping the pre-activations for
+        // experts_backward; else the views kernel, and a backward that
+        // recomputes them (the measured crossover lies between 32 and 128
+        // rows per expert: bench/train_bench.cpp).
+        const index_t R = plan.rows(), d_ff = w.views[0].up.rows;
+        index_t experts_with_rows = 0;
+        for (index_t e = 0; e < plan.experts; ++e) experts_with_rows += plan.kept(e) > 0;
+        if (cpu::all_f32(w.views) && R >= cpu::train_panel_rows * experts_with_rows) {
+          const MatrixView<float> hidden(cpu::grow(ws.hidden, std::size_t(R * d_ff)), R, d_ff);
+          return cpu::experts_forward_panels<F, I>(*pool_, plan, rows, w.views, drop, hidden, out, ws.train);
+        }
+        return cpu::ViewFfn<I>::template run<F>(*pool_, plan, rows, w.views, out, ws, drop);
+      }
     }
     if (!w.is_packed()) return cpu::ViewFfn<I>::template run<F>(*pool_, plan, rows, w.views, out, ws);
     const bool gated_panels = (*w.packed)[0].up.layout == cpu::PanelLayout::gate_up;
@@ -145,14 +165,27 @@ class Cpu : public HostStages {
   }
 
   /// Backward of the experts on the views (fp32 numerics only: the gradient
-  /// of a quantised forward is not what this computes). One task per expert,
-  /// so each expert's weight gradients are summed in row order by one thread.
+  /// of a quantised forward is not what this computes). After a training
+  /// forward on fp32 views: two grouped GEMMs on the panel kernel from the
+  /// kept pre-activations, tiles over all experts (cpu/expert_train_panels.hpp);
+  /// otherwise the forward is recomputed and each expert runs as Eigen GEMMs,
+  /// one task per expert (cpu/expert_train.hpp). Either way each gradient
+  /// element is summed in row order by one task: the same bits on any
+  /// thread count.
   template <ExpertPolicy X>
   void experts_backward(const RoutingPlan& plan, const Prepared& w, MatrixView<const float> rows,
-                        MatrixView<const float> d_out, Workspace&, const ExpertDropout& drop,
+                        MatrixView<const float> d_out, Workspace& ws, const ExpertDropout& drop,
                         std::span<ExpertGrads> grads,
                         MatrixView<float> d_rows) const requires std::is_same_v<N, numerics::AsStored> {
-    cpu::train_backward<typename X::ffn>(*pool_, plan, rows, w.views, d_out, drop, grads, d_rows);
+    using F = typename X::ffn;
+    if (ws.train.rows == plan.rows() && plan.rows() > 0 && cpu::all_f32(w.views)) {
+      // The forward kept its pre-activations (and ws.hidden its activations).
+      const index_t d_ff = w.views[0].up.rows;
+      const MatrixView<const float> hidden(ws.hidden.data(), plan.rows(), d_ff);
+      return cpu::experts_backward_panels<F, I>(*pool_, plan, rows, hidden, w.views, d_out, drop, grads, d_rows,
+                                                ws.train);
+    }
+    cpu::train_backward<F>(*pool_, plan, rows, w.views, d_out, drop, grads, d_rows);
   }
 
  private:

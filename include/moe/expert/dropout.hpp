@@ -23,6 +23,9 @@ namespace moe {
 struct ExpertDropout {
   float rate = 0.0f;  ///< probability of zeroing a hidden unit; 0 = off
   RngKey key{};       ///< the forward call's (seed, step)
+  /// A training call: a backward of it may follow, so a backend may keep
+  /// what that needs (backend::Cpu keeps the pre-activations).
+  bool for_backward = false;
 
   bool active() const noexcept { return rate > 0.0f; }
 

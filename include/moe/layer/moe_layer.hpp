@@ -306,7 +306,7 @@ class MoELayer {
  private:
   /// Expert dropout of a call: active in training only.
   ExpertDropout dropout(const ForwardOptions& opt) const noexcept {
-    return {opt.mode == Mode::train ? config_.expert_dropout : 0.0f, {config_.seed, opt.step}};
+    return {opt.mode == Mode::train ? config_.expert_dropout : 0.0f, {config_.seed, opt.step}, opt.mode == Mode::train};
   }
 
   /// A prepared copy of the weights is only as good as the version it was made from.

@@ -1,10 +1,12 @@
 #pragma once
 /// \file expert_train.hpp
 /// One expert's rows in training, as dense GEMMs (Eigen): the forward with
-/// expert dropout, and the backward. The inference kernels (panels, int8)
-/// stay inference-only; training runs here, one expert per task, so an
-/// expert's weight gradients are summed by one thread in row order (the
-/// same bits for any thread count).
+/// expert dropout (backend::EigenGemm), and a backward that recomputes the
+/// forward (backend::EigenGemm, and backend::Cpu when its training forward
+/// kept nothing: few rows per expert, or non-fp32 weights; otherwise Cpu
+/// trains on the panel kernel, expert_train_panels.hpp). One expert per
+/// task, so an expert's weight gradients are summed by one thread in row
+/// order (the same bits for any thread count).
 ///
 ///   forward   H_g = X·W_gᵀ, H_u = X·W_uᵀ, A = M ⊙ act(H_g) ⊙ H_u, Out = A·W_dᵀ
 ///   backward  dW_d = dOutᵀ·A, dA = M ⊙ (dOut·W_d),

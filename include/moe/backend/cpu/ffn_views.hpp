@@ -14,7 +14,9 @@
 #include "moe/backend/cpu/dot_tile.hpp"
 #include "moe/backend/cpu/simd.hpp"
 #include "moe/backend/cpu/workspace.hpp"
+#include "moe/backend/host_stages.hpp"
 #include "moe/capacity/plan.hpp"
+#include "moe/expert/dropout.hpp"
 #include "moe/detail/thread_pool.hpp"
 #include "moe/expert/ffn.hpp"
 
@@ -39,9 +41,11 @@ struct ViewFfn {
     gemm_nt<Isa>(A, lda, m, widen(w, r0, n, buf), w.cols, n, w.cols, C, ldc);
   }
 
+  /// The experts' rows; in training, `drop` masks the hidden units.
   template <FFN F>
   static void run(moe::detail::ThreadPool& pool, const RoutingPlan& plan, MatrixView<const float> rows,
-                  std::span<const ExpertWeights> w, MatrixView<float> out, Workspace& ws) {
+                  std::span<const ExpertWeights> w, MatrixView<float> out, Workspace& ws,
+                  const ExpertDropout& drop = {}) {
     const index_t d_ff = w[0].up.rows, d_model = w[0].up.cols;
     const MatrixView<float> hidden(grow(ws.hidden, std::size_t(plan.rows() * d_ff)), plan.rows(), d_ff);
     // Every thread's buffers grown here, before the tasks: which thread
@@ -63,12 +67,20 @@ struct ViewFfn {
       float* h = hidden.row(r0) + f0;
       gemm_rows(rows.row(r0), rows.row_stride, n, we.up, f0, nf, h, d_ff, s.up);
       const typename F::activation act{};
+      float* g = nullptr;
       if constexpr (F::gated) {
-        float* g = grow(s.gated, std::size_t(n * nf));
+        g = grow(s.gated, std::size_t(n * nf));
         gemm_rows(rows.row(r0), rows.row_stride, n, we.gate, f0, nf, g, nf, s.gate);
-        for (index_t i = 0; i < n; ++i) apply_gated(act, g + i * nf, h + i * d_ff, nf);
-      } else {
-        for (index_t i = 0; i < n; ++i) apply_act(act, h + i * d_ff, nf);
+      }
+      for (index_t i = 0; i < n; ++i) {
+        if constexpr (F::gated)
+          apply_gated(act, g + i * nf, h + i * d_ff, nf);
+        else
+          apply_act(act, h + i * d_ff, nf);
+        if (drop.active()) {
+          const std::uint64_t pair = row_pair(plan, r0 + i);
+          for (index_t f = 0; f < nf; ++f) h[i * d_ff + f] *= drop.scale(pair, f0 + f);
+        }
       }
     });
     // Phase 2: out = hidden · W2ᵀ.
