@@ -418,6 +418,13 @@ void attend_split_keys(moe::detail::ThreadPool& pool, const AttentionProblem& p,
     // Slices of whole cache rows (every kv head), so memory is read in order.
     for (index_t j0 = 0; j0 < n; j0 += decode_slice) {
       const index_t j1 = std::min(n, j0 + decode_slice), span_end = j0 + (j1 - j0 + W - 1) / W * W;
+      // Ask for the next slice's rows now: the heads below read each row in
+      // pieces, which the hardware prefetcher does not follow across rows.
+      for (index_t j = j1; j < std::min(n, j1 + decode_slice); ++j)
+        for (index_t x = 0; x < hd * s.num_kv_heads; x += 16) {
+          __builtin_prefetch(run.keys + (offset + j) * p.kv_stride + x);
+          __builtin_prefetch(run.values + (offset + j) * p.kv_stride + x);
+        }
       for (index_t t = 0; t < S; ++t) {
         std::array<index_t, max_tile_queries> a{}, b{};
         a.fill(std::clamp(keys.lo[std::size_t(t)] - ch.begin, j0, j1));
