@@ -40,6 +40,24 @@ inline bool all_f32(std::span<const ExpertWeights> w) noexcept {
   return true;
 }
 
+/// An fp32 weight's values (all_f32 checked it).
+inline const float* fp32_data(const WeightMatrix& m) noexcept { return static_cast<const float*>(m.data); }
+
+/// Starts a grouped GEMM's list of jobs: clears st.jobs, lists every expert
+/// with rows in st.expert_of and calls add(e, first row, rows) for each (it
+/// pushes that expert's jobs).
+template <class Add>
+void jobs_per_expert(const RoutingPlan& plan, TrainState& st, Add&& add) {
+  st.jobs.clear();
+  st.expert_of.clear();
+  for (index_t e = 0; e < plan.experts; ++e) {
+    const index_t n = plan.kept(e);
+    if (n == 0) continue;
+    st.expert_of.push_back(e);
+    add(e, plan.first_row(e), n);
+  }
+}
+
 /// The training forward of every expert with rows on the panel kernel:
 /// out = A · W_dᵀ, with st.pre = H_g | H_u and `hidden` = A kept for the
 /// backward (`hidden` [rows, d_ff]).
@@ -51,21 +69,16 @@ void experts_forward_panels(moe::detail::ThreadPool& pool, const RoutingPlan& pl
   constexpr index_t W = index_t(batch::size);
   const index_t d_model = w[0].up.cols, d_ff = w[0].up.rows, R = plan.rows(), wide = 2 * d_ff;
   float* pre = grow(st.pre, std::size_t(R * wide));
-  const auto f32 = [](const WeightMatrix& m) { return static_cast<const float*>(m.data); };
-  std::vector<std::int64_t>& expert_of = st.expert_of;  // job / 2 → expert
+  const std::vector<std::int64_t>& expert_of = st.expert_of;  // job / 2 → expert
   std::vector<GemmJob>& jobs = st.jobs;
-  expert_of.clear();
-  jobs.clear();
   // H_g (job 2i, empty for a plain MLP) and H_u (job 2i + 1) of each expert with rows.
-  for (index_t e = 0; e < plan.experts; ++e) {
-    const index_t n = plan.kept(e), r0 = plan.first_row(e);
-    if (n == 0) continue;
-    expert_of.push_back(e);
+  jobs_per_expert(plan, st, [&](index_t e, index_t r0, index_t n) {
     const ExpertWeights& we = w[std::size_t(e)];
     const Operand x = Operand::rows(rows.row(r0), rows.row_stride);
-    jobs.push_back({F::gated ? n : 0, d_ff, d_model, x, Operand::rows(F::gated ? f32(we.gate) : nullptr, d_model)});
-    jobs.push_back({n, d_ff, d_model, x, Operand::rows(f32(we.up), d_model)});
-  }
+    jobs.push_back(
+        {F::gated ? n : 0, d_ff, d_model, x, Operand::rows(F::gated ? fp32_data(we.gate) : nullptr, d_model)});
+    jobs.push_back({n, d_ff, d_model, x, Operand::rows(fp32_data(we.up), d_model)});
+  });
   grouped_gemm<Isa>(
       pool, jobs, st.gemm,
       [&](std::size_t job, index_t row0, index_t col0, const float* tile, index_t ldt, index_t nr, index_t nc) {
@@ -99,7 +112,7 @@ void experts_forward_panels(moe::detail::ThreadPool& pool, const RoutingPlan& pl
   for (const std::int64_t e : expert_of) {
     const index_t n = plan.kept(index_t(e)), r0 = plan.first_row(index_t(e));
     jobs.push_back({n, d_model, d_ff, Operand::rows(hidden.row(r0), hidden.row_stride),
-                    Operand::rows(f32(w[std::size_t(e)].down), d_ff)});
+                    Operand::rows(fp32_data(w[std::size_t(e)].down), d_ff)});
   }
   grouped_gemm<Isa>(
       pool, jobs, st.gemm,
@@ -126,23 +139,15 @@ void experts_backward_panels(moe::detail::ThreadPool& pool, const RoutingPlan& p
   if (st.d_hidden.size() < std::size_t(R * wide)) st.d_hidden.resize(std::size_t(R * wide));
   float* dH = st.d_hidden.data();
   const float* pre = st.pre.data();
-  const auto f32 = [](const WeightMatrix& m) { return static_cast<const float*>(m.data); };
-
-  std::vector<std::int64_t>& expert_of = st.expert_of;  // job / 2 → expert
+  const std::vector<std::int64_t>& expert_of = st.expert_of;  // job / 2 → expert
   std::vector<GemmJob>& jobs = st.jobs;
-  expert_of.clear();
-  jobs.clear();
   // 1. dH (job 2i) and dW_d (job 2i + 1) of each expert with rows.
-  for (index_t e = 0; e < plan.experts; ++e) {
-    const index_t n = plan.kept(e), r0 = plan.first_row(e);
-    if (n == 0) continue;
-    expert_of.push_back(e);
-    const ExpertWeights& we = w[std::size_t(e)];
-    jobs.push_back(
-        {n, d_ff, d_model, Operand::rows(d_out.row(r0), d_out.row_stride), Operand::transposed(f32(we.down), d_ff)});
+  jobs_per_expert(plan, st, [&](index_t e, index_t r0, index_t n) {
+    jobs.push_back({n, d_ff, d_model, Operand::rows(d_out.row(r0), d_out.row_stride),
+                    Operand::transposed(fp32_data(w[std::size_t(e)].down), d_ff)});
     jobs.push_back({d_model, d_ff, n, Operand::transposed(d_out.row(r0), d_out.row_stride),
                     Operand::transposed(hidden.row(r0), hidden.row_stride)});
-  }
+  });
   const bool want_grads = !grads.empty();
   const typename F::activation act{};
   grouped_gemm<Isa>(
@@ -178,9 +183,9 @@ void experts_backward_panels(moe::detail::ThreadPool& pool, const RoutingPlan& p
   for (const std::int64_t e : expert_of) {
     const index_t n = plan.kept(index_t(e)), r0 = plan.first_row(index_t(e));
     const ExpertWeights& we = w[std::size_t(e)];
-    const Operand up_t = Operand::transposed(f32(we.up), d_model);
+    const Operand up_t = Operand::transposed(fp32_data(we.up), d_model);
     const Operand weights =
-        F::gated ? Operand::side_by_side(up_t, Operand::transposed(f32(we.gate), d_model), d_ff) : up_t;
+        F::gated ? Operand::side_by_side(up_t, Operand::transposed(fp32_data(we.gate), d_model), d_ff) : up_t;
     jobs.push_back({d_rows.empty() ? 0 : n, d_model, dh_width, Operand::rows(dH + r0 * wide, wide), weights});
     jobs.push_back({want_grads ? dh_width : 0, d_model, n, Operand::transposed(dH + r0 * wide, wide),
                     Operand::transposed(rows.row(r0), rows.row_stride)});
