@@ -23,6 +23,7 @@
 #include <limits>
 #include <optional>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "moe/core/error.hpp"
@@ -61,7 +62,8 @@ struct AttentionProblem {
   MatrixView<float> context;          ///< [S, num_heads·hd], written whole
 };
 
-/// The keys of a problem as one sequence: key j's row, value row, position.
+/// The keys of a problem as one sequence: key j's run, row, value row,
+/// position, and the range of keys a query position sees.
 class KeySequence {
  public:
   explicit KeySequence(const AttentionProblem& p) : p_(p) {
@@ -71,28 +73,49 @@ class KeySequence {
     }
   }
   index_t size() const noexcept { return size_; }
-  index_t position(index_t j) const noexcept {
-    const auto [r, i] = locate(j);
-    return r.positions[i];
-  }
-  const float* key(index_t j) const noexcept {
-    const auto [r, i] = locate(j);
-    return r.keys + i * p_.kv_stride;
-  }
-  const float* value(index_t j) const noexcept {
-    const auto [r, i] = locate(j);
-    return r.values + i * p_.kv_stride;
-  }
+  /// Key index of the first key of run r.
+  index_t run_start(std::size_t r) const noexcept { return starts_[r]; }
 
- private:
   struct Located {
-    const KeyValueRun& run;
+    std::size_t run;
     index_t index;  ///< within the run
   };
   Located locate(index_t j) const noexcept {
-    std::size_t r = starts_.size() - 1;
-    while (starts_[r] > j) --r;
-    return {p_.runs[r], j - starts_[r]};
+    const auto r = std::size_t(std::upper_bound(starts_.begin(), starts_.end(), j) - starts_.begin()) - 1;
+    return {r, j - starts_[r]};
+  }
+  index_t position(index_t j) const noexcept {
+    const auto [r, i] = locate(j);
+    return p_.runs[r].positions[i];
+  }
+  const float* key(index_t j) const noexcept {
+    const auto [r, i] = locate(j);
+    return p_.runs[r].keys + i * p_.kv_stride;
+  }
+  const float* value(index_t j) const noexcept {
+    const auto [r, i] = locate(j);
+    return p_.runs[r].values + i * p_.kv_stride;
+  }
+
+  /// The keys a query at `pos` sees, [first, last): positions increase, so
+  /// they are one range (AttentionShape::visible of each key in it).
+  std::pair<index_t, index_t> visible_range(index_t pos) const {
+    const std::optional<index_t>& w = p_.shape.window;
+    const index_t oldest = w ? pos - *w + 1 : std::numeric_limits<index_t>::min();
+    return {first_at_least(oldest), first_at_least(pos + 1)};
+  }
+
+ private:
+  index_t first_at_least(index_t position_bound) const {  // binary search over the positions
+    index_t lo = 0, hi = size_;
+    while (lo < hi) {
+      const index_t mid = lo + (hi - lo) / 2;
+      if (position(mid) < position_bound)
+        lo = mid + 1;
+      else
+        hi = mid;
+    }
+    return lo;
   }
   const AttentionProblem& p_;
   std::vector<index_t> starts_;
@@ -107,24 +130,23 @@ inline void attend_reference(const AttentionProblem& p) {
   const float scale = float(1.0 / std::sqrt(double(hd)));
   std::vector<float> score(static_cast<std::size_t>(keys.size()));
   for (index_t t = 0; t < S; ++t) {
-    const index_t pos = p.first + t;
+    const auto [first, last] = keys.visible_range(p.first + t);  // the keys this query may see
     for (index_t h = 0; h < s.num_heads; ++h) {
       const index_t kv_offset = (h / s.group()) * hd;  // the kv head this query head shares
       const float* qh = p.q.row(t) + h * hd;
       float best = -INFINITY;
-      for (index_t j = 0; j < keys.size(); ++j) {
-        score[std::size_t(j)] =
-            s.visible(pos, keys.position(j)) ? moe::detail::dot(qh, keys.key(j) + kv_offset, hd) * scale : -INFINITY;
+      for (index_t j = first; j < last; ++j) {
+        score[std::size_t(j)] = moe::detail::dot(qh, keys.key(j) + kv_offset, hd) * scale;
         best = std::max(best, score[std::size_t(j)]);
       }
-      double total = 0;  // softmax: exp(score − max) / Σ, masked keys give exp(−inf) = 0
-      for (index_t j = 0; j < keys.size(); ++j) {
+      double total = 0;  // softmax: exp(score − max) / Σ
+      for (index_t j = first; j < last; ++j) {
         score[std::size_t(j)] = std::exp(score[std::size_t(j)] - best);
         total += score[std::size_t(j)];
       }
       float* ch = p.context.row(t) + h * hd;
       std::fill(ch, ch + hd, 0.0f);
-      for (index_t j = 0; j < keys.size(); ++j) {
+      for (index_t j = first; j < last; ++j) {
         const float w = float(score[std::size_t(j)] / total);
         if (w == 0.0f) continue;
         const float* vj = keys.value(j) + kv_offset;

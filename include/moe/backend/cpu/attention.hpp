@@ -214,29 +214,15 @@ inline bool fold_block(float* s, index_t lo, index_t hi, index_t a, index_t b, R
 
 /// The keys of a problem as one sequence, and the range each query row sees.
 struct KeyIndex {
-  std::vector<index_t> position;   ///< key j's position, increasing
-  std::vector<index_t> run_start;  ///< first key of each run
-  std::vector<index_t> lo, hi;     ///< query row t sees keys [lo[t], hi[t])
+  KeySequence sequence;
+  std::vector<index_t> lo, hi;  ///< query row t sees keys [lo[t], hi[t])
 
-  explicit KeyIndex(const AttentionProblem& p) {
-    for (const KeyValueRun& r : p.runs) {
-      run_start.push_back(index_t(position.size()));
-      position.insert(position.end(), r.positions, r.positions + r.count);
+  explicit KeyIndex(const AttentionProblem& p) : sequence(p) {
+    for (index_t t = 0; t < p.q.rows; ++t) {
+      const auto [first, last] = sequence.visible_range(p.first + t);
+      lo.push_back(first);
+      hi.push_back(last);
     }
-    const index_t S = p.q.rows;
-    lo.resize(std::size_t(S));
-    hi.resize(std::size_t(S));
-    for (index_t t = 0; t < S; ++t) {
-      const index_t pos = p.first + t;
-      const index_t oldest = p.shape.window ? pos - *p.shape.window + 1 : std::numeric_limits<index_t>::min();
-      lo[std::size_t(t)] = index_t(std::lower_bound(position.begin(), position.end(), oldest) - position.begin());
-      hi[std::size_t(t)] = index_t(std::upper_bound(position.begin(), position.end(), pos) - position.begin());
-    }
-  }
-  /// The run holding key j, and j's index in it.
-  std::pair<std::size_t, index_t> locate(index_t j) const {
-    const std::size_t r = std::size_t(std::upper_bound(run_start.begin(), run_start.end(), j) - run_start.begin()) - 1;
-    return {r, j - run_start[r]};
   }
 };
 
@@ -307,7 +293,7 @@ void attend_blocked(moe::detail::ThreadPool& pool, const AttentionProblem& p, co
         for (index_t d = 0; d < hd; ++d) kt[transposed(c, d)] = 0.0f;
         continue;
       }
-      const auto [r, i] = keys.locate(j);
+      const auto [r, i] = keys.sequence.locate(j);
       const float* k = p.runs[r].keys + i * p.kv_stride + g * hd;
       const float* v = p.runs[r].values + i * p.kv_stride + g * hd;
       for (index_t d = 0; d < hd; ++d) kt[transposed(c, d)] = k[d];
@@ -398,7 +384,8 @@ void attend_split_keys(moe::detail::ThreadPool& pool, const AttentionProblem& p,
   std::vector<Chunk> chunks;
   const index_t first = keys.lo.front(), last = keys.hi.back();
   for (std::size_t r = 0; r < p.runs.size(); ++r) {
-    const index_t rb = std::max(first, keys.run_start[r]), re = std::min(last, keys.run_start[r] + p.runs[r].count);
+    const index_t rb = std::max(first, keys.sequence.run_start(r)),
+                  re = std::min(last, keys.sequence.run_start(r) + p.runs[r].count);
     for (index_t j = rb; j < re; j += decode_chunk) chunks.push_back({r, j, std::min(re, j + decode_chunk)});
   }
   const index_t C = index_t(chunks.size()), nq = S * nh;
@@ -412,7 +399,7 @@ void attend_split_keys(moe::detail::ThreadPool& pool, const AttentionProblem& p,
     const Chunk& ch = chunks[std::size_t(c)];
     const KeyValueRun& run = p.runs[ch.run];
     const index_t n = ch.end - ch.begin;
-    const index_t offset = ch.begin - keys.run_start[ch.run];  // first key's index in the run
+    const index_t offset = ch.begin - keys.sequence.run_start(ch.run);  // first key's index in the run
     std::vector<float>& scores = scratch[std::size_t(thread)];
     scores.resize(std::size_t(dot_queries * score_stride));
     // Slices of whole cache rows (every kv head), so memory is read in order.
