@@ -13,7 +13,10 @@ TEST_CASE("int8 kernel: integer data quantises exactly, so the product is exact"
   // spans 0 … 127 (scale 1, zero point 0): quantisation is the identity and
   // the dequantised result must equal the exact integer product. Sizes hit
   // every tail: 37 outputs (a partial panel), depth 70 (not a multiple of 4),
-  // 11 rows (a partial group of 4).
+  // 11 rows (a full group of 8 and a partial one). Both tile widths the CPU
+  // runs: 16 columns (the AVX2 tile and the portable loop, four rows at a
+  // time) and, on AVX-512, 32 (eight rows at a time); the dequantised rows
+  // through the vector epilogue (dequantize_row) and the scalar one.
   const index_t N = 37, K = 70, n = 11;
   std::vector<float> w(std::size_t(N * K)), a(std::size_t(n * K));
   for (index_t r = 0; r < N; ++r)
@@ -29,27 +32,39 @@ TEST_CASE("int8 kernel: integer data quantises exactly, so the product is exact"
   const auto serial = [](index_t count, const auto& fn) {
     for (index_t p = 0; p < count; ++p) fn(p);
   };
-  const backend::cpu::PanelMatrix B = backend::cpu::pack_panels(W, nullptr, 16, DType::I8, serial);
-  const auto L = backend::cpu::QuantRows::of(n, K);
-  std::vector<std::uint8_t> q(L.bytes());
-  std::vector<float> scale(static_cast<std::size_t>(n));
-  std::vector<std::int32_t> zero(static_cast<std::size_t>(n));
-  backend::cpu::quantize_rows(a.data(), K, L, q.data(), scale.data(), zero.data());
-  for (index_t i = 0; i < n; ++i) {
-    CHECK(scale[std::size_t(i)] == 1.0f);
-    CHECK(zero[std::size_t(i)] == 0);
-  }
-  std::vector<std::int32_t> c(std::size_t(n * B.panels * 16));
-  backend::cpu::int8_gemm<isa::Native>(q.data(), L, B, 0, B.panels, c.data(), B.panels * 16);
-  for (index_t i = 0; i < n; ++i)
-    for (index_t r = 0; r < N; ++r) {
-      double exact = 0;
-      for (index_t k = 0; k < K; ++k) exact += double(a[std::size_t(i * K + k)]) * double(w[std::size_t(r * K + k)]);
-      const std::size_t col = std::size_t(r);
-      const float y = backend::cpu::dequantize(c[std::size_t(i * B.panels * 16) + col], scale[std::size_t(i)],
-                                               zero[std::size_t(i)], B.scale[col], B.sums[col]);
-      CHECK(double(y) == exact);
+  std::vector<index_t> widths{16};
+  if constexpr (isa::Native::avx512) widths.push_back(32);
+  for (const index_t NR : widths) {
+    CAPTURE(NR);
+    const backend::cpu::PanelMatrix B = backend::cpu::pack_panels(W, nullptr, NR, DType::I8, serial);
+    const auto L = backend::cpu::QuantRows::of(n, K);
+    std::vector<std::uint8_t> q(L.bytes());
+    std::vector<float> scale(static_cast<std::size_t>(n));
+    std::vector<std::int32_t> zero(static_cast<std::size_t>(n));
+    backend::cpu::quantize_rows(a.data(), K, L, q.data(), scale.data(), zero.data());
+    for (index_t i = 0; i < n; ++i) {
+      CHECK(scale[std::size_t(i)] == 1.0f);
+      CHECK(zero[std::size_t(i)] == 0);
     }
+    const index_t ldc = B.panels * NR;
+    std::vector<std::int32_t> c(std::size_t(n * ldc));
+    backend::cpu::int8_gemm<isa::Native>(q.data(), L, B, 0, B.panels, c.data(), ldc);
+    std::vector<float> row(static_cast<std::size_t>(ldc));
+    for (index_t i = 0; i < n; ++i) {
+      const std::size_t si = std::size_t(i);
+      backend::cpu::dequantize_row<isa::Native>(c.data() + i * ldc, scale[si], zero[si], B.scale.data(), B.sums.data(),
+                                                N, row.data());
+      for (index_t r = 0; r < N; ++r) {
+        double exact = 0;
+        for (index_t k = 0; k < K; ++k) exact += double(a[std::size_t(i * K + k)]) * double(w[std::size_t(r * K + k)]);
+        const std::size_t col = std::size_t(r);
+        const float y =
+            backend::cpu::dequantize(c[std::size_t(i * ldc) + col], scale[si], zero[si], B.scale[col], B.sums[col]);
+        CHECK(double(y) == exact);
+        CHECK(row[col] == y);
+      }
+    }
+  }
 }
 
 namespace {

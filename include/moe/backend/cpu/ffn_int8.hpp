@@ -6,7 +6,7 @@
 ///                scales and sums (panels.hpp)
 ///   micro-kernel u7 × s8 into exact int32 sums (int8_gemm.hpp): vpmaddubsw
 ///                on AVX2, 512-bit vpdpbusd on AVX512-VNNI
-///   epilogue     dequantise; phase 1 applies the activation into fp32 hidden
+///   epilogue     dequantise (a vector of columns at a time); phase 1 applies the activation into fp32 hidden
 ///                rows, which are quantised per row in turn for phase 2
 ///
 /// Each block's input rows are quantised per token; tasks as in PanelFfn.
@@ -25,6 +25,7 @@ template <class Isa>
 struct Int8Ffn {
   /// NR: two vectors of int32 columns (AVX-512: 32, AVX2 and the portable loop: 16)
   static constexpr index_t width = Isa::avx512 ? 32 : 16;
+  static constexpr index_t max_int8_width = 32;
 
   static DType pack_target(DType) noexcept { return DType::I8; }
   static bool pairs() noexcept { return false; }
@@ -32,6 +33,8 @@ struct Int8Ffn {
   template <FFN F>
   static void run(moe::detail::ThreadPool& pool, const RoutingPlan& plan, MatrixView<const float> x,
                   const std::vector<PackedExpert>& experts, MatrixView<float> out, Workspace& ws) {
+    using batch = floats<Isa>;
+    constexpr index_t W = index_t(batch::size);
     const PanelMatrix& up0 = experts[0].up;
     const index_t d_ff = up0.outputs, d_model = up0.depth, NR = up0.width;
     row_blocks(plan, d_model, d_ff, ws.blocks);
@@ -63,18 +66,24 @@ struct Int8Ffn {
                       const PanelMatrix& B = experts[std::size_t(rb.expert)].up;
                       const index_t ldt = np * NR, per_panel = B.features_per_panel();
                       int8_gemm<Isa>(qi + q_in[b], QuantRows::of(rb.n, d_model), B, p0, np, tile, ldt);
+                      alignas(64) float y[max_int8_width];  // one panel's columns, dequantised
                       for (index_t i = 0; i < rb.n; ++i) {
                         const index_t r = rb.r0 + i;
                         for (index_t p = 0; p < np; ++p) {
-                          const std::int32_t* t = tile + i * ldt + p * NR;
-                          const auto column = [&](index_t j) {
-                            const std::size_t c = std::size_t((p0 + p) * NR + j);
-                            return dequantize(t[j], in_scale[r], in_zero[r], B.scale[c], B.sums[c]);
-                          };
+                          const std::size_t c0 = std::size_t((p0 + p) * NR);
+                          dequantize_row<Isa>(tile + i * ldt + p * NR, in_scale[r], in_zero[r], B.scale.data() + c0,
+                                              B.sums.data() + c0, NR, y);
                           const index_t f0 = (p0 + p) * per_panel, nf = std::min(per_panel, d_ff - f0);
                           float* h = hidden + r * d_ff + f0;
-                          for (index_t j = 0; j < nf; ++j)
-                            h[j] = F::gated ? act(column(j)) * column(per_panel + j) : act(column(j));
+                          const float *g = y, *u = y + per_panel;  // gated: gate columns, then up columns
+                          index_t j = 0;
+                          for (; j + W <= nf; j += W) {
+                            if constexpr (F::gated)
+                              (act(batch::load_aligned(g + j)) * batch::load_unaligned(u + j)).store_unaligned(h + j);
+                            else
+                              act(batch::load_aligned(y + j)).store_unaligned(h + j);
+                          }
+                          for (; j < nf; ++j) h[j] = F::gated ? act(g[j]) * u[j] : act(y[j]);
                         }
                       }
                     });
@@ -91,14 +100,11 @@ struct Int8Ffn {
                       const PanelMatrix& B = experts[std::size_t(rb.expert)].down;
                       const index_t ldt = np * NR;
                       int8_gemm<Isa>(qh + q_hidden[b], QuantRows::of(rb.n, d_ff), B, p0, np, tile, ldt);
+                      const index_t o0 = p0 * NR, no = std::min(np * NR, d_model - o0);
                       for (index_t i = 0; i < rb.n; ++i) {
                         const index_t r = rb.r0 + i;
-                        float* o = out.row(r);
-                        for (index_t j = 0; j < np * NR && p0 * NR + j < d_model; ++j) {
-                          const std::size_t c = std::size_t(p0 * NR + j);
-                          o[p0 * NR + j] =
-                              dequantize(tile[i * ldt + j], hid_scale[r], hid_zero[r], B.scale[c], B.sums[c]);
-                        }
+                        dequantize_row<Isa>(tile + i * ldt, hid_scale[r], hid_zero[r], B.scale.data() + o0,
+                                            B.sums.data() + o0, no, out.row(r) + o0);
                       }
                     });
   }

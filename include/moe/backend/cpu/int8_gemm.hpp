@@ -16,8 +16,12 @@
 /// Where the compiler targets VNNI (AVX-VNNI or AVX512-VNNI), vpdpbusd does
 /// the three in one instruction, with the same integer result.
 /// int8_rows × 2 accumulators + 2 weights + ones + a broadcast + a temporary
-/// fit AVX2's 16 registers. Integer sums are exact, so the result does not
-/// depend on tiling, threads or which path (SIMD or the portable loop) ran.
+/// fit AVX2's 16 registers, so the AVX2 tile takes a group's rows four at a
+/// time. The AVX-512 tile takes all eight: 16 vpdpbusd chains, enough to
+/// keep two VNNI units busy through the instruction's latency (four rows,
+/// eight chains, left a third of the VNNI peak unused). Integer sums are
+/// exact, so the result does not depend on tiling, threads or which path
+/// (SIMD or the portable loop) ran.
 ///
 /// Dequantised: y[i, f] = s_i · s_f · (acc[i, f] − z_i · Σ_k w_q[f, k]).
 
@@ -25,12 +29,13 @@
 #include <cmath>
 #include <cstdint>
 
+#include "moe/backend/cpu/panel_gemm.hpp"
 #include "moe/backend/cpu/panels.hpp"
 #include "moe/backend/cpu/simd.hpp"
 
 namespace moe::backend::cpu {
 
-constexpr int int8_rows = 4;  ///< rows per micro-tile
+constexpr int int8_rows = 8;  ///< rows per group: the AVX-512 tile's height
 
 /// Where n quantised rows of depth K sit: groups of int8_rows rows, each
 /// group [K/4 quads][int8_rows][4 bytes]. Plus one scale and zero per row.
@@ -107,6 +112,7 @@ template <class Isa, int MR>
 void int8_tile_avx512(const std::uint8_t* a, const std::int8_t* panel, index_t quads, std::int32_t* c, index_t ldc,
                       const std::int8_t* next) noexcept {
   __m512i acc0[MR], acc1[MR];
+#pragma GCC unroll 8
   for (int i = 0; i < MR; ++i) acc0[i] = acc1[i] = _mm512_setzero_si512();
   [[maybe_unused]] const __m512i ones = _mm512_set1_epi16(1);
   for (index_t q = 0; q < quads; ++q) {
@@ -116,7 +122,7 @@ void int8_tile_avx512(const std::uint8_t* a, const std::int8_t* panel, index_t q
     }
     const __m512i b0 = _mm512_load_si512(panel + q * 128);
     const __m512i b1 = _mm512_load_si512(panel + q * 128 + 64);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
       std::int32_t quad;
       std::memcpy(&quad, a + (q * int8_rows + i) * 4, 4);
@@ -130,6 +136,7 @@ void int8_tile_avx512(const std::uint8_t* a, const std::int8_t* panel, index_t q
       }
     }
   }
+#pragma GCC unroll 8
   for (int i = 0; i < MR; ++i) {
     _mm512_storeu_si512(c + i * ldc, acc0[i]);
     _mm512_storeu_si512(c + i * ldc + 16, acc1[i]);
@@ -142,6 +149,10 @@ void int8_tile(const std::uint8_t* a, const std::int8_t* panel, index_t quads, i
                index_t ldc, const std::int8_t* next) noexcept {
   if constexpr (Isa::avx512) {
     if (width == 32) return int8_tile_avx512<Isa, MR>(a, panel, quads, c, ldc, next);
+  }
+  if constexpr (MR > 4) {  // the narrower tiles: rows 0-3 of the group, then the rest
+    int8_tile<Isa, 4>(a, panel, quads, width, c, ldc, next);
+    return int8_tile<Isa, MR - 4>(a + 4 * 4, panel, quads, width, c + 4 * ldc, ldc, nullptr);
   }
   if constexpr (Isa::avx2) {
     if (width == 16) return int8_tile_avx2<Isa, MR>(a, panel, quads, c, ldc, next);
@@ -173,20 +184,8 @@ void int8_gemm(const std::uint8_t* A, const QuantRows& L, const PanelMatrix& B, 
       const std::uint8_t* a = A + L.group_offset(g);
       std::int32_t* c = C + g * int8_rows * ldc + p * NR;
       const auto* prefetch = g == 0 ? next : nullptr;
-      switch (std::min<index_t>(int8_rows, L.rows - g * int8_rows)) {
-        case 4:
-          int8_tile<Isa, 4>(a, panel, quads, NR, c, ldc, prefetch);
-          break;
-        case 3:
-          int8_tile<Isa, 3>(a, panel, quads, NR, c, ldc, prefetch);
-          break;
-        case 2:
-          int8_tile<Isa, 2>(a, panel, quads, NR, c, ldc, prefetch);
-          break;
-        default:
-          int8_tile<Isa, 1>(a, panel, quads, NR, c, ldc, prefetch);
-          break;
-      }
+      with_rows_upto<int8_rows>(std::min<index_t>(int8_rows, L.rows - g * int8_rows),
+                                [&]<int MR>() { int8_tile<Isa, MR>(a, panel, quads, NR, c, ldc, prefetch); });
     }
   }
 }
@@ -195,6 +194,38 @@ void int8_gemm(const std::uint8_t* A, const QuantRows& L, const PanelMatrix& B, 
 inline float dequantize(std::int32_t acc, float row_scale, std::int32_t row_zero, float col_scale,
                         std::int32_t col_sum) noexcept {
   return row_scale * col_scale * float(acc - row_zero * col_sum);
+}
+
+/// out[j] = dequantize(acc[j], row_scale, row_zero, col_scale[j], col_sum[j])
+/// for j < n: a vector of columns at a time where the ISA has AVX2 or
+/// AVX-512, with the scalar's operations in its order (exact integer
+/// correction, then the two products), so every lane gives the scalar's bits.
+template <class Isa>
+void dequantize_row(const std::int32_t* acc, float row_scale, std::int32_t row_zero, const float* col_scale,
+                    const std::int32_t* col_sum, index_t n, float* out) noexcept {
+  index_t j = 0;
+  if constexpr (Isa::avx512) {
+    const __m512 rs = _mm512_set1_ps(row_scale);
+    const __m512i rz = _mm512_set1_epi32(row_zero);
+    for (; j + 16 <= n; j += 16) {
+      const __m512i corrected =
+          _mm512_sub_epi32(_mm512_loadu_si512(acc + j), _mm512_mullo_epi32(rz, _mm512_loadu_si512(col_sum + j)));
+      const __m512 scale = _mm512_mul_ps(rs, _mm512_loadu_ps(col_scale + j));
+      _mm512_storeu_ps(out + j, _mm512_mul_ps(scale, _mm512_cvtepi32_ps(corrected)));
+    }
+  } else if constexpr (Isa::avx2) {
+    const __m256 rs = _mm256_set1_ps(row_scale);
+    const __m256i rz = _mm256_set1_epi32(row_zero);
+    for (; j + 8 <= n; j += 8) {
+      const auto* a = reinterpret_cast<const __m256i*>(acc + j);
+      const auto* sums = reinterpret_cast<const __m256i*>(col_sum + j);
+      const __m256i corrected =
+          _mm256_sub_epi32(_mm256_loadu_si256(a), _mm256_mullo_epi32(rz, _mm256_loadu_si256(sums)));
+      const __m256 scale = _mm256_mul_ps(rs, _mm256_loadu_ps(col_scale + j));
+      _mm256_storeu_ps(out + j, _mm256_mul_ps(scale, _mm256_cvtepi32_ps(corrected)));
+    }
+  }
+  for (; j < n; ++j) out[j] = dequantize(acc[j], row_scale, row_zero, col_scale[j], col_sum[j]);
 }
 
 }  // namespace moe::backend::cpu

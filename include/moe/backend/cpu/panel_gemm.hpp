@@ -149,26 +149,21 @@ void panel_tile_wide(const float* a, const std::byte* panel, index_t panel_bytes
     }
 }
 
-/// Calls fn.template operator()<MR>() with MR = rows (1 … panel_rows) as a
+/// Calls fn.template operator()<MR>() with MR = rows (1 … Max) as a
 /// compile-time tile height: the last row group's smaller tile.
+template <int Max, int MR = 1, class F>
+void with_rows_upto(index_t rows, F&& fn) {
+  if constexpr (MR < Max) {
+    if (rows > MR) return with_rows_upto<Max, MR + 1>(rows, fn);
+  }
+  fn.template operator()<MR>();
+}
+
+/// with_rows_upto for the fp32 and bf16-pair tiles (1 … panel_rows rows).
 template <class F>
 void with_tile_rows(index_t rows, F&& fn) {
-  switch (rows) {
-    case 6:
-      return fn.template operator()<6>();
-    case 5:
-      return fn.template operator()<5>();
-    case 4:
-      return fn.template operator()<4>();
-    case 3:
-      return fn.template operator()<3>();
-    case 2:
-      return fn.template operator()<2>();
-    default:
-      return fn.template operator()<1>();
-  }
+  with_rows_upto<panel_rows>(rows, fn);
 }
-static_assert(panel_rows == 6, "with_tile_rows covers tiles of 1 … 6 rows");
 
 /// The depth block for n rows: one row group (decode) streams whole panels.
 inline index_t depth_block(index_t n, index_t K) noexcept {
