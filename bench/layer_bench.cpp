@@ -29,8 +29,10 @@
 // Counters: GFLOP/s of expert compute (2 · projections · d_model · d_ff per
 // kept row; GOP/s for int8), of_peak (÷ the FP32 FMA peak of limit/fp32_fma,
 // or the int8 peak of limit/int8_dot), weight_GB/s (bytes of the experts the
-// call touched ÷ time: what decode streams) and of_bandwidth (÷
-// limit/memory_read).
+// call touched ÷ time: what decode streams), of_bandwidth (÷
+// limit/memory_read) and, for T ≤ 8, of_read_now (÷ the better of two read
+// passes taken just before and just after the row: the machine's bandwidth
+// drifts during a run).
 #include <benchmark/benchmark.h>
 
 #include <moe/moe.hpp>
@@ -159,7 +161,7 @@ double timed_loop(benchmark::State& state, Fn&& fn) {
 /// Sets the counters every layer benchmark reports, from one routing of x
 /// and the seconds one forward call took.
 void set_counters(benchmark::State& state, const Fixture& f, const moe::RoutingPlan& plan, double seconds,
-                  double bytes_per_weight, bool int8) {
+                  double bytes_per_weight, bool int8, double read_now = 0.0) {
   const double rows = double(plan.rows()), d = double(f.shape.d_model), ff = double(f.shape.d_ff);
   const double flops = 2.0 * 3.0 * d * ff * rows;
   index_t touched = 0;
@@ -172,6 +174,7 @@ void set_counters(benchmark::State& state, const Fixture& f, const moe::RoutingP
   state.counters["of_peak"] = fraction(flops / seconds, int8 ? lim.int8_ops : lim.fp32_flops);
   state.counters["weight_GB/s"] = bytes / seconds * 1e-9;
   state.counters["of_bandwidth"] = fraction(bytes / seconds, lim.read_bytes);
+  if (read_now > 0) state.counters["of_read_now"] = fraction(bytes / seconds, read_now);
   state.counters["max_expert_rows"] = [&] {
     index_t m = 0;
     for (index_t e = 0; e < plan.experts; ++e) m = std::max(m, plan.kept(e));
@@ -234,9 +237,11 @@ void time_layer(benchmark::State& state, Fixture& f, const Backend& backend, boo
   auto ws = layer.make_workspace();                                 // reused by every call, as a serving loop would
   const moe::RoutingPlan plan = layer.forward(inputs[0], ws).plan;  // warm-up, and the plan for the counters
   std::size_t call = 0;
+  const double read_before = T <= 8 ? moe_bench::read_rate_now() : 0.0;
   const double seconds =
       timed_loop(state, [&] { benchmark::DoNotOptimize(layer.forward(inputs[call++ % inputs.size()], ws).y.data()); });
-  set_counters(state, f, plan, seconds, bytes_per_weight, int8);
+  const double read_after = T <= 8 ? moe_bench::read_rate_now() : 0.0;
+  set_counters(state, f, plan, seconds, bytes_per_weight, int8, std::max(read_before, read_after));
 }
 
 template <int K>

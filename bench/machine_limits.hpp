@@ -287,8 +287,11 @@ inline float rfirst(rvec v) { return _mm_cvtss_f32(v); }
 /// bandwidth on some machines (one AMD EPYC read 50 GB/s on 4 KiB pages,
 /// 70 GB/s on 2 MiB pages), and the limit would understate what the
 /// kernels reach.
-inline const float* read_buffer(std::size_t n) {
-  static const float* data = [n] {
+constexpr std::size_t read_floats = std::size_t(1) << 28;  // 1 GiB
+
+inline const float* read_buffer() {
+  static const float* data = [] {
+    constexpr std::size_t n = read_floats;
     constexpr std::size_t huge = std::size_t(2) << 20;
     const std::size_t bytes = (n * sizeof(float) + huge - 1) / huge * huge;
     auto* p = static_cast<float*>(std::aligned_alloc(huge, bytes));
@@ -301,35 +304,50 @@ inline const float* read_buffer(std::size_t n) {
   return data;
 }
 
-/// DRAM read bandwidth: every thread sums its share of the 1 GiB buffer with
-/// eight independent vector accumulators (so loads, not adds, set the pace)
-/// and asks for the lines 4 KiB ahead of its loads, so each page's lines are
+/// Thread t's share of one pass over the read buffer: summed with eight
+/// independent vector accumulators (so loads, not adds, set the pace),
+/// asking for the lines 4 KiB ahead of its loads, so each page's lines are
 /// on their way before the loads reach it.
+inline float read_share(unsigned t) {
+  constexpr std::size_t n = read_floats, step = 8 * rlanes, ahead = 1024;  // floats per iteration, floats ahead
+  const float* p = read_buffer();
+  const std::size_t threads = hardware_threads();
+  const std::size_t share = n / threads / step * step, begin = share * t;
+  const std::size_t end = t + 1 == threads ? n : begin + share;
+  std::size_t i = begin;
+  rvec a[8];
+  for (rvec& v : a) v = rzero();
+  for (; i + step <= end; i += step) {
+    for (std::size_t line = 0; line < step * sizeof(float); line += 64)
+      _mm_prefetch(reinterpret_cast<const char*>(p + i + ahead) + line, _MM_HINT_T0);
+    for (int c = 0; c < 8; ++c) a[c] = radd(a[c], rload(p + i + std::size_t(c) * rlanes));
+  }
+  float s = rfirst(radd(radd(radd(a[0], a[1]), radd(a[2], a[3])), radd(radd(a[4], a[5]), radd(a[6], a[7]))));
+  for (; i < end; ++i) s += p[i];
+  return s;
+}
+
+/// DRAM read bandwidth: every thread reads its share of the 1 GiB buffer at once.
 inline void BM_memory_read(benchmark::State& state) {
-  const std::size_t n = std::size_t(1) << 28;  // floats = 1 GiB
-  const float* data = read_buffer(n);
   std::vector<float> sums(hardware_threads());
-  const double bytes = double(n * sizeof(float)) / hardware_threads();
-  constexpr std::size_t step = 8 * rlanes, ahead = 1024;  // floats per iteration, floats prefetched ahead
-  const double rate = best_rate(state, bytes, "GB/s", [&](unsigned t) {
-    const std::size_t threads = hardware_threads();
-    const std::size_t share = n / threads / step * step, begin = share * t;
-    const std::size_t end = t + 1 == threads ? n : begin + share;
-    const float* p = data;
-    std::size_t i = begin;
-    rvec a[8];
-    for (rvec& v : a) v = rzero();
-    for (; i + step <= end; i += step) {
-      for (std::size_t line = 0; line < step * sizeof(float); line += 64)
-        _mm_prefetch(reinterpret_cast<const char*>(p + i + ahead) + line, _MM_HINT_T0);
-      for (int c = 0; c < 8; ++c) a[c] = radd(a[c], rload(p + i + std::size_t(c) * rlanes));
-    }
-    float s = rfirst(radd(radd(radd(a[0], a[1]), radd(a[2], a[3])), radd(radd(a[4], a[5]), radd(a[6], a[7]))));
-    for (; i < end; ++i) s += p[i];
-    sums[t] = s;
-  });
+  const double bytes = double(read_floats * sizeof(float)) / hardware_threads();
+  const double rate = best_rate(state, bytes, "GB/s", [&](unsigned t) { sums[t] = read_share(t); });
   limits().read_bytes = std::max(limits().read_bytes, rate);
   benchmark::DoNotOptimize(sums.data());
+}
+
+/// The read bandwidth now (bytes/s, the better of two passes), for a
+/// bandwidth-bound row to compare itself with a pass taken beside it: the
+/// shared machines move between bandwidth phases over minutes (one 2-core
+/// EPYC read about 50 GB/s in some, 80 in others), so the limit measured at
+/// the start of a run can belong to another phase than a row timed later.
+inline double read_rate_now() {
+  std::vector<float> sums(hardware_threads());
+  double best = 1e30;
+  for (int pass = 0; pass < 2; ++pass)
+    best = std::min(best, time_on_all_threads([&](unsigned t) { sums[t] = read_share(t); }));
+  benchmark::DoNotOptimize(sums.data());
+  return double(read_floats * sizeof(float)) / best;
 }
 
 inline void register_machine_limits() {

@@ -9,6 +9,7 @@
 // and its k experts of every layer, and lm_head. `bytes/token` counts them;
 // `GB/s` = bytes/token × tokens/s is the weight traffic the decoder achieved
 // and `of_peak` divides it by the read bandwidth limit/memory_read measures
+// (`of_read_now`: by a read pass taken just before and after the row)
 // in the same run (machine_limits.hpp). `views` runs on the mapped
 // checkpoint; `packed` after Model::pack_experts() (the panel kernel).
 #include <benchmark/benchmark.h>
@@ -92,6 +93,7 @@ void BM_decode(benchmark::State& state, moe::DType dtype, bool packed) {
   mx::KvCache cache = m.new_cache();
   const auto ids = prompt(state.range(0));
   mx::StepOutput step = m.forward(ids, cache, mx::Logits::last);  // the prompt, not timed
+  const double read_before = moe_bench::read_rate_now();
   for (auto _ : state) {
     if (cache.next_position() + 1 >= m.config().max_positions) state.SkipWithError("context full");
     const std::int32_t next = mx::argmax({step.logits.data(), std::size_t(m.config().vocab_size)});
@@ -104,6 +106,9 @@ void BM_decode(benchmark::State& state, moe::DType dtype, bool packed) {
   const double bandwidth = moe_bench::limits().read_bytes;
   if (bandwidth > 0)
     state.counters["of_peak"] = benchmark::Counter(bytes / bandwidth, benchmark::Counter::kIsIterationInvariantRate);
+  // Beside a read pass taken just before and after: the bandwidth drifts during a run.
+  const double read_now = std::max(read_before, moe_bench::read_rate_now());
+  state.counters["of_read_now"] = benchmark::Counter(bytes / read_now, benchmark::Counter::kIsIterationInvariantRate);
 }
 
 }  // namespace
