@@ -32,6 +32,7 @@ struct Problem {
   moe::index_t first = 0;
   double flops = 0;  ///< useful flops of one call
   double kv_bytes = 0;
+  std::vector<float, moe::detail::StreamAllocator<float>> keys, values;  ///< a copy's cache (k, v unused)
 
   /// S query rows at positions cached.., over cached + S keys at 0..
   Problem(moe::index_t S, moe::index_t cached, std::optional<moe::index_t> window)
@@ -61,8 +62,11 @@ struct Problem {
         positions(other.positions),
         first(other.first),
         flops(other.flops),
-        kv_bytes(other.kv_bytes) {
-    runs.push_back({k.data(), v.data(), positions.data(), k.rows()});  // its own copy of the keys
+        kv_bytes(other.kv_bytes),
+        keys(other.k.data(), other.k.data() + other.k.size()),
+        values(other.v.data(), other.v.data() + other.v.size()) {
+    // Its own copy of the keys and values, on huge pages as LayerKvCache's.
+    runs.push_back({keys.data(), values.data(), positions.data(), k.rows()});
   }
   Problem& operator=(const Problem&) = delete;
 

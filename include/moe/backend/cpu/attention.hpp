@@ -93,14 +93,24 @@ inline void score_tile(const float* qt, const float* kt, index_t hd, index_t col
 
 /// scores[q][j] = scale · query[q] · k_j for j in [a, b), k_j = keys + j·stride:
 /// dot products on the rows where they are (decode: read once, no packing).
-inline constexpr int dot_queries = 4;  ///< decode: query vectors per row of dot products
+/// Each step asks for the key and value rows decode_ahead keys on (below
+/// `end`): rows are a cache row's stride apart, a pattern the hardware
+/// prefetchers do not follow, so without it every row waits on memory.
+inline constexpr int dot_queries = 4;        ///< decode: query vectors per row of dot products
+inline constexpr index_t decode_ahead = 16;  ///< decode: keys between a row's prefetch and its use
 
 template <class Isa>
-inline void score_dots(const std::array<const float*, max_tile_queries>& query, const float* keys, index_t stride,
-                       index_t a, index_t b, index_t hd, float scale, float* scores, index_t scores_stride) {
+inline void score_dots(const std::array<const float*, max_tile_queries>& query, const float* keys, const float* values,
+                       index_t stride, index_t a, index_t b, index_t end, index_t hd, float scale, float* scores,
+                       index_t scores_stride) {
   using batch = floats<Isa>;
   constexpr index_t W = index_t(batch::size);
   for (index_t j = a; j < b; ++j) {
+    if (j + decode_ahead < end)
+      for (index_t x = 0; x < hd; x += 64 / index_t(sizeof(float))) {
+        __builtin_prefetch(keys + (j + decode_ahead) * stride + x);
+        __builtin_prefetch(values + (j + decode_ahead) * stride + x);
+      }
     const float* k = keys + j * stride;
     batch acc[dot_queries];
     for (auto& x : acc) x = batch(0.0f);
@@ -402,29 +412,22 @@ void attend_split_keys(moe::detail::ThreadPool& pool, const AttentionProblem& p,
     const index_t offset = ch.begin - keys.sequence.run_start(ch.run);  // first key's index in the run
     std::vector<float>& scores = scratch[std::size_t(thread)];
     scores.resize(std::size_t(dot_queries * score_stride));
-    // Slices of whole cache rows (every kv head), so memory is read in order.
-    for (index_t j0 = 0; j0 < n; j0 += decode_slice) {
-      const index_t j1 = std::min(n, j0 + decode_slice), span_end = j0 + (j1 - j0 + W - 1) / W * W;
-      // Ask for the next slice's rows now: the heads below read each row in
-      // pieces, which the hardware prefetcher does not follow across rows.
-      for (index_t j = j1; j < std::min(n, j1 + decode_slice); ++j)
-        for (index_t x = 0; x < hd * s.num_kv_heads; x += 16) {
-          __builtin_prefetch(run.keys + (offset + j) * p.kv_stride + x);
-          __builtin_prefetch(run.values + (offset + j) * p.kv_stride + x);
-        }
-      for (index_t t = 0; t < S; ++t) {
-        std::array<index_t, max_tile_queries> a{}, b{};
-        a.fill(std::clamp(keys.lo[std::size_t(t)] - ch.begin, j0, j1));
-        b.fill(std::clamp(keys.hi[std::size_t(t)] - ch.begin, j0, j1));
-        if (a[0] >= b[0]) continue;
-        for (index_t h0 = 0; h0 < nh;) {
-          // Up to 4 heads of this row that share a kv head.
-          const index_t g = h0 / G, nv = std::min<index_t>({dot_queries, nh - h0, (g + 1) * G - h0});
-          const float* k = run.keys + offset * p.kv_stride + g * hd;
-          const float* v = run.values + offset * p.kv_stride + g * hd;
+    // One kv head's rows at a time (the heads sharing it together), in
+    // slices of keys, each slice's scores folded as it is computed.
+    for (index_t h0 = 0; h0 < nh;) {
+      const index_t g = h0 / G, nv = std::min<index_t>({dot_queries, nh - h0, (g + 1) * G - h0});
+      const float* k = run.keys + offset * p.kv_stride + g * hd;
+      const float* v = run.values + offset * p.kv_stride + g * hd;
+      for (index_t j0 = 0; j0 < n; j0 += decode_slice) {
+        const index_t j1 = std::min(n, j0 + decode_slice), span_end = j0 + (j1 - j0 + W - 1) / W * W;
+        for (index_t t = 0; t < S; ++t) {
+          std::array<index_t, max_tile_queries> a{}, b{};
+          a.fill(std::clamp(keys.lo[std::size_t(t)] - ch.begin, j0, j1));
+          b.fill(std::clamp(keys.hi[std::size_t(t)] - ch.begin, j0, j1));
+          if (a[0] >= b[0]) continue;
           std::array<const float*, max_tile_queries> qs{};
           for (index_t i = 0; i < dot_queries; ++i) qs[std::size_t(i)] = p.q.row(t) + (h0 + std::min(i, nv - 1)) * hd;
-          score_dots<Isa>(qs, k, p.kv_stride, a[0], b[0], hd, scale, scores.data(), score_stride);
+          score_dots<Isa>(qs, k, v, p.kv_stride, a[0], b[0], n, hd, scale, scores.data(), score_stride);
           std::array<RunningSoftmax*, max_tile_queries> st{};
           std::array<float*, max_tile_queries> ac{};
           for (index_t i = 0; i < nv; ++i) {
@@ -434,9 +437,9 @@ void attend_split_keys(moe::detail::ThreadPool& pool, const AttentionProblem& p,
           }
           fold_and_sum<Isa>(scores.data(), score_stride, j0, span_end, nv, a.data(), b.data(), st.data(), ac.data(),
                             Values{v, p.kv_stride, Tiles<Isa>::sum_cols}, hd);
-          h0 += nv;
         }
       }
+      h0 += nv;
     }
   });
 

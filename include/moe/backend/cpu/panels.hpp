@@ -39,31 +39,24 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
-#include <new>
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
 #include <vector>
 
 #include "moe/core/error.hpp"
 #include "moe/core/view.hpp"
+#include "moe/detail/huge_pages.hpp"
 #include "moe/expert/ffn.hpp"
 
 namespace moe::backend::cpu {
 
-/// Bytes allocated on a 64-byte boundary (one cache line), zero-filled.
-/// Blocks of 2 MiB or more start on a 2 MiB boundary and ask Linux for
-/// transparent huge pages: the kernel streams a weight matrix panel by
-/// panel, and with 4 KiB pages every few panels would cost a TLB miss.
+/// Bytes allocated on a 64-byte boundary (one cache line), zero-filled;
+/// blocks of 2 MiB or more on transparent huge pages (huge_pages.hpp): the
+/// kernel streams a weight matrix panel by panel, and with 4 KiB pages
+/// every few panels would cost a TLB miss.
 class AlignedBytes {
  public:
-  static constexpr std::size_t huge_page = std::size_t(2) << 20;
-
   AlignedBytes() = default;
-  explicit AlignedBytes(std::size_t n) : size_(n), data_(allocate(n), Free{n}) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-    if (n >= huge_page) ::madvise(data_.get(), (n + huge_page - 1) / huge_page * huge_page, MADV_HUGEPAGE);
-#endif
+  explicit AlignedBytes(std::size_t n)
+      : size_(n), data_(static_cast<std::byte*>(moe::detail::allocate_stream_bytes(n)), Free{n}) {
     std::memset(data_.get(), 0, n);
   }
   std::byte* data() noexcept { return data_.get(); }
@@ -71,17 +64,9 @@ class AlignedBytes {
   std::size_t size() const noexcept { return size_; }
 
  private:
-  static std::size_t alignment(std::size_t n) noexcept { return n >= huge_page ? huge_page : 64; }
-  /// Rounded up to whole huge pages when large, so madvise covers only our bytes.
-  static std::size_t padded(std::size_t n) noexcept {
-    return n >= huge_page ? (n + huge_page - 1) / huge_page * huge_page : std::max<std::size_t>(n, 1);
-  }
-  static std::byte* allocate(std::size_t n) {
-    return static_cast<std::byte*>(::operator new(padded(n), std::align_val_t(alignment(n))));
-  }
   struct Free {
     std::size_t n = 0;
-    void operator()(std::byte* p) const noexcept { ::operator delete(p, std::align_val_t(alignment(n))); }
+    void operator()(std::byte* p) const noexcept { moe::detail::free_stream_bytes(p, n); }
   };
   std::size_t size_ = 0;
   std::unique_ptr<std::byte, Free> data_{nullptr, Free{0}};

@@ -8,6 +8,9 @@
 /// window W a query sees at most the W latest keys (itself included), so the
 /// cache is a ring of W entries: the oldest is overwritten, memory stays
 /// W · 2 · nkv · hd floats per layer however long the generation runs.
+/// Keys and values live on huge pages once large (huge_pages.hpp): a
+/// position's row of Mixtral's cache is 4 KiB, so on 4 KiB pages decode
+/// attention would take a TLB miss on every key it reads.
 
 #include <optional>
 #include <vector>
@@ -15,6 +18,7 @@
 #include "moe/core/attention.hpp"
 #include "moe/core/error.hpp"
 #include "moe/core/types.hpp"
+#include "moe/detail/huge_pages.hpp"
 
 namespace moe::mixtral {
 
@@ -72,7 +76,7 @@ class LayerKvCache {
   index_t size_ = 0;
   index_t start_ = 0;  // ring head: the oldest entry when the ring is full
   std::vector<index_t> positions_;
-  std::vector<float> keys_, values_;
+  std::vector<float, detail::StreamAllocator<float>> keys_, values_;
 };
 
 /// One LayerKvCache per decoder layer, and the next position to fill.
