@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""Writes tests/data/cases/gguf/: GGUF files made by the `gguf` package from
+PyPI (llama.cpp's own Python writer and quantiser), so moe's reader is
+checked against an implementation it shares no code with.
+
+    build/hf-venv/bin/pip install gguf numpy
+    build/hf-venv/bin/python tests/cases/make_gguf_cases.py
+
+Writes, per file NAME.gguf, NAME.expected.json: every metadata key with its
+GGUF type and value, and every tensor's ggml type, dimensions (ne, fastest
+first), byte size, offset in the data section, its bytes in hex, and its
+values as the gguf package dequantises them. Then refreshes the files'
+sha256 in tests/data/cases/MANIFEST.json. Run by hand; commit the folder.
+"""
+import hashlib
+import importlib.metadata
+import json
+import os
+
+import numpy as np
+import gguf
+from gguf.constants import GGMLQuantizationType as Q
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+OUT = os.path.join(HERE, "..", "data", "cases", "gguf")
+MANIFEST = os.path.join(HERE, "..", "data", "cases", "MANIFEST.json")
+
+
+def write_tiny(path):
+    rng = np.random.default_rng(20261207)
+    w = gguf.GGUFWriter(path, arch="llama")
+    w.add_name("tiny")
+    w.add_context_length(128)           # uint32
+    w.add_embedding_length(64)
+    w.add_block_count(2)
+    w.add_layer_norm_rms_eps(1e-5)      # float32
+    w.add_rope_freq_base(10000.0)
+    w.add_uint8("test.u8", 250)
+    w.add_int8("test.i8", -7)
+    w.add_uint16("test.u16", 65000)
+    w.add_int16("test.i16", -32000)
+    w.add_int32("test.i32", -123456789)
+    w.add_uint64("test.u64", 2**50 + 3)
+    w.add_int64("test.i64", -(2**50) - 3)
+    w.add_float64("test.f64", 3.141592653589793)
+    w.add_bool("test.bool", True)
+    w.add_tokenizer_model("llama")
+    w.add_token_list(["<unk>", "<s>", "</s>", "▁hello", "wörld", "🙂", ""])
+    w.add_token_scores([0.0, -1.0, -2.5, 3.25, -0.125, 1e-3, -1e9])
+    w.add_token_types([2, 3, 3, 1, 1, 6, 1])
+    tensors = {
+        "f32": (rng.standard_normal((3, 5)).astype(np.float32), Q.F32),
+        "f16": (rng.standard_normal((2, 32)).astype(np.float32), Q.F16),
+        "bf16": (rng.standard_normal((2, 16)).astype(np.float32), Q.BF16),
+        "q8_0": (rng.standard_normal((2, 64)).astype(np.float32), Q.Q8_0),
+        "q4_0": (rng.standard_normal((3, 32)).astype(np.float32), Q.Q4_0),
+        "q4_1": (rng.standard_normal((1, 64)).astype(np.float32), Q.Q4_1),
+        "q5_0": (rng.standard_normal((1, 32)).astype(np.float32), Q.Q5_0),
+        "q5_1": (rng.standard_normal((1, 32)).astype(np.float32), Q.Q5_1),
+        "blk.0.ffn_down_exps.weight": (rng.standard_normal((2, 3, 32)).astype(np.float32), Q.Q8_0),
+    }
+    for name, (data, qtype) in tensors.items():
+        if qtype == Q.F32:
+            w.add_tensor(name, data)
+        elif qtype == Q.F16:
+            w.add_tensor(name, data.astype(np.float16))
+        else:
+            q = gguf.quants.quantize(data, qtype)
+            w.add_tensor(name, q, raw_dtype=qtype)
+    # The package quantises no k-quant: Q6_K blocks of random bytes, each
+    # block's scale d (its last two bytes, f16) set to a finite value.
+    q6k = rng.integers(0, 256, size=(2, 210), dtype=np.uint8)
+    q6k[:, 208:210] = np.frombuffer(np.float16(0.0125).tobytes(), dtype=np.uint8)
+    w.add_tensor("q6_k", q6k, raw_dtype=Q.Q6_K)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def describe(path):
+    r = gguf.GGUFReader(path)
+    meta = {}
+    for f in r.fields.values():
+        if f.name.startswith("GGUF."):
+            continue
+        types = [t.name for t in f.types]
+        value = f.contents()
+        if types[-1] == "FLOAT32":  # as the file holds them (a JSON double is exact for a float32)
+            value = [float(np.float32(v)) for v in value] if isinstance(value, list) else float(np.float32(value))
+        meta[f.name] = {"types": types, "value": value}
+    tensors = []
+    for t in r.tensors:
+        raw = bytes(np.asarray(t.data).tobytes())
+        values = gguf.quants.dequantize(np.asarray(t.data), t.tensor_type).astype(np.float32).ravel()
+        tensors.append({
+            "name": t.name,
+            "type": int(t.tensor_type),
+            "type_name": t.tensor_type.name,
+            "ne": [int(n) for n in t.shape],
+            "offset": int(t.data_offset - r.data_offset) if hasattr(r, "data_offset") else None,
+            "nbytes": int(t.n_bytes),
+            "hex": raw.hex(),
+            "values": [float(v) for v in values],
+        })
+    return {"generator": "tests/cases/make_gguf_cases.py", "gguf": importlib.metadata.version("gguf"),
+            "alignment": r.alignment, "metadata": meta, "tensors": tensors}
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+    path = os.path.join(OUT, "tiny_v3.gguf")
+    write_tiny(path)
+    with open(os.path.join(OUT, "tiny_v3.expected.json"), "w") as f:
+        json.dump(describe(path), f, indent=1, ensure_ascii=False)
+        f.write("\n")
+    with open(MANIFEST) as f:
+        manifest = json.load(f)
+    for name in sorted(os.listdir(OUT)):
+        with open(os.path.join(OUT, name), "rb") as f:
+            manifest["sha256"]["gguf/" + name] = hashlib.sha256(f.read()).hexdigest()
+    manifest["sha256"] = dict(sorted(manifest["sha256"].items()))
+    with open(MANIFEST, "w") as f:
+        json.dump(manifest, f, indent=1)
+        f.write("\n")
+
+
+if __name__ == "__main__":
+    main()

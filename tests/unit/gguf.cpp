@@ -1,0 +1,367 @@
+// Reading GGUF files: every metadata type, tensor infos and their data, and
+// every way a file can be broken giving a moe::Error that names the field
+// (truncated at every byte, counts and lengths past the end, overflowing
+// sizes, unknown types, misaligned and overlapping tensors).
+#include "temp_dir.hpp"
+#include "test_support.hpp"
+
+#include <moe/io/gguf.hpp>
+#include <nlohmann/json.hpp>
+
+#include <cctype>
+#include <cstdint>
+#include <cstring>
+#include <fstream>
+#include <string>
+#include <vector>
+
+using namespace moe;
+namespace fs = std::filesystem;
+using io::gguf::ValueType;
+
+namespace {
+
+/// Bytes of a GGUF file, written field by field (little-endian, as the format is).
+struct Bytes {
+  std::vector<unsigned char> b;
+  template <class T>
+  Bytes& put(T v) {
+    unsigned char raw[sizeof(T)];
+    std::memcpy(raw, &v, sizeof v);
+    b.insert(b.end(), raw, raw + sizeof v);
+    return *this;
+  }
+  Bytes& str(const std::string& s) {
+    put<std::uint64_t>(s.size());
+    b.insert(b.end(), s.begin(), s.end());
+    return *this;
+  }
+  Bytes& key(const std::string& k, ValueType t) {
+    str(k);
+    return put<std::uint32_t>(std::uint32_t(t));
+  }
+  void pad_to(std::size_t alignment) {
+    while (b.size() % alignment != 0) b.push_back(0);
+  }
+};
+
+/// A valid version-3 file: one metadata value of every type, an array of
+/// strings and one of floats, and three tensors (F32 [2, 3], Q8_0 [32, 2],
+/// Q4_K [256]) in a data section aligned to 64 bytes.
+std::vector<unsigned char> valid_file() {
+  Bytes f;
+  f.b = {'G', 'G', 'U', 'F'};
+  f.put<std::uint32_t>(3).put<std::uint64_t>(3).put<std::uint64_t>(16);
+  f.key("general.architecture", ValueType::string).str("llama");
+  f.key("general.alignment", ValueType::u32).put<std::uint32_t>(64);
+  f.key("u8", ValueType::u8).put<std::uint8_t>(200);
+  f.key("i8", ValueType::i8).put<std::int8_t>(-100);
+  f.key("u16", ValueType::u16).put<std::uint16_t>(60000);
+  f.key("i16", ValueType::i16).put<std::int16_t>(-30000);
+  f.key("u32", ValueType::u32).put<std::uint32_t>(4000000000u);
+  f.key("i32", ValueType::i32).put<std::int32_t>(-2000000000);
+  f.key("u64", ValueType::u64).put<std::uint64_t>(1ull << 40);
+  f.key("i64", ValueType::i64).put<std::int64_t>(-(1ll << 40));
+  f.key("f32", ValueType::f32).put<float>(0.5f);
+  f.key("f64", ValueType::f64).put<double>(-1.25);
+  f.key("yes", ValueType::boolean).put<std::uint8_t>(1);
+  f.key("tokens", ValueType::array).put<std::uint32_t>(std::uint32_t(ValueType::string)).put<std::uint64_t>(3);
+  f.str("<s>").str("").str("héllo");
+  f.key("scores", ValueType::array).put<std::uint32_t>(std::uint32_t(ValueType::f32)).put<std::uint64_t>(2);
+  f.put<float>(-1.5f).put<float>(2.0f);
+  f.key("huge", ValueType::u64).put<std::uint64_t>(~0ull);
+  // Tensors: name, n_dims, ne..., type, offset.
+  f.str("w").put<std::uint32_t>(2).put<std::uint64_t>(3).put<std::uint64_t>(2).put<std::uint32_t>(0).put<std::uint64_t>(
+      0);
+  f.str("q8").put<std::uint32_t>(2).put<std::uint64_t>(32).put<std::uint64_t>(2).put<std::uint32_t>(8);
+  f.put<std::uint64_t>(64);  // after w's 24 bytes, aligned
+  f.str("q4k").put<std::uint32_t>(1).put<std::uint64_t>(256).put<std::uint32_t>(12).put<std::uint64_t>(192);
+  f.pad_to(64);
+  const std::size_t data = f.b.size();
+  f.b.resize(data + 192 + 144, 0);
+  for (int k = 0; k < 6; ++k) {
+    const float v = float(k) + 0.25f;
+    std::memcpy(f.b.data() + data + 4 * std::size_t(k), &v, 4);
+  }
+  f.b[data + 64] = 0x11;   // q8's first byte
+  f.b[data + 192] = 0x22;  // q4k's first byte
+  return f.b;
+}
+
+void write(const fs::path& p, const std::vector<unsigned char>& bytes) {
+  std::ofstream(p, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
+}
+
+/// Opening `bytes` must throw bad_file with every fragment in the message.
+void expect_bad(const test::TempDir& dir, const std::vector<unsigned char>& bytes,
+                std::initializer_list<std::string> fragments) {
+  const fs::path p = dir.path / "bad.gguf";
+  write(p, bytes);
+  test::require_error([&] { io::Gguf g(p); }, ErrorCode::bad_file, fragments);
+}
+
+/// The offset of the first occurrence of `text` in `bytes` (for patching a field).
+std::size_t find(const std::vector<unsigned char>& bytes, const std::string& text) {
+  const auto it = std::search(bytes.begin(), bytes.end(), text.begin(), text.end());
+  REQUIRE(it != bytes.end());
+  return std::size_t(it - bytes.begin());
+}
+
+template <class T>
+void patch(std::vector<unsigned char>& bytes, std::size_t at, T v) {
+  std::memcpy(bytes.data() + at, &v, sizeof v);
+}
+
+}  // namespace
+
+TEST_CASE("Gguf: every metadata type, arrays and tensors read back") {
+  const test::TempDir dir("gguf");
+  write(dir.path / "ok.gguf", valid_file());
+  const io::Gguf g(dir.path / "ok.gguf");
+  CHECK(g.version() == 3);
+  CHECK(g.alignment() == 64);
+  CHECK(g.metadata().size() == 16);
+  CHECK(g.get_string("general.architecture") == "llama");
+  CHECK(g.get_int("u8") == 200);
+  CHECK(g.get_int("i8") == -100);
+  CHECK(g.get_int("u16") == 60000);
+  CHECK(g.get_int("i16") == -30000);
+  CHECK(g.get_int("u32") == 4000000000ll);
+  CHECK(g.get_int("i32") == -2000000000);
+  CHECK(g.get_int("u64") == (1ll << 40));
+  CHECK(g.get_int("i64") == -(1ll << 40));
+  CHECK(g.get_float("f32") == 0.5);
+  CHECK(g.get_float("f64") == -1.25);
+  CHECK(g.get_float("u8") == 200.0);  // integers are accepted where a float is asked for
+  CHECK(g.get_bool("yes"));
+  CHECK(g.get_strings("tokens") == std::vector<std::string>{"<s>", "", "héllo"});
+  CHECK(g.get_numbers("scores") == std::vector<double>{-1.5, 2.0});
+  CHECK_FALSE(g.get_int_or("absent").has_value());
+  CHECK(g.get_int_or("u8") == 200);
+
+  REQUIRE(g.tensors().size() == 3);
+  const io::GgufTensor& w = g.tensor("w");
+  CHECK(w.type_name() == "F32");
+  CHECK(w.ne == std::vector<index_t>{3, 2});
+  CHECK(w.shape() == std::vector<index_t>{2, 3});  // row-major, as PyTorch writes it
+  CHECK(w.numel() == 6);
+  CHECK(w.nbytes == 24);
+  float first = 0, last = 0;
+  std::memcpy(&first, w.data, 4);
+  std::memcpy(&last, w.data + 20, 4);
+  CHECK(first == 0.25f);
+  CHECK(last == 5.25f);
+  const io::GgufTensor& q8 = g.tensor("q8");
+  CHECK(q8.type_name() == "Q8_0");
+  CHECK(q8.nbytes == 2 * 34);  // two rows of one 32-element block
+  CHECK(q8.data[0] == 0x11);
+  const io::GgufTensor& q4k = g.tensor("q4k");
+  CHECK(q4k.type_name() == "Q4_K");
+  CHECK(q4k.nbytes == 144);
+  CHECK(q4k.data[0] == 0x22);
+  CHECK(q4k.data - w.data == 192);
+  CHECK(g.find_tensor("absent") == nullptr);
+}
+
+TEST_CASE("Gguf: wrong lookups name the key and what it holds") {
+  const test::TempDir dir("gguf-lookup");
+  write(dir.path / "ok.gguf", valid_file());
+  const io::Gguf g(dir.path / "ok.gguf");
+  test::require_error([&] { (void)g.get_string("u8"); }, ErrorCode::bad_file, {"'u8'", "uint8", "expected a string"});
+  test::require_error([&] { (void)g.get_int("f32"); }, ErrorCode::bad_file, {"'f32'", "expected an integer"});
+  test::require_error([&] { (void)g.get_int("huge"); }, ErrorCode::bad_file, {"'huge'", "over 2^63"});
+  test::require_error([&] { (void)g.get_int("absent"); }, ErrorCode::bad_file, {"no metadata key 'absent'"});
+  test::require_error([&] { (void)g.get_strings("scores"); }, ErrorCode::bad_file, {"'scores'", "float32"});
+  test::require_error([&] { (void)g.get_numbers("tokens"); }, ErrorCode::bad_file, {"'tokens'", "string"});
+  test::require_error([&] { (void)g.get_numbers("u8"); }, ErrorCode::bad_file, {"expected an array"});
+  test::require_error([&] { (void)g.tensor("nope"); }, ErrorCode::bad_file, {"no tensor named 'nope'"});
+}
+
+TEST_CASE("Gguf: a file cut at any byte is an error, never a crash") {
+  const test::TempDir dir("gguf-cut");
+  const std::vector<unsigned char> full = valid_file();
+  int errors = 0;
+  for (std::size_t n = 0; n < full.size(); ++n) {
+    const fs::path p = dir.path / "cut.gguf";
+    write(p, {full.begin(), full.begin() + std::ptrdiff_t(n)});
+    try {
+      io::Gguf g(p);
+    } catch (const Error& e) {
+      CHECK(e.code() == ErrorCode::bad_file);
+      ++errors;
+    }
+  }
+  CHECK(errors == int(full.size()));  // every cut loses at least the last tensor's bytes
+}
+
+TEST_CASE("Gguf: broken headers name the field") {
+  const test::TempDir dir("gguf-bad");
+  const std::vector<unsigned char> ok = valid_file();
+  std::vector<unsigned char> b;
+
+  b = ok;
+  b[0] = 'X';
+  expect_bad(dir, b, {"not a GGUF file", "'XGUF'"});
+  b = ok;
+  patch<std::uint32_t>(b, 4, 1);
+  expect_bad(dir, b, {"version 1"});
+  b = ok;
+  patch<std::uint32_t>(b, 4, 0x03000000u);
+  expect_bad(dir, b, {"big-endian"});
+  b = ok;
+  patch<std::uint32_t>(b, 4, 7);
+  expect_bad(dir, b, {"version 7"});
+  b = ok;
+  patch<std::uint64_t>(b, 16, ~0ull);  // metadata count
+  expect_bad(dir, b, {"metadata count 18446744073709551615", "cannot fit"});
+  b = ok;
+  patch<std::uint64_t>(b, 8, 1ull << 60);  // tensor count
+  expect_bad(dir, b, {"tensor count", "cannot fit"});
+  b = ok;
+  patch<std::uint64_t>(b, 24, 1ull << 62);  // the first key's length
+  expect_bad(dir, b, {"metadata key 0", "has length 4611686018427387904"});
+  b = ok;
+  patch<std::uint32_t>(b, find(b, "u8") + 2, 99);  // the value type after key "u8"
+  expect_bad(dir, b, {"metadata 'u8'", "unknown value type 99"});
+  b = ok;
+  patch<std::uint8_t>(b, find(b, "yes") + 3 + 4, 2);
+  expect_bad(dir, b, {"metadata 'yes'", "bool holding 2"});
+  b = ok;
+  patch<std::uint64_t>(b, find(b, "scores") + 6 + 4 + 4, ~0ull / 2);  // float array length: bytes overflow
+  expect_bad(dir, b, {"metadata 'scores'", "exceeds 2^64"});
+  b = ok;
+  patch<std::uint64_t>(b, find(b, "scores") + 6 + 4 + 4, 1000);  // float array past the end
+  expect_bad(dir, b, {"metadata 'scores'", "1000 float32", "truncated"});
+  b = ok;
+  patch<std::uint64_t>(b, find(b, "tokens") + 6 + 4 + 4, 1ull << 40);  // string array count
+  expect_bad(dir, b, {"metadata 'tokens'", "strings"});
+  b = ok;
+  patch<std::uint32_t>(b, find(b, "tokens") + 6 + 4, std::uint32_t(ValueType::array));
+  expect_bad(dir, b, {"metadata 'tokens'", "array of arrays"});
+  b = ok;
+  patch<std::uint32_t>(b, find(b, "general.alignment") + 17 + 4, 48);
+  expect_bad(dir, b, {"general.alignment", "48", "power of two"});
+  b = ok;
+  const std::size_t u16 = find(b, "u16");  // rename "u16" to "u32": a key twice
+  b[u16 + 1] = '3';
+  b[u16 + 2] = '2';
+  expect_bad(dir, b, {"metadata 'u32' appears twice"});
+
+  // Tensor infos: w's fields follow its name.
+  const std::size_t w = find(ok, std::string("\x01\0\0\0\0\0\0\0w", 9)) + 9;
+  b = ok;
+  patch<std::uint32_t>(b, w, 5);
+  expect_bad(dir, b, {"tensor 'w'", "5 dimensions"});
+  b = ok;
+  patch<std::uint64_t>(b, w + 4, 1ull << 63);
+  expect_bad(dir, b, {"tensor 'w'", "dimension 0", "over 2^63"});
+  b = ok;
+  patch<std::uint64_t>(b, w + 4, 1ull << 62);
+  patch<std::uint64_t>(b, w + 12, 1ull << 62);
+  expect_bad(dir, b, {"tensor 'w'", "exceeds 2^63"});
+  b = ok;
+  patch<std::uint32_t>(b, w + 20, 4);
+  expect_bad(dir, b, {"tensor 'w'", "ggml type 4", "does not know"});
+  b = ok;
+  patch<std::uint64_t>(b, w + 24, 8);
+  expect_bad(dir, b, {"tensor 'w'", "offset 8", "alignment 64"});
+  b = ok;
+  patch<std::uint64_t>(b, w + 24, 128);  // w at bytes 128-152, q8 at 64-132
+  expect_bad(dir, b, {"overlap"});
+  b = ok;
+  patch<std::uint64_t>(b, w + 24, 1ull << 40);
+  expect_bad(dir, b, {"tensor 'w'", "ends past the data section"});
+  b = ok;
+  const std::size_t q8 = find(b, "q8") + 2;
+  patch<std::uint64_t>(b, q8 + 4, 33);  // a Q8_0 row of 33 elements: not whole blocks
+  expect_bad(dir, b, {"tensor 'q8'", "whole blocks of 32"});
+}
+
+TEST_CASE("Gguf: a tensor name twice is refused") {
+  const test::TempDir dir("gguf-dup");
+  Bytes f;
+  f.b = {'G', 'G', 'U', 'F'};
+  f.put<std::uint32_t>(3).put<std::uint64_t>(2).put<std::uint64_t>(0);
+  f.str("w").put<std::uint32_t>(1).put<std::uint64_t>(4).put<std::uint32_t>(0).put<std::uint64_t>(0);
+  f.str("w").put<std::uint32_t>(1).put<std::uint64_t>(4).put<std::uint32_t>(0).put<std::uint64_t>(32);
+  f.pad_to(32);
+  f.b.resize(f.b.size() + 48, 0);
+  expect_bad(dir, f.b, {"tensor 'w' appears twice"});
+}
+
+TEST_CASE("Gguf: a version-2 file with no tensors and the default alignment") {
+  const test::TempDir dir("gguf-v2");
+  Bytes f;
+  f.b = {'G', 'G', 'U', 'F'};
+  f.put<std::uint32_t>(2).put<std::uint64_t>(0).put<std::uint64_t>(1);
+  f.key("general.name", ValueType::string).str("tiny");
+  write(dir.path / "v2.gguf", f.b);
+  const io::Gguf g(dir.path / "v2.gguf");
+  CHECK(g.version() == 2);
+  CHECK(g.alignment() == 32);
+  CHECK(g.get_string("general.name") == "tiny");
+  CHECK(g.tensors().empty());
+}
+
+TEST_CASE("Gguf: a file written by the gguf package reads back as the package reads it") {
+  // tests/data/cases/gguf: made by tests/cases/make_gguf_cases.py with the
+  // `gguf` package from PyPI (llama.cpp's Python writer), with what its own
+  // reader saw in tiny_v3.expected.json.
+  const fs::path dir = fs::path(MOE_TEST_DATA_DIR) / "cases" / "gguf";
+  const io::Gguf g(dir / "tiny_v3.gguf");
+  nlohmann::json expected;
+  std::ifstream(dir / "tiny_v3.expected.json") >> expected;
+  CHECK(g.alignment() == expected["alignment"].get<std::uint64_t>());
+
+  CHECK(g.metadata().size() == expected["metadata"].size());
+  for (const auto& [key, e] : expected["metadata"].items()) {
+    CAPTURE(key);
+    const io::GgufValue* v = g.find(key);
+    REQUIRE(v != nullptr);
+    const auto upper = [](std::string_view s) {
+      std::string u(s);
+      for (char& c : u) c = char(std::toupper(static_cast<unsigned char>(c)));
+      return u;
+    };
+    const std::vector<std::string> types = e["types"];
+    CHECK(upper(io::gguf::name(v->type)) == types[0]);
+    const nlohmann::json& value = e["value"];
+    if (v->is_array()) {
+      REQUIRE(types.size() == 2);
+      CHECK(upper(io::gguf::name(v->element)) == types[1]);
+      if (v->element == ValueType::string)
+        CHECK(g.get_strings(key) == value.get<std::vector<std::string>>());
+      else
+        CHECK(g.get_numbers(key) == value.get<std::vector<double>>());
+    } else if (v->type == ValueType::string) {
+      CHECK(g.get_string(key) == value.get<std::string>());
+    } else if (v->type == ValueType::boolean) {
+      CHECK(g.get_bool(key) == value.get<bool>());
+    } else if (v->type == ValueType::f32 || v->type == ValueType::f64) {
+      CHECK(g.get_float(key) == value.get<double>());
+    } else {
+      CHECK(g.get_int(key) == value.get<std::int64_t>());
+    }
+  }
+
+  REQUIRE(g.tensors().size() == expected["tensors"].size());
+  for (const auto& e : expected["tensors"]) {
+    const std::string name = e["name"];
+    CAPTURE(name);
+    const io::GgufTensor& t = g.tensor(name);
+    CHECK(t.type == e["type"].get<std::uint32_t>());
+    CHECK(t.type_name() == e["type_name"].get<std::string>());
+    CHECK(t.ne == e["ne"].get<std::vector<index_t>>());
+    CHECK(t.offset == e["offset"].get<std::uint64_t>());
+    CHECK(t.nbytes == e["nbytes"].get<std::size_t>());
+    const std::string hex = e["hex"];
+    REQUIRE(hex.size() == 2 * t.nbytes);
+    std::string ours;
+    for (std::size_t k = 0; k < t.nbytes; ++k) {
+      static const char digits[] = "0123456789abcdef";
+      ours += digits[t.data[k] >> 4];
+      ours += digits[t.data[k] & 15];
+    }
+    CHECK(ours == hex);
+  }
+}
