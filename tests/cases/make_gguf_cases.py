@@ -78,6 +78,46 @@ def write_tiny(path):
     w.close()
 
 
+# Where each type keeps its fp16 scales (byte offsets in a block), for
+# setting them to chosen finite values in random blocks.
+HALF_FIELDS = {
+    Q.Q4_0: [0], Q.Q4_1: [0, 2], Q.Q5_0: [0], Q.Q5_1: [0, 2], Q.Q8_0: [0],
+    Q.Q2_K: [80, 82], Q.Q3_K: [108], Q.Q4_K: [0, 2], Q.Q5_K: [0, 2], Q.Q6_K: [208],
+}
+EXTREME_HALVES = [65504.0, -65504.0, 6.103515625e-05, -6.103515625e-05, 5.960464477539063e-08, 0.0, -0.0, 1.0, -1.0]
+
+
+def write_dequant_cases(path):
+    """Random blocks of every type moe dequantises, their fp16 scales set to
+    extremes (largest, smallest normal and subnormal, zeros) and random
+    values, never NaN; and the values the gguf package dequantises them to."""
+    from safetensors.numpy import save_file
+    rng = np.random.default_rng(7)
+    out = {}
+    for qtype, fields in HALF_FIELDS.items():
+        block, size = gguf.constants.GGML_QUANT_SIZES[qtype]
+        n = 48
+        blocks = rng.integers(0, 256, size=(n, size), dtype=np.uint8)
+        halves = np.concatenate([np.array(EXTREME_HALVES), rng.standard_normal(n * len(fields)) * 10.0 ** rng.integers(-6, 4, n * len(fields))])
+        halves = halves[: n * len(fields)].astype(np.float16).reshape(n, len(fields))
+        for k, at in enumerate(fields):
+            blocks[:, at:at + 2] = halves[:, k:k + 1].view(np.uint8)
+        out[qtype.name + ".blocks"] = blocks.reshape(-1)
+        out[qtype.name + ".values"] = gguf.quants.dequantize(blocks.reshape(1, -1), qtype).reshape(-1).astype(np.float32)
+    for qtype in (Q.F16, Q.BF16):
+        bits = rng.integers(0, 2**16, size=4096, dtype=np.uint16)
+        if qtype == Q.F16:
+            nan = ((bits >> 10) & 0x1F == 0x1F) & (bits & 0x3FF != 0)
+        else:
+            nan = ((bits >> 7) & 0xFF == 0xFF) & (bits & 0x7F != 0)
+        bits = bits[~nan]
+        raw = bits.view(np.uint8).reshape(1, -1)
+        out[qtype.name + ".blocks"] = raw.reshape(-1)
+        out[qtype.name + ".values"] = gguf.quants.dequantize(raw, qtype).reshape(-1).astype(np.float32)
+    save_file(out, path, metadata={"generator": "tests/cases/make_gguf_cases.py",
+                                   "gguf": importlib.metadata.version("gguf")})
+
+
 def describe(path):
     r = gguf.GGUFReader(path)
     meta = {}
@@ -114,6 +154,7 @@ def main():
     with open(os.path.join(OUT, "tiny_v3.expected.json"), "w") as f:
         json.dump(describe(path), f, indent=1, ensure_ascii=False)
         f.write("\n")
+    write_dequant_cases(os.path.join(OUT, "dequant.safetensors"))
     with open(MANIFEST) as f:
         manifest = json.load(f)
     for name in sorted(os.listdir(OUT)):

@@ -1,14 +1,17 @@
 // Reading GGUF files: every metadata type, tensor infos and their data, and
 // every way a file can be broken giving a moe::Error that names the field
 // (truncated at every byte, counts and lengths past the end, overflowing
-// sizes, unknown types, misaligned and overlapping tensors).
+// sizes, unknown types, misaligned and overlapping tensors); and the
+// dequantisation of ggml's block types, bit for bit as the gguf package's.
 #include "temp_dir.hpp"
 #include "test_support.hpp"
 
 #include <moe/io/gguf.hpp>
+#include <moe/quant/ggml_blocks.hpp>
 #include <nlohmann/json.hpp>
 
 #include <cctype>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <fstream>
@@ -363,5 +366,43 @@ TEST_CASE("Gguf: a file written by the gguf package reads back as the package re
       ours += digits[t.data[k] & 15];
     }
     CHECK(ours == hex);
+  }
+}
+
+TEST_CASE("ggml blocks: dequantisation bit for bit as the gguf package's, every type") {
+  // tests/data/cases/gguf/dequant.safetensors: random blocks of each type,
+  // their fp16 scales set to extremes (±65504, the smallest normal and
+  // subnormal, ±0) and random values, and gguf.quants.dequantize's output.
+  const io::SafeTensors cases(fs::path(MOE_TEST_DATA_DIR) / "cases" / "gguf" / "dequant.safetensors");
+  const std::vector<std::pair<std::string, std::uint32_t>> types = {
+      {"F16", 1},  {"BF16", 30}, {"Q4_0", 2},  {"Q4_1", 3},  {"Q5_0", 6},  {"Q5_1", 7},
+      {"Q8_0", 8}, {"Q2_K", 10}, {"Q3_K", 11}, {"Q4_K", 12}, {"Q5_K", 13}, {"Q6_K", 14}};
+  for (const auto& [name, code] : types) {
+    CAPTURE(name);
+    REQUIRE(quant::can_dequantize(code));
+    const std::vector<std::uint8_t> blocks = cases.tensor(name + ".blocks").to_vector<std::uint8_t>();
+    const std::vector<float> expected = cases.tensor(name + ".values").to_vector<float>();
+    const io::gguf::TypeTraits t = *io::gguf::traits(code);
+    REQUIRE(index_t(blocks.size()) * t.block == index_t(expected.size()) * t.bytes);
+    std::vector<float> ours(expected.size(), -1.0f);
+    quant::dequantize(code, t.name, blocks.data(), index_t(ours.size()), ours.data());
+    int differ = 0;
+    for (std::size_t k = 0; k < ours.size(); ++k) differ += std::memcmp(&ours[k], &expected[k], 4) != 0;
+    CHECK(differ == 0);
+  }
+  test::require_error([] { quant::dequantize(16, "IQ2_XXS", nullptr, 256, nullptr); }, ErrorCode::unsupported,
+                      {"IQ2_XXS", "cannot dequantise"});
+}
+
+TEST_CASE("ggml blocks: fp16 to fp32 is exact on every half") {
+  // Against Eigen's conversion, on all 65536 bit patterns (NaNs compared as NaNs).
+  for (std::uint32_t h = 0; h < 65536; ++h) {
+    const float ours = quant::half_to_float(std::uint16_t(h));
+    const float eigen = float(Eigen::numext::bit_cast<Eigen::half>(std::uint16_t(h)));
+    if (std::isnan(eigen)) {
+      CHECK(std::isnan(ours));
+    } else if (std::memcmp(&ours, &eigen, 4) != 0) {
+      FAIL_CHECK("half ", h, ": ", ours, " vs ", eigen);
+    }
   }
 }
