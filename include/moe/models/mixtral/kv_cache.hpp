@@ -76,7 +76,7 @@ class LayerKvCache {
   index_t size_ = 0;
   index_t start_ = 0;  // ring head: the oldest entry when the ring is full
   std::vector<index_t> positions_;
-  std::vector<float, detail::StreamAllocator<float>> keys_, values_;
+  std::vector<float, moe::detail::StreamAllocator<float>> keys_, values_;
 };
 
 /// One LayerKvCache per decoder layer, and the next position to fill.
