@@ -114,8 +114,27 @@ def write_dequant_cases(path):
         raw = bits.view(np.uint8).reshape(1, -1)
         out[qtype.name + ".blocks"] = raw.reshape(-1)
         out[qtype.name + ".values"] = gguf.quants.dequantize(raw, qtype).reshape(-1).astype(np.float32)
-    save_file(out, path, metadata={"generator": "tests/cases/make_gguf_cases.py",
-                                   "gguf": importlib.metadata.version("gguf")})
+    save_file(out, path)  # (no metadata: its key order varies between runs, the file would too)
+
+
+def write_quant_cases(path):
+    """fp32 rows and the blocks the gguf package quantises them to, for each
+    type it quantises: seeded normals at several scales, and blocks that
+    reach the edge cases (all zero, constant, one outlier, the largest
+    magnitude negative, ties at the rounding boundaries, tiny values)."""
+    from safetensors.numpy import save_file
+    rng = np.random.default_rng(11)
+    special = [
+        np.zeros(32), np.full(32, 0.75), np.r_[100.0, rng.standard_normal(31) * 0.01],
+        np.r_[-3.0, rng.uniform(-2.9, 2.9, 31)], np.arange(32) - 15.5, (np.arange(32) - 16) / 8.0,
+        rng.standard_normal(32) * 1e-30, np.r_[np.full(16, -1.0), np.full(16, 1.0)],
+    ]
+    x = np.concatenate(special + [rng.standard_normal(32) * 10.0 ** e for e in rng.integers(-4, 4, 56)])
+    x = x.astype(np.float32).reshape(1, -1)
+    out = {"input": x.reshape(-1)}
+    for qtype in (Q.F16, Q.BF16, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1, Q.Q8_0):
+        out[qtype.name + ".blocks"] = np.asarray(gguf.quants.quantize(x, qtype)).view(np.uint8).reshape(-1)
+    save_file(out, path)  # (no metadata: its key order varies between runs, the file would too)
 
 
 def describe(path):
@@ -155,6 +174,7 @@ def main():
         json.dump(describe(path), f, indent=1, ensure_ascii=False)
         f.write("\n")
     write_dequant_cases(os.path.join(OUT, "dequant.safetensors"))
+    write_quant_cases(os.path.join(OUT, "quant.safetensors"))
     with open(MANIFEST) as f:
         manifest = json.load(f)
     for name in sorted(os.listdir(OUT)):

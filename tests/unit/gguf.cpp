@@ -406,3 +406,29 @@ TEST_CASE("ggml blocks: fp16 to fp32 is exact on every half") {
     }
   }
 }
+
+TEST_CASE("ggml blocks: quantisation bit for bit as the gguf package's") {
+  // tests/data/cases/gguf/quant.safetensors: fp32 rows (seeded normals at
+  // scales 1e-4 … 1e3, and blocks of zeros, constants, one outlier, a
+  // negative extreme, values on the rounding boundaries, 1e-30s) and the
+  // blocks gguf.quants.quantize makes of them.
+  const io::SafeTensors cases(fs::path(MOE_TEST_DATA_DIR) / "cases" / "gguf" / "quant.safetensors");
+  const std::vector<float> x = cases.tensor("input").to_vector<float>();
+  const std::vector<std::pair<std::string, std::uint32_t>> types = {{"F16", 1},  {"BF16", 30}, {"Q4_0", 2}, {"Q4_1", 3},
+                                                                    {"Q5_0", 6}, {"Q5_1", 7},  {"Q8_0", 8}};
+  for (const auto& [name, code] : types) {
+    CAPTURE(name);
+    REQUIRE(quant::can_quantize(code));
+    const std::vector<std::uint8_t> expected = cases.tensor(name + ".blocks").to_vector<std::uint8_t>();
+    const io::gguf::TypeTraits t = *io::gguf::traits(code);
+    REQUIRE(index_t(expected.size()) * t.block == index_t(x.size()) * t.bytes);
+    std::vector<std::uint8_t> ours(expected.size(), 0xAB);
+    quant::quantize(code, t.name, x.data(), index_t(x.size()), ours.data());
+    index_t first_block = -1;
+    for (std::size_t k = 0; k < ours.size() && first_block < 0; ++k)
+      if (ours[k] != expected[k]) first_block = index_t(k) / t.bytes;
+    CHECK_MESSAGE(first_block == -1, "first differing block: ", first_block);
+  }
+  test::require_error([] { quant::quantize(12, "Q4_K", nullptr, 256, nullptr); }, ErrorCode::unsupported,
+                      {"Q4_K", "cannot quantise"});
+}

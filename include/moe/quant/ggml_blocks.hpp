@@ -16,6 +16,8 @@
 /// same formulas, but its compilers may fuse a multiply and an add (one
 /// rounding instead of two), so it can differ from both in the last bit.
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <string_view>
@@ -215,6 +217,152 @@ inline void dequantize_q6_k(const unsigned char* b, float* y) noexcept {
     const int h = e / 128, r = e % 128;
     const int low = (ql[64 * h + r % 64] >> (4 * (r / 64))) & 0xF, high = (qh[32 * h + r % 32] >> (2 * (r / 32))) & 3;
     y[e] = (d * float(scales[e / 16])) * float((low | high << 4) - 32);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Quantisation, fp32 to blocks, as the gguf package quantises (which for
+// Q8_0 is ggml-quants.c's reference quantiser bit for bit): the scale from
+// the block's extremes in fp32, stored as fp16 rounded to nearest even,
+// each value scaled by the fp32 inverse and rounded (Q8_0: half away from
+// zero) or shifted and truncated (Q4/Q5: trunc(x / d + offset), clamped).
+// ---------------------------------------------------------------------------
+
+/// fp32 to fp16 bits, rounded to nearest even (overflow to ±inf), as numpy's astype(float16).
+inline std::uint16_t float_to_half(float f) noexcept { return Eigen::numext::bit_cast<std::uint16_t>(Eigen::half(f)); }
+
+namespace detail {
+
+inline void put_half(unsigned char* p, float f) noexcept {
+  const std::uint16_t h = float_to_half(f);
+  std::memcpy(p, &h, 2);
+}
+
+/// The value of largest magnitude, signed (the first of equals), for the symmetric 4- and 5-bit types.
+inline float signed_max(const float* x, int n) noexcept {
+  float amax = 0, max = 0;
+  for (int j = 0; j < n; ++j)
+    if (std::fabs(x[j]) > amax) {
+      amax = std::fabs(x[j]);
+      max = x[j];
+    }
+  return max;
+}
+
+/// trunc(v) as a small unsigned integer clamped to [0, top] (numpy: trunc, astype(uint8), clip).
+inline int truncated(float v, int top) noexcept {
+  const int q = v > 0 ? int(v) : 0;
+  return q < top ? q : top;
+}
+
+}  // namespace detail
+
+/// 32 values to a Q8_0 block: d = max|x| / 127, q = round(x / d).
+inline void quantize_q8_0(const float* x, unsigned char* b) noexcept {
+  float amax = 0;
+  for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[j]));
+  const float d = amax / 127.0f, id = d == 0.0f ? 0.0f : 1.0f / d;
+  detail::put_half(b, d);
+  for (int j = 0; j < 32; ++j) b[2 + j] = static_cast<unsigned char>(std::int8_t(std::round(x[j] * id)));
+}
+
+/// 32 values to a Q4_0 block: d = (signed max) / −8, q = trunc(x / d + 8.5) in [0, 15].
+inline void quantize_q4_0(const float* x, unsigned char* b) noexcept {
+  const float d = detail::signed_max(x, 32) / -8.0f, id = d == 0.0f ? 0.0f : 1.0f / d;
+  detail::put_half(b, d);
+  for (int j = 0; j < 16; ++j) {
+    const int lo = detail::truncated(detail::rounded(x[j] * id) + 8.5f, 15);
+    const int hi = detail::truncated(detail::rounded(x[j + 16] * id) + 8.5f, 15);
+    b[2 + j] = static_cast<unsigned char>(lo | hi << 4);
+  }
+}
+
+/// 32 values to a Q4_1 block: d = (max − min) / 15, m = min, q = trunc((x − m) / d + 0.5).
+inline void quantize_q4_1(const float* x, unsigned char* b) noexcept {
+  float min = x[0], max = x[0];
+  for (int j = 1; j < 32; ++j) {
+    min = std::min(min, x[j]);
+    max = std::max(max, x[j]);
+  }
+  const float d = (max - min) / 15.0f, id = d == 0.0f ? 0.0f : 1.0f / d;
+  detail::put_half(b, d);
+  detail::put_half(b + 2, min);
+  for (int j = 0; j < 16; ++j) {
+    const int lo = detail::truncated(detail::rounded((x[j] - min) * id) + 0.5f, 15);
+    const int hi = detail::truncated(detail::rounded((x[j + 16] - min) * id) + 0.5f, 15);
+    b[4 + j] = static_cast<unsigned char>(lo | hi << 4);
+  }
+}
+
+/// The 32 five-bit values q of a Q5 block into its fifth bits and nibbles.
+inline void pack_q5(const int* q, unsigned char* qh, unsigned char* qs) noexcept {
+  std::uint32_t high = 0;
+  for (int j = 0; j < 32; ++j) high |= std::uint32_t(q[j] >> 4) << j;
+  for (int k = 0; k < 4; ++k) qh[k] = static_cast<unsigned char>(high >> (8 * k));
+  for (int j = 0; j < 16; ++j) qs[j] = static_cast<unsigned char>((q[j] & 0xF) | (q[j + 16] & 0xF) << 4);
+}
+
+/// 32 values to a Q5_0 block: d = (signed max) / −16, q = trunc(x / d + 16.5) in [0, 31].
+inline void quantize_q5_0(const float* x, unsigned char* b) noexcept {
+  const float d = detail::signed_max(x, 32) / -16.0f, id = d == 0.0f ? 0.0f : 1.0f / d;
+  detail::put_half(b, d);
+  int q[32];
+  for (int j = 0; j < 32; ++j) q[j] = detail::truncated(detail::rounded(x[j] * id) + 16.5f, 31);
+  pack_q5(q, b + 2, b + 6);
+}
+
+/// 32 values to a Q5_1 block: d = (max − min) / 31, m = min, q = trunc((x − m) / d + 0.5).
+inline void quantize_q5_1(const float* x, unsigned char* b) noexcept {
+  float min = x[0], max = x[0];
+  for (int j = 1; j < 32; ++j) {
+    min = std::min(min, x[j]);
+    max = std::max(max, x[j]);
+  }
+  const float d = (max - min) / 31.0f, id = d == 0.0f ? 0.0f : 1.0f / d;
+  detail::put_half(b, d);
+  detail::put_half(b + 2, min);
+  int q[32];
+  for (int j = 0; j < 32; ++j) q[j] = detail::truncated(detail::rounded((x[j] - min) * id) + 0.5f, 31);
+  pack_q5(q, b + 4, b + 8);
+}
+
+/// Whether quantize() writes this type (GGUF code).
+inline bool can_quantize(std::uint32_t type) noexcept {
+  return type == 0 || type == 1 || type == 30 || type == 2 || type == 3 || type == 6 || type == 7 || type == 8;
+}
+
+/// n fp32 values (a multiple of the type's block) into `dst` as ggml type `type`.
+inline void quantize(std::uint32_t type, std::string_view type_name, const float* src, index_t n, unsigned char* dst) {
+  const auto blocks = [&](index_t bytes, void (*one)(const float*, unsigned char*)) {
+    for (index_t k = 0; k < n / 32; ++k) one(src + k * 32, dst + k * bytes);
+  };
+  switch (type) {
+    case 0:
+      if (n > 0) std::memcpy(dst, src, std::size_t(n) * 4);
+      return;
+    case 1:
+      for (index_t k = 0; k < n; ++k) detail::put_half(dst + 2 * k, src[k]);
+      return;
+    case 30:
+      for (index_t k = 0; k < n; ++k) {
+        const std::uint16_t h = bf16_bits(src[k]);
+        std::memcpy(dst + 2 * k, &h, 2);
+      }
+      return;
+    case 2:
+      return blocks(18, quantize_q4_0);
+    case 3:
+      return blocks(20, quantize_q4_1);
+    case 6:
+      return blocks(22, quantize_q5_0);
+    case 7:
+      return blocks(24, quantize_q5_1);
+    case 8:
+      return blocks(34, quantize_q8_0);
+    default:
+      throw Error(ErrorCode::unsupported,
+                  moe::detail::cat("cannot quantise to ggml type ", type_name, " (", type,
+                                   "): supported are F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0"));
   }
 }
 
