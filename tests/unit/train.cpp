@@ -84,7 +84,7 @@ TEST_CASE("dropped slots give their expert no gradient; a fully dropped token ge
     if (out.plan.slot_dropped(t, 0)) CHECK(g.x.row(t).norm() == 0.0f);
 }
 
-TEST_CASE("Cpu backward is bitwise identical on 1, 2 and 3 threads, with dropout and noise") {
+TEST_CASE("Cpu backward is bitwise identical on 1, 2, 3 and 7 threads, with dropout and noise") {
   LayerConfig cfg = small;
   cfg.num_experts = 6;
   cfg.expert_dropout = 0.3f;
@@ -92,7 +92,7 @@ TEST_CASE("Cpu backward is bitwise identical on 1, 2 and 3 threads, with dropout
   const WeightStore store = WeightStore::random(cfg, true, DType::F32, 3, true);
   const Matrix x = random_normal_matrix(40, cfg.d_model, 4), dy = random_normal_matrix(40, cfg.d_model, 5);
   std::vector<LayerGrads> runs;
-  for (int threads : {1, 2, 3}) {
+  for (int threads : {1, 2, 3, 7}) {
     const MoELayer<R, Expert<SwiGLU>, Dropless, ImportanceLoadLoss, backend::Cpu<>> layer(cfg, store.view(), {}, {}, {},
                                                                                           backend::Cpu<>(threads));
     auto ws = layer.make_workspace();
@@ -103,8 +103,11 @@ TEST_CASE("Cpu backward is bitwise identical on 1, 2 and 3 threads, with dropout
     CHECK(test::max_abs_diff(runs[0].x, runs[i].x) == 0.0f);
     CHECK(test::max_abs_diff(runs[0].router_gate, runs[i].router_gate) == 0.0f);
     CHECK(test::max_abs_diff(runs[0].router_noise, runs[i].router_noise) == 0.0f);
-    for (std::size_t e = 0; e < 6; ++e)
+    for (std::size_t e = 0; e < 6; ++e) {
       CHECK(test::max_abs_diff(runs[0].experts[e].gate, runs[i].experts[e].gate) == 0.0f);
+      CHECK(test::max_abs_diff(runs[0].experts[e].up, runs[i].experts[e].up) == 0.0f);
+      CHECK(test::max_abs_diff(runs[0].experts[e].down, runs[i].experts[e].down) == 0.0f);
+    }
   }
 }
 
