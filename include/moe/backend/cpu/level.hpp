@@ -56,10 +56,12 @@ inline Level cpu_level() noexcept {
 /// Whether numerics::Bf16Compute should run on vdpbf16ps where the ISA has
 /// it (pair_gemm.hpp), or widen bf16 to fp32 FMAs. By moe-bench's limits:
 /// a run on AMD Zen 4 reported the bf16 dot peak at twice the FP32 FMA peak
-/// (449 against 229 GFLOP/s on 2 cores); on a 2-core Intel Xeon with AMX it
-/// measured half (151 against 296), and there the fp32 kernel on bf16 panels
-/// is the faster. So: AMD yes, others no; MOE_BF16_DOT=1 or 0 overrides
-/// (read when a layer packs its experts).
+/// (449 against 229 GFLOP/s on 2 cores), and on a 2-core Zen 5 it measured
+/// 1000 against 546 (Mixtral layer at T = 512: 464 ms on vdpbf16ps, 715 on
+/// the FMAs); on a 2-core Intel Xeon with AMX it measured half (151 against
+/// 296), and there the fp32 kernel on bf16 panels is the faster. So: AMD
+/// yes, others no; MOE_BF16_DOT=1 or 0 overrides (read when a layer packs
+/// its experts).
 inline bool bf16_dot_preferred() noexcept {
   if (const char* v = std::getenv("MOE_BF16_DOT"); v != nullptr && *v != '\0') return *v == '1';
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
