@@ -137,6 +137,61 @@ def write_quant_cases(path):
     save_file(out, path)  # (no metadata: its key order varies between runs, the file would too)
 
 
+def permute(w, n_head):
+    """convert_hf_to_gguf.py's LlamaModel.permute: a q or k projection's rows
+    from Hugging Face's rotate-half pairing (i, i + d/2) to ggml's adjacent
+    pairs (2i, 2i + 1), head by head."""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def write_mixtral_gguf(src, path):
+    """A Hugging Face Mixtral folder as llama.cpp's convert_hf_to_gguf.py
+    writes it (architecture `llama`; q and k rows permuted; experts stacked
+    per layer into ffn_{gate,down,up}_exps), fp32 tensors (norms and the
+    router too). Written here from llama.cpp's conventions, independently of
+    moe's reader and converter."""
+    from safetensors.numpy import load_file
+    with open(os.path.join(src, "config.json")) as f:
+        c = json.load(f)
+    t = load_file(os.path.join(src, "model.safetensors"))
+    n_head, n_kv = c["num_attention_heads"], c["num_key_value_heads"]
+    head_dim = c.get("head_dim") or c["hidden_size"] // n_head
+    w = gguf.GGUFWriter(path, arch="llama")
+    w.add_name(os.path.basename(src))
+    w.add_vocab_size(c["vocab_size"])
+    w.add_context_length(c["max_position_embeddings"])
+    w.add_embedding_length(c["hidden_size"])
+    w.add_block_count(c["num_hidden_layers"])
+    w.add_feed_forward_length(c["intermediate_size"])
+    w.add_rope_dimension_count(head_dim)
+    w.add_head_count(n_head)
+    w.add_head_count_kv(n_kv)
+    w.add_layer_norm_rms_eps(c["rms_norm_eps"])
+    w.add_rope_freq_base(c["rope_theta"])
+    w.add_expert_count(c["num_local_experts"])
+    w.add_expert_used_count(c["num_experts_per_tok"])
+    w.add_file_type(0)  # all F32
+    w.add_tensor("token_embd.weight", t["model.embed_tokens.weight"])
+    w.add_tensor("output_norm.weight", t["model.norm.weight"])
+    w.add_tensor("output.weight", t["lm_head.weight"])
+    for i in range(c["num_hidden_layers"]):
+        p, b = f"model.layers.{i}.", f"blk.{i}."
+        w.add_tensor(b + "attn_norm.weight", t[p + "input_layernorm.weight"])
+        w.add_tensor(b + "attn_q.weight", permute(t[p + "self_attn.q_proj.weight"], n_head))
+        w.add_tensor(b + "attn_k.weight", permute(t[p + "self_attn.k_proj.weight"], n_kv))
+        w.add_tensor(b + "attn_v.weight", t[p + "self_attn.v_proj.weight"])
+        w.add_tensor(b + "attn_output.weight", t[p + "self_attn.o_proj.weight"])
+        w.add_tensor(b + "ffn_norm.weight", t[p + "post_attention_layernorm.weight"])
+        w.add_tensor(b + "ffn_gate_inp.weight", t[p + "block_sparse_moe.gate.weight"])
+        for hf, gg in (("w1", "gate"), ("w2", "down"), ("w3", "up")):
+            stack = np.stack([t[p + f"block_sparse_moe.experts.{e}.{hf}.weight"] for e in range(c["num_local_experts"])])
+            w.add_tensor(b + f"ffn_{gg}_exps.weight", stack)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
 def describe(path):
     r = gguf.GGUFReader(path)
     meta = {}
@@ -175,6 +230,8 @@ def main():
         f.write("\n")
     write_dequant_cases(os.path.join(OUT, "dequant.safetensors"))
     write_quant_cases(os.path.join(OUT, "quant.safetensors"))
+    write_mixtral_gguf(os.path.join(HERE, "..", "data", "golden", "models", "mixtral_tiny_f32"),
+                       os.path.join(OUT, "mixtral_tiny_f32.gguf"))
     with open(MANIFEST) as f:
         manifest = json.load(f)
     for name in sorted(os.listdir(OUT)):

@@ -7,6 +7,7 @@
 #include "test_support.hpp"
 
 #include <moe/io/gguf.hpp>
+#include <moe/io/gguf_convert.hpp>
 #include <moe/quant/ggml_blocks.hpp>
 #include <nlohmann/json.hpp>
 
@@ -431,4 +432,82 @@ TEST_CASE("ggml blocks: quantisation bit for bit as the gguf package's") {
   }
   test::require_error([] { quant::quantize(12, "Q4_K", nullptr, 256, nullptr); }, ErrorCode::unsupported,
                       {"Q4_K", "cannot quantise"});
+}
+
+TEST_CASE("convert_gguf: a Mixtral GGUF as llama.cpp writes it back to its Hugging Face checkpoint, bit for bit") {
+  // tests/data/cases/gguf/mixtral_tiny_f32.gguf: the golden mixtral_tiny_f32
+  // folder converted as convert_hf_to_gguf.py converts (q and k permuted,
+  // experts stacked), by make_gguf_cases.py with the gguf package.
+  const fs::path golden = fs::path(MOE_TEST_DATA_DIR) / "golden" / "models" / "mixtral_tiny_f32";
+  const io::Gguf g(fs::path(MOE_TEST_DATA_DIR) / "cases" / "gguf" / "mixtral_tiny_f32.gguf");
+  const test::TempDir dir("gguf-convert");
+  io::convert_gguf(g, dir.path, DType::F32);
+
+  const io::SafeTensors ours(dir.path / "model.safetensors"), theirs(golden / "model.safetensors");
+  CHECK(ours.tensors().size() == theirs.tensors().size());
+  for (const io::TensorView& t : theirs.tensors()) {
+    CAPTURE(t.name);
+    const io::TensorView* o = ours.find(t.name);
+    REQUIRE(o != nullptr);
+    CHECK(o->shape == t.shape);
+    CHECK(o->to_vector<float>() == t.to_vector<float>());
+  }
+  nlohmann::json config, original;
+  std::ifstream(dir.path / "config.json") >> config;
+  std::ifstream(golden / "config.json") >> original;
+  for (const char* key : {"model_type", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                          "num_attention_heads", "num_key_value_heads", "max_position_embeddings", "num_local_experts",
+                          "num_experts_per_tok", "tie_word_embeddings"}) {
+    CAPTURE(key);
+    CHECK(config[key] == original[key]);
+  }
+  // The GGUF stores them as float32: the same values to float precision.
+  CHECK(float(config["rms_norm_eps"].get<double>()) == float(original["rms_norm_eps"].get<double>()));
+  CHECK(float(config["rope_theta"].get<double>()) == float(original["rope_theta"].get<double>()));
+
+  // The decoder on the converted folder gives the golden folder's logits, bit for bit.
+  {
+    const mixtral::Model<> converted(dir.path), reference(golden);
+    const std::vector<std::int32_t> ids = {1, 17, 200, 5, 99, 3};
+    auto c1 = converted.new_cache();
+    auto c2 = reference.new_cache();
+    CHECK(converted.forward(ids, c1).logits == reference.forward(ids, c2).logits);
+  }
+
+  // And in bf16: every value the golden fp32 weight rounded to bf16.
+  const test::TempDir dir16("gguf-convert-bf16");
+  io::convert_gguf(g, dir16.path, DType::BF16);
+  const io::SafeTensors half(dir16.path / "model.safetensors");
+  const io::TensorView& q = theirs.tensor("model.layers.1.self_attn.q_proj.weight");
+  const std::vector<float> want = q.to_vector<float>();
+  const io::TensorView& q16 = half.tensor("model.layers.1.self_attn.q_proj.weight");
+  CHECK(q16.dtype == DType::BF16);
+  std::vector<std::uint16_t> got(q16.nbytes / 2);
+  std::memcpy(got.data(), q16.data, q16.nbytes);
+  REQUIRE(got.size() == want.size());
+  for (std::size_t k = 0; k < got.size(); ++k) CHECK(got[k] == bf16_bits(want[k]));
+}
+
+TEST_CASE("convert_gguf: what it cannot map is an error naming it") {
+  const test::TempDir dir("gguf-convert-bad");
+  Bytes f;
+  f.b = {'G', 'G', 'U', 'F'};
+  f.put<std::uint32_t>(3).put<std::uint64_t>(1).put<std::uint64_t>(3);
+  f.key("general.architecture", ValueType::string).str("llama");
+  f.key("llama.attention.head_count", ValueType::u32).put<std::uint32_t>(2);
+  f.key("llama.embedding_length", ValueType::u32).put<std::uint32_t>(4);
+  f.str("blk.0.mystery.weight").put<std::uint32_t>(1).put<std::uint64_t>(4).put<std::uint32_t>(0).put<std::uint64_t>(0);
+  f.pad_to(32);
+  f.b.resize(f.b.size() + 16, 0);
+  write(dir.path / "m.gguf", f.b);
+  const io::Gguf g(dir.path / "m.gguf");
+  test::require_error([&] { (void)io::gguf_hf_tensors(g); }, ErrorCode::unsupported,
+                      {"blk.0.mystery.weight", "no Hugging Face name"});
+  Bytes other;
+  other.b = {'G', 'G', 'U', 'F'};
+  other.put<std::uint32_t>(3).put<std::uint64_t>(0).put<std::uint64_t>(1);
+  other.key("general.architecture", ValueType::string).str("qwen2");
+  write(dir.path / "q.gguf", other.b);
+  const io::Gguf q(dir.path / "q.gguf");
+  test::require_error([&] { (void)io::gguf_hf_config(q); }, ErrorCode::unsupported, {"'qwen2'", "not supported"});
 }
