@@ -1,0 +1,25 @@
+cmake_minimum_required(VERSION 3.23)
+# moe-convert end to end: the golden tiny Mixtral as llama.cpp writes it to
+# GGUF, converted back, must give moe-mixtral the golden folder's logits and
+# greedy tokens byte for byte; then the errors a user meets first.
+# Run: cmake -DCONVERT=<moe-convert> -DMIXTRAL=<moe-mixtral> -DDATA=<tests/data> -DWORK=<scratch> -P convert.cmake
+include(${CMAKE_CURRENT_LIST_DIR}/expect.cmake)
+moe_cli_start(CONVERT MIXTRAL DATA WORK)
+set(gguf "${DATA}/cases/gguf/mixtral_tiny_f32.gguf")
+set(golden "${DATA}/golden/models/mixtral_tiny_f32")
+
+moe_expect(convert-f32 0 "wrote .*: mixtral, 2 layers, hidden 64, 41 tensors as f32, 4 experts top-2"
+       "${CONVERT}" "${gguf}" "${WORK}/f32" --dtype f32)
+moe_expect(logits-converted 0 "" "${MIXTRAL}" logits --model "${WORK}/f32" --tokens 1,17,200,5 --greedy 4
+       --out "${WORK}/converted.safetensors")
+moe_expect(logits-golden 0 "" "${MIXTRAL}" logits --model "${golden}" --tokens 1,17,200,5 --greedy 4
+       --out "${WORK}/golden.safetensors")
+moe_expect(same-logits 0 "" "${CMAKE_COMMAND}" -E compare_files "${WORK}/converted.safetensors"
+       "${WORK}/golden.safetensors")
+moe_expect(convert-bf16 0 "41 tensors as bf16" "${CONVERT}" "${gguf}" "${WORK}/bf16")
+moe_expect(info-bf16 0 "\"torch_dtype\": \"bfloat16\"" "${MIXTRAL}" info --model "${WORK}/bf16")
+
+moe_expect(not-gguf 1 "config.json: not a GGUF file: starts with '{" "${CONVERT}" "${golden}/config.json" "${WORK}/x")
+moe_expect(missing 1 "moe-convert: .*nope.gguf" "${CONVERT}" "${WORK}/nope.gguf" "${WORK}/x")
+moe_expect(bad-dtype 105 "--dtype: f8 not in" "${CONVERT}" "${gguf}" "${WORK}/x" --dtype f8)
+moe_expect_report("moe-convert")
