@@ -6,7 +6,8 @@
 //
 // Architecture `llama` (Llama, Mistral, Mixtral and their frankenMoEs as
 // llama.cpp converts them); weights dequantised from F32, F16, BF16, Q4_0,
-// Q4_1, Q5_0, Q5_1, Q8_0 and Q2_K ... Q6_K (moe/io/gguf_convert.hpp).
+// Q4_1, Q5_0, Q5_1, Q8_0 and Q2_K ... Q6_K (moe/io/gguf_convert.hpp); a
+// SentencePiece (`llama`) vocabulary becomes tokenizer.model.
 #include <moe/io/gguf_convert.hpp>
 
 #include <CLI/CLI.hpp>
@@ -30,7 +31,8 @@ int main(int argc, char** argv) try {
   const moe::io::Gguf g(in);
   const nlohmann::json config = moe::io::gguf_hf_config(g);
   const std::size_t tensors = moe::io::gguf_hf_tensors(g).size();
-  moe::io::convert_gguf(g, out, dtype == "f32" ? moe::DType::F32 : moe::DType::BF16, std::size_t(shard_gb * 1e9));
+  const bool tokenizer =
+      moe::io::convert_gguf(g, out, dtype == "f32" ? moe::DType::F32 : moe::DType::BF16, std::size_t(shard_gb * 1e9));
   std::printf("wrote %s: %s, %lld layers, hidden %lld, %zu tensors as %s", out.c_str(),
               config["model_type"].get<std::string>().c_str(), config["num_hidden_layers"].get<long long>(),
               config["hidden_size"].get<long long>(), tensors, dtype.c_str());
@@ -38,6 +40,12 @@ int main(int argc, char** argv) try {
     std::printf(", %lld experts top-%lld", config["num_local_experts"].get<long long>(),
                 config["num_experts_per_tok"].get<long long>());
   std::printf(" (GGUF version %u, %zu tensors in the file)\n", g.version(), g.tensors().size());
+  if (tokenizer)
+    std::printf("tokenizer.model: the file's SentencePiece vocabulary (%zu pieces)\n",
+                g.get_strings("tokenizer.ggml.tokens").size());
+  else
+    std::printf("no tokenizer written: the file's tokenizer is '%s' (only SentencePiece 'llama' converts yet)\n",
+                g.get_string_or("tokenizer.ggml.model").value_or("none").c_str());
   return 0;
 } catch (const moe::Error& e) {
   std::cerr << "moe-convert: " << e.what() << "\n";

@@ -192,6 +192,65 @@ def write_mixtral_gguf(src, path):
     w.close()
 
 
+SPM_CORPUS = """A mixture of experts routes each token to a few of its experts.
+Die Straße ist naß, über Brücken fährt der Zug. Ça coûte 5 €.
+def route(x): return top_k(softmax(x @ W), k=2)  # routing
+The quick brown fox jumps over the lazy dog. 0 1 2 3 4 5 6 7 8 9 10 100 1000 3.14159
+"""
+SPM_STRINGS = ["Hello world", " leading space", "double  space", "tabs\tand\nnewlines", "Straße über Brücken",
+               "emoji 🙂 and 漢字", "def f(x): return x**2", "12345 + 678 = 13023", "", " ", "ÿ\u0001 control"]
+
+
+def write_spm_vocab(model_path, gguf_path):
+    """A SentencePiece BPE tokenizer with byte fallback and Llama's settings, trained here, and a
+    vocab-only GGUF of it written as convert_hf_to_gguf.py's
+    _set_vocab_sentencepiece writes one (tokenizer.ggml.model = llama:
+    tokens, scores, token types, special ids, add_space_prefix)."""
+    import io
+    import sentencepiece as spm
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(SPM_CORPUS.splitlines() * 4), model_writer=model,
+                                   vocab_size=400, model_type="bpe", byte_fallback=True, character_coverage=1.0,
+                                   unk_id=0, bos_id=1, eos_id=2, pad_id=-1, num_threads=1, minloglevel=2,
+                                   hard_vocab_limit=False,
+                                   # Llama's and Mistral's tokenizer.model settings: no normalisation,
+                                   # whitespace kept, digits split, a dummy prefix space
+                                   normalization_rule_name="identity", remove_extra_whitespaces=False,
+                                   add_dummy_prefix=True, split_digits=True, allow_whitespace_only_pieces=True)
+    with open(model_path, "wb") as f:
+        f.write(model.getvalue())
+    sp = spm.SentencePieceProcessor(model_file=model_path)
+    w = gguf.GGUFWriter(gguf_path, arch="llama")
+    tokens, scores, types = [], [], []
+    for i in range(sp.vocab_size()):
+        tokens.append(sp.id_to_piece(i).encode("utf-8"))
+        scores.append(sp.get_score(i))
+        t = gguf.TokenType.NORMAL
+        if sp.is_unknown(i):
+            t = gguf.TokenType.UNKNOWN
+        elif sp.is_control(i):
+            t = gguf.TokenType.CONTROL
+        elif sp.is_unused(i):
+            t = gguf.TokenType.UNUSED
+        elif sp.is_byte(i):
+            t = gguf.TokenType.BYTE
+        types.append(t)
+    w.add_tokenizer_model("llama")
+    w.add_tokenizer_pre("default")
+    w.add_token_list(tokens)
+    w.add_token_scores(scores)
+    w.add_token_types(types)
+    w.add_bos_token_id(sp.bos_id())
+    w.add_eos_token_id(sp.eos_id())
+    w.add_unk_token_id(sp.unk_id())
+    w.add_add_space_prefix(True)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return {"strings": SPM_STRINGS, "ids": [sp.encode(t) for t in SPM_STRINGS]}
+
+
 def describe(path):
     r = gguf.GGUFReader(path)
     meta = {}
@@ -230,6 +289,10 @@ def main():
         f.write("\n")
     write_dequant_cases(os.path.join(OUT, "dequant.safetensors"))
     write_quant_cases(os.path.join(OUT, "quant.safetensors"))
+    spm_expected = write_spm_vocab(os.path.join(OUT, "spm_bpe.model"), os.path.join(OUT, "spm_vocab.gguf"))
+    with open(os.path.join(OUT, "spm_vocab.expected.json"), "w") as f:
+        json.dump(spm_expected, f, indent=1, ensure_ascii=False)
+        f.write("\n")
     write_mixtral_gguf(os.path.join(HERE, "..", "data", "golden", "models", "mixtral_tiny_f32"),
                        os.path.join(OUT, "mixtral_tiny_f32.gguf"))
     with open(MANIFEST) as f:

@@ -12,6 +12,7 @@
 ///   experts    stacked per layer, ffn_{gate,down,up}_exps [E, rows, cols]
 ///              (or one tensor per expert, blk.N.ffn_gate.E): experts.E.w1/w2/w3
 ///   lm_head    absent when the embeddings are tied: tie_word_embeddings
+///   tokenizer  a `llama` (SentencePiece) vocabulary as tokenizer.model
 ///
 /// A tensor this mapping does not know is an error naming it, never dropped.
 
@@ -26,6 +27,7 @@
 #include "moe/core/error.hpp"
 #include "moe/core/types.hpp"
 #include "moe/io/gguf.hpp"
+#include "moe/io/gguf_tokenizer.hpp"
 #include "moe/io/sharded_writer.hpp"
 #include "moe/quant/ggml_blocks.hpp"
 
@@ -207,8 +209,10 @@ inline void gguf_hf_fill(const HfTensorFromGguf& t, DType dtype, unsigned char* 
 
 /// Writes `out_dir` as a Hugging Face checkpoint of the GGUF model: config.json
 /// and safetensors in shards of at most `shard_bytes`, every tensor as
-/// `dtype` (F32 or BF16). Checks everything (names, types) before writing.
-inline void convert_gguf(const Gguf& g, const std::filesystem::path& out_dir, DType dtype,
+/// `dtype` (F32 or BF16), and tokenizer.model when the GGUF's tokenizer is
+/// SentencePiece's (`llama`; gguf_tokenizer.hpp). Checks everything (names,
+/// types) before writing. Returns whether it wrote the tokenizer.
+inline bool convert_gguf(const Gguf& g, const std::filesystem::path& out_dir, DType dtype,
                          std::size_t shard_bytes = std::size_t(5) << 30) {
   detail::require(dtype == DType::F32 || dtype == DType::BF16, ErrorCode::invalid_argument,
                   "convert_gguf: the output dtype must be F32 or BF16, got ", name(dtype));
@@ -226,6 +230,11 @@ inline void convert_gguf(const Gguf& g, const std::filesystem::path& out_dir, DT
   std::filesystem::create_directories(out_dir);
   w.write(out_dir);
   std::ofstream(out_dir / "config.json") << config.dump(2) << "\n";
+  if (g.get_string_or("tokenizer.ggml.model") != "llama") return false;
+  const std::string tokenizer = gguf_sentencepiece_model(g);
+  std::ofstream(out_dir / "tokenizer.model", std::ios::binary)
+      .write(tokenizer.data(), std::streamsize(tokenizer.size()));
+  return true;
 }
 
 }  // namespace moe::io
