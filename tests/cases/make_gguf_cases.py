@@ -3,7 +3,7 @@
 PyPI (llama.cpp's own Python writer and quantiser), so moe's reader is
 checked against an implementation it shares no code with.
 
-    build/hf-venv/bin/pip install gguf numpy
+    build/hf-venv/bin/pip install gguf numpy safetensors sentencepiece
     build/hf-venv/bin/python tests/cases/make_gguf_cases.py
 
 Writes, per file NAME.gguf, NAME.expected.json: every metadata key with its
