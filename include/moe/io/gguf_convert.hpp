@@ -222,6 +222,10 @@ inline bool convert_gguf(const Gguf& g, const std::filesystem::path& out_dir, DT
     if (!quant::can_dequantize(t.source->type))
       throw Error(ErrorCode::unsupported, detail::cat(g.path().string(), ": tensor '", t.source->name, "' is ",
                                                       t.source->type_name(), ", which moe cannot dequantise yet"));
+  // The tokenizer too is built before anything is written: a bad vocabulary leaves no half-written folder.
+  const std::optional<std::string> tokenizer = g.get_string_or("tokenizer.ggml.model") == "llama"
+                                                   ? std::optional<std::string>(gguf_sentencepiece_model(g))
+                                                   : std::nullopt;
   config["torch_dtype"] = dtype == DType::F32 ? "float32" : "bfloat16";
   ShardedWriter w(shard_bytes);
   for (const HfTensorFromGguf& t : tensors)
@@ -230,10 +234,9 @@ inline bool convert_gguf(const Gguf& g, const std::filesystem::path& out_dir, DT
   std::filesystem::create_directories(out_dir);
   w.write(out_dir);
   std::ofstream(out_dir / "config.json") << config.dump(2) << "\n";
-  if (g.get_string_or("tokenizer.ggml.model") != "llama") return false;
-  const std::string tokenizer = gguf_sentencepiece_model(g);
+  if (!tokenizer) return false;
   std::ofstream(out_dir / "tokenizer.model", std::ios::binary)
-      .write(tokenizer.data(), std::streamsize(tokenizer.size()));
+      .write(tokenizer->data(), std::streamsize(tokenizer->size()));
   return true;
 }
 
