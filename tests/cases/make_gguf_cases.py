@@ -251,6 +251,66 @@ def write_spm_vocab(model_path, gguf_path):
     return {"strings": SPM_STRINGS, "ids": [sp.encode(t) for t in SPM_STRINGS]}
 
 
+def write_mixtral_with_vocab(_, spm_model, safetensors_path, gguf_path):
+    """A tiny Mixtral with seeded random fp32 weights whose vocabulary is
+    spm_model's: its weights (safetensors, Hugging Face names) and the GGUF
+    llama.cpp would write of it, weights and tokenizer together."""
+    import sentencepiece as spm
+    from safetensors.numpy import save_file
+    sp = spm.SentencePieceProcessor(model_file=spm_model)
+    V, H, F, E, heads, kv = sp.vocab_size(), 32, 64, 2, 4, 2
+    hd = H // heads
+    rng = np.random.default_rng(3)
+    r = lambda *shape: (rng.standard_normal(shape) * 0.1).astype(np.float32)
+    t = {"model.embed_tokens.weight": r(V, H), "model.norm.weight": 1 + r(H), "lm_head.weight": r(V, H)}
+    p = "model.layers.0."
+    t.update({p + "input_layernorm.weight": 1 + r(H), p + "post_attention_layernorm.weight": 1 + r(H),
+              p + "self_attn.q_proj.weight": r(heads * hd, H), p + "self_attn.k_proj.weight": r(kv * hd, H),
+              p + "self_attn.v_proj.weight": r(kv * hd, H), p + "self_attn.o_proj.weight": r(H, heads * hd),
+              p + "block_sparse_moe.gate.weight": r(E, H)})
+    for e in range(E):
+        t.update({p + f"block_sparse_moe.experts.{e}.w1.weight": r(F, H), p + f"block_sparse_moe.experts.{e}.w2.weight": r(H, F),
+                  p + f"block_sparse_moe.experts.{e}.w3.weight": r(F, H)})
+    save_file(t, safetensors_path)
+    w = gguf.GGUFWriter(gguf_path, arch="llama")
+    for k, v in (("vocab_size", V), ("context_length", 256), ("embedding_length", H), ("block_count", 1),
+                 ("feed_forward_length", F), ("rope.dimension_count", hd), ("attention.head_count", heads),
+                 ("attention.head_count_kv", kv), ("expert_count", E), ("expert_used_count", 2)):
+        w.add_uint32("llama." + k, v)
+    w.add_float32("llama.attention.layer_norm_rms_epsilon", 1e-5)
+    w.add_float32("llama.rope.freq_base", 10000.0)
+    tokens, scores, types = [], [], []
+    for i in range(V):
+        tokens.append(sp.id_to_piece(i).encode("utf-8"))
+        scores.append(sp.get_score(i))
+        types.append(gguf.TokenType.UNKNOWN if sp.is_unknown(i) else gguf.TokenType.CONTROL if sp.is_control(i)
+                     else gguf.TokenType.BYTE if sp.is_byte(i) else gguf.TokenType.NORMAL)
+    w.add_tokenizer_model("llama")
+    w.add_token_list(tokens)
+    w.add_token_scores(scores)
+    w.add_token_types(types)
+    w.add_bos_token_id(sp.bos_id())
+    w.add_eos_token_id(sp.eos_id())
+    w.add_unk_token_id(sp.unk_id())
+    w.add_tensor("token_embd.weight", t["model.embed_tokens.weight"])
+    w.add_tensor("output_norm.weight", t["model.norm.weight"])
+    w.add_tensor("output.weight", t["lm_head.weight"])
+    b = "blk.0."
+    w.add_tensor(b + "attn_norm.weight", t[p + "input_layernorm.weight"])
+    w.add_tensor(b + "attn_q.weight", permute(t[p + "self_attn.q_proj.weight"], heads))
+    w.add_tensor(b + "attn_k.weight", permute(t[p + "self_attn.k_proj.weight"], kv))
+    w.add_tensor(b + "attn_v.weight", t[p + "self_attn.v_proj.weight"])
+    w.add_tensor(b + "attn_output.weight", t[p + "self_attn.o_proj.weight"])
+    w.add_tensor(b + "ffn_norm.weight", t[p + "post_attention_layernorm.weight"])
+    w.add_tensor(b + "ffn_gate_inp.weight", t[p + "block_sparse_moe.gate.weight"])
+    for hf, gg in (("w1", "gate"), ("w2", "down"), ("w3", "up")):
+        w.add_tensor(b + f"ffn_{gg}_exps.weight", np.stack([t[p + f"block_sparse_moe.experts.{e}.{hf}.weight"] for e in range(E)]))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
 def describe(path):
     r = gguf.GGUFReader(path)
     meta = {}
@@ -293,6 +353,8 @@ def main():
     with open(os.path.join(OUT, "spm_vocab.expected.json"), "w") as f:
         json.dump(spm_expected, f, indent=1, ensure_ascii=False)
         f.write("\n")
+    write_mixtral_with_vocab(None, os.path.join(OUT, "spm_bpe.model"), os.path.join(OUT, "mixtral_spm.safetensors"),
+                             os.path.join(OUT, "mixtral_spm.gguf"))
     write_mixtral_gguf(os.path.join(HERE, "..", "data", "golden", "models", "mixtral_tiny_f32"),
                        os.path.join(OUT, "mixtral_tiny_f32.gguf"))
     with open(MANIFEST) as f:

@@ -19,6 +19,15 @@ moe_expect(same-logits 0 "" "${CMAKE_COMMAND}" -E compare_files "${WORK}/convert
 moe_expect(convert-bf16 0 "41 tensors as bf16" "${CONVERT}" "${gguf}" "${WORK}/bf16")
 moe_expect(info-bf16 0 "\"torch_dtype\": \"bfloat16\"" "${MIXTRAL}" info --model "${WORK}/bf16")
 
+# A GGUF with a SentencePiece vocabulary: the folder speaks text, tokenised
+# as the original tokenizer.model does ("Hello world": BOS and 12 pieces).
+moe_expect(convert-with-tokenizer 0 "tokenizer.model: the file's SentencePiece vocabulary \\(400 pieces\\)"
+       "${CONVERT}" "${DATA}/cases/gguf/mixtral_spm.gguf" "${WORK}/spm" --dtype f32)
+if(SENTENCEPIECE)
+  moe_expect(generate-text 0 "prefill: 13 tokens" "${MIXTRAL}" generate --model "${WORK}/spm" --prompt "Hello world"
+         --max-new 2)
+endif()
+
 moe_expect(not-gguf 1 "config.json: not a GGUF file: starts with '{" "${CONVERT}" "${golden}/config.json" "${WORK}/x")
 moe_expect(missing 1 "moe-convert: .*nope.gguf" "${CONVERT}" "${WORK}/nope.gguf" "${WORK}/x")
 moe_expect(bad-dtype 105 "--dtype: f8 not in" "${CONVERT}" "${gguf}" "${WORK}/x" --dtype f8)

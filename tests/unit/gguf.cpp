@@ -488,6 +488,24 @@ TEST_CASE("convert_gguf: a Mixtral GGUF as llama.cpp writes it back to its Huggi
   for (std::size_t k = 0; k < got.size(); ++k) CHECK(got[k] == bf16_bits(want[k]));
 }
 
+TEST_CASE("convert_gguf: weights and a SentencePiece vocabulary together") {
+  // mixtral_spm.gguf: a tiny Mixtral over spm_bpe.model's 400 pieces, with
+  // its weights in mixtral_spm.safetensors (make_gguf_cases.py).
+  const fs::path cases = fs::path(MOE_TEST_DATA_DIR) / "cases" / "gguf";
+  const io::Gguf g(cases / "mixtral_spm.gguf");
+  const test::TempDir dir("gguf-convert-spm");
+  CHECK(io::convert_gguf(g, dir.path, DType::F32));
+  CHECK(fs::file_size(dir.path / "tokenizer.model") > 0);
+  const io::SafeTensors ours(dir.path / "model.safetensors"), theirs(cases / "mixtral_spm.safetensors");
+  CHECK(ours.tensors().size() == theirs.tensors().size());
+  for (const io::TensorView& t : theirs.tensors()) {
+    CAPTURE(t.name);
+    CHECK(ours.tensor(t.name).to_vector<float>() == t.to_vector<float>());
+  }
+  const mixtral::Model<> model(dir.path);
+  CHECK(model.config().vocab_size == 400);
+}
+
 TEST_CASE("convert_gguf: what it cannot map is an error naming it") {
   const test::TempDir dir("gguf-convert-bad");
   Bytes f;
