@@ -1,10 +1,11 @@
 cmake_minimum_required(VERSION 3.23)
-# moe-convert end to end: the golden tiny Mixtral as llama.cpp writes it to
+# moe-convert and moe-quantize end to end: the golden tiny Mixtral as llama.cpp writes it to
 # GGUF, converted back, must give moe-mixtral the golden folder's logits and
 # greedy tokens byte for byte; then the errors a user meets first.
-# Run: cmake -DCONVERT=<moe-convert> -DMIXTRAL=<moe-mixtral> -DDATA=<tests/data> -DWORK=<scratch> -P convert.cmake
+# Run: cmake -DCONVERT=<moe-convert> -DQUANTIZE=<moe-quantize> -DMIXTRAL=<moe-mixtral> -DDATA=<tests/data>
+#      -DWORK=<scratch> -P convert.cmake
 include(${CMAKE_CURRENT_LIST_DIR}/expect.cmake)
-moe_cli_start(CONVERT MIXTRAL DATA WORK)
+moe_cli_start(CONVERT QUANTIZE MIXTRAL DATA WORK)
 set(gguf "${DATA}/cases/gguf/mixtral_tiny_f32.gguf")
 set(golden "${DATA}/golden/models/mixtral_tiny_f32")
 
@@ -27,6 +28,17 @@ if(SENTENCEPIECE)
   moe_expect(generate-text 0 "prefill: 13 tokens" "${MIXTRAL}" generate --model "${WORK}/spm" --prompt "Hello world"
          --max-new 2)
 endif()
+
+# moe-quantize: the golden folder to GGUF (F32: the file the gguf package
+# writes, byte for byte; Q8_0: back through moe-convert, moe-mixtral runs it).
+moe_expect(quantize-f32 0 "wrote .*23 tensors, matrices as f32 \\(general.file_type 0\\)" "${QUANTIZE}" "${golden}"
+       "${WORK}/f32.gguf" --type f32)
+moe_expect(quantize-f32-same 0 "" "${CMAKE_COMMAND}" -E compare_files "${WORK}/f32.gguf" "${gguf}")
+moe_expect(quantize-q8 0 "matrices as q8_0 \\(general.file_type 7\\)" "${QUANTIZE}" "${golden}" "${WORK}/q8.gguf")
+moe_expect(convert-q8 0 "41 tensors as f32" "${CONVERT}" "${WORK}/q8.gguf" "${WORK}/q8" --dtype f32)
+moe_expect(logits-q8 0 "" "${MIXTRAL}" logits --model "${WORK}/q8" --tokens 1,17,200,5 --greedy 4
+       --out "${WORK}/q8.safetensors")
+moe_expect(quantize-k 1 "q4_k_m is not supported yet" "${QUANTIZE}" "${golden}" "${WORK}/k.gguf" --type q4_k_m)
 
 moe_expect(not-gguf 1 "config.json: not a GGUF file: starts with '{" "${CONVERT}" "${golden}/config.json" "${WORK}/x")
 moe_expect(missing 1 "moe-convert: .*nope.gguf" "${CONVERT}" "${WORK}/nope.gguf" "${WORK}/x")

@@ -8,6 +8,7 @@
 
 #include <moe/io/gguf.hpp>
 #include <moe/io/gguf_convert.hpp>
+#include <moe/io/gguf_from_hf.hpp>
 #include <moe/quant/ggml_blocks.hpp>
 #include <nlohmann/json.hpp>
 
@@ -16,6 +17,7 @@
 #include <cstdint>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -528,4 +530,50 @@ TEST_CASE("convert_gguf: what it cannot map is an error naming it") {
   write(dir.path / "q.gguf", other.b);
   const io::Gguf q(dir.path / "q.gguf");
   test::require_error([&] { (void)io::gguf_hf_config(q); }, ErrorCode::unsupported, {"'qwen2'", "not supported"});
+}
+
+TEST_CASE("write_gguf: a Hugging Face Mixtral as llama.cpp lays it out, byte for byte as the gguf package writes it") {
+  // make_gguf_cases.py wrote mixtral_tiny_f32.gguf from the golden folder
+  // with the gguf package, as convert_hf_to_gguf.py would (F32 throughout):
+  // moe's writer must produce the same file.
+  const fs::path golden = fs::path(MOE_TEST_DATA_DIR) / "golden" / "models" / "mixtral_tiny_f32";
+  const test::TempDir dir("gguf-write");
+  std::size_t reported = 0;
+  io::write_gguf(golden, dir.path / "f32.gguf", 0, [&](std::size_t done, std::size_t total, const std::string&) {
+    reported = done;
+    CHECK(total == 23);
+  });
+  CHECK(reported == 23);
+  const auto bytes = [](const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    return std::vector<char>(std::istreambuf_iterator<char>(in), {});
+  };
+  CHECK(bytes(dir.path / "f32.gguf") ==
+        bytes(fs::path(MOE_TEST_DATA_DIR) / "cases" / "gguf" / "mixtral_tiny_f32.gguf"));
+
+  // Q8_0: matrices quantised (norms and router F32), and back within Q8_0's
+  // rounding: half a step d = max|x| / 127, plus the scale's own rounding to
+  // fp16 (2^-11 of d, times |q| <= 127): under 0.57 d.
+  io::write_gguf(golden, dir.path / "q8.gguf", 8);
+  const io::Gguf q8(dir.path / "q8.gguf");
+  CHECK(q8.tensor("blk.0.attn_q.weight").type_name() == "Q8_0");
+  CHECK(q8.tensor("blk.0.ffn_down_exps.weight").type_name() == "Q8_0");
+  CHECK(q8.tensor("blk.0.ffn_gate_inp.weight").type_name() == "F32");
+  CHECK(q8.tensor("output_norm.weight").type_name() == "F32");
+  CHECK(q8.get_int("general.file_type") == 7);
+  io::convert_gguf(q8, dir.path / "back", DType::F32);
+  const io::SafeTensors back(dir.path / "back" / "model.safetensors"), original(golden / "model.safetensors");
+  for (const io::TensorView& t : original.tensors()) {
+    CAPTURE(t.name);
+    const std::vector<float> a = t.to_vector<float>(), b = back.tensor(t.name).to_vector<float>();
+    REQUIRE(a.size() == b.size());
+    float amax = 0, diff = 0;
+    for (std::size_t k = 0; k < a.size(); ++k) {
+      amax = std::max(amax, std::fabs(a[k]));
+      diff = std::max(diff, std::fabs(a[k] - b[k]));
+    }
+    CHECK(diff <= amax / 127.0f * 0.57f);
+  }
+  test::require_error([&] { io::write_gguf(golden, dir.path / "k.gguf", 12); }, ErrorCode::unsupported,
+                      {"Q4_K", "not supported yet"});
 }

@@ -1,0 +1,136 @@
+#pragma once
+/// \file gguf_from_hf.hpp
+/// A Hugging Face Llama, Mistral or Mixtral folder (a frankenMoE from
+/// moe-merge included) as a GGUF file the way llama.cpp's
+/// convert_hf_to_gguf.py and llama-quantize lay one out: architecture
+/// `llama`, its metadata keys, q and k rows permuted per head for ggml's
+/// RoPE, experts stacked per layer into ffn_{gate,down,up}_exps, 2-D weights
+/// in the chosen type (norms and the router stay F32, as llama-quantize
+/// keeps them; a matrix whose rows are not whole blocks falls back to F16).
+/// Streaming: one tensor in memory at a time.
+
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "moe/core/error.hpp"
+#include "moe/core/types.hpp"
+#include "moe/io/checkpoint.hpp"
+#include "moe/io/gguf_writer.hpp"
+#include "moe/models/mixtral/config.hpp"
+#include "moe/quant/ggml_blocks.hpp"
+
+namespace moe::io {
+
+/// llama.cpp's general.file_type for a file whose matrices are `type`.
+inline std::uint32_t gguf_file_type(std::uint32_t type) {
+  switch (type) {
+    case 0:
+      return 0;  // ALL_F32
+    case 1:
+      return 1;  // MOSTLY_F16
+    case 2:
+      return 2;  // MOSTLY_Q4_0
+    case 3:
+      return 3;  // MOSTLY_Q4_1
+    case 8:
+      return 7;  // MOSTLY_Q8_0
+    case 6:
+      return 8;  // MOSTLY_Q5_0
+    case 7:
+      return 9;  // MOSTLY_Q5_1
+    case 30:
+      return 32;  // MOSTLY_BF16
+    default:
+      throw Error(ErrorCode::unsupported,
+                  detail::cat("GGUF output type ", gguf::traits(type) ? gguf::traits(type)->name : "?",
+                              " is not supported yet (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0)"));
+  }
+}
+
+/// Writes the Hugging Face checkpoint in `hf_dir` as the GGUF file `out`,
+/// its matrices as ggml type `type`. on_tensor(done, total, name) reports
+/// progress as each tensor is written.
+inline void write_gguf(const std::filesystem::path& hf_dir, const std::filesystem::path& out, std::uint32_t type,
+                       const std::function<void(std::size_t, std::size_t, const std::string&)>& on_tensor = {}) {
+  const std::uint32_t file_type = gguf_file_type(type);
+  const mixtral::Config c = mixtral::load_config(hf_dir);
+  const Checkpoint ckpt(hf_dir);
+  GgufWriter w;
+  w.add_string("general.architecture", "llama");
+  w.add_string("general.name", hf_dir.filename().string());
+  w.add_u32("llama.vocab_size", std::uint32_t(c.vocab_size));
+  w.add_u32("llama.context_length", std::uint32_t(c.max_positions));
+  w.add_u32("llama.embedding_length", std::uint32_t(c.hidden_size));
+  w.add_u32("llama.block_count", std::uint32_t(c.num_layers));
+  w.add_u32("llama.feed_forward_length", std::uint32_t(c.intermediate_size));
+  w.add_u32("llama.rope.dimension_count", std::uint32_t(c.head_dim));
+  w.add_u32("llama.attention.head_count", std::uint32_t(c.num_heads));
+  w.add_u32("llama.attention.head_count_kv", std::uint32_t(c.num_kv_heads));
+  w.add_f32("llama.attention.layer_norm_rms_epsilon", float(c.rms_norm_eps));
+  w.add_f32("llama.rope.freq_base", float(c.rope_theta));
+  if (!c.dense()) {
+    w.add_u32("llama.expert_count", std::uint32_t(c.num_experts));
+    w.add_u32("llama.expert_used_count", std::uint32_t(c.experts_per_token));
+  }
+  w.add_u32("general.file_type", file_type);
+
+  std::size_t total = 0, done = 0;
+  // One output tensor: `rows` HF rows (several tensors stacked, or one with
+  // its rows permuted per head) of `cols` values.
+  const auto add = [&](const std::string& name, std::vector<const TensorView*> parts, bool matrix,
+                       index_t permuted_heads = 0) {
+    const TensorView& first = *parts.front();
+    const index_t cols = first.shape.back(), rows = first.numel() / std::max<index_t>(cols, 1);
+    std::uint32_t t = matrix ? type : 0;
+    if (matrix && cols % gguf::traits(t)->block != 0) t = 1;  // rows not whole blocks: F16
+    std::vector<index_t> ne = {cols};
+    if (first.shape.size() > 1) ne.push_back(rows);
+    if (parts.size() > 1) ne.push_back(index_t(parts.size()));
+    const gguf::TypeTraits tt = *gguf::traits(t);
+    ++total;
+    w.add_tensor(name, ne, t, [&, parts, rows, cols, t, tt, permuted_heads, name](unsigned char* dst) {
+      std::vector<float> row(static_cast<std::size_t>(cols));
+      const index_t row_bytes = cols / tt.block * tt.bytes, head = permuted_heads ? rows / permuted_heads : 0;
+      for (std::size_t p = 0; p < parts.size(); ++p)
+        for (index_t g = 0; g < rows; ++g) {
+          index_t r = g;  // ggml row g = (head h, pair j, half s) holds HF row (h, s, j)
+          if (head > 0) r = (g / head) * head + (g % head % 2) * (head / 2) + (g % head) / 2;
+          for (index_t k = 0; k < cols; ++k)
+            row[std::size_t(k)] = load_as_float(parts[p]->data, parts[p]->dtype, r * cols + k);
+          quant::quantize(t, tt.name, row.data(), cols, dst + (index_t(p) * rows + g) * row_bytes);
+        }
+      if (on_tensor) on_tensor(++done, total, name);
+    });
+  };
+  const auto T = [&](const std::string& n) { return &ckpt.tensor(n); };
+  add("token_embd.weight", {T("model.embed_tokens.weight")}, true);
+  add("output_norm.weight", {T("model.norm.weight")}, false);
+  if (!c.tie_word_embeddings) add("output.weight", {T("lm_head.weight")}, true);
+  for (index_t l = 0; l < c.num_layers; ++l) {
+    const std::string p = detail::cat("model.layers.", l, "."), b = detail::cat("blk.", l, ".");
+    add(b + "attn_norm.weight", {T(p + "input_layernorm.weight")}, false);
+    add(b + "attn_q.weight", {T(p + "self_attn.q_proj.weight")}, true, c.num_heads);
+    add(b + "attn_k.weight", {T(p + "self_attn.k_proj.weight")}, true, c.num_kv_heads);
+    add(b + "attn_v.weight", {T(p + "self_attn.v_proj.weight")}, true);
+    add(b + "attn_output.weight", {T(p + "self_attn.o_proj.weight")}, true);
+    add(b + "ffn_norm.weight", {T(p + "post_attention_layernorm.weight")}, false);
+    if (c.dense()) {
+      add(b + "ffn_gate.weight", {T(p + "mlp.gate_proj.weight")}, true);
+      add(b + "ffn_up.weight", {T(p + "mlp.up_proj.weight")}, true);
+      add(b + "ffn_down.weight", {T(p + "mlp.down_proj.weight")}, true);
+      continue;
+    }
+    add(b + "ffn_gate_inp.weight", {T(p + "block_sparse_moe.gate.weight")}, false);
+    for (const auto& [hf, gg] : {std::pair{"w1", "gate"}, std::pair{"w2", "down"}, std::pair{"w3", "up"}}) {
+      std::vector<const TensorView*> experts;
+      for (index_t e = 0; e < c.num_experts; ++e)
+        experts.push_back(T(detail::cat(p, "block_sparse_moe.experts.", e, ".", hf, ".weight")));
+      add(detail::cat(b, "ffn_", gg, "_exps.weight"), experts, true);
+    }
+  }
+  w.write(out);
+}
+
+}  // namespace moe::io
