@@ -1,7 +1,8 @@
 // moe-quantize: a Hugging Face Llama, Mistral or Mixtral folder (a frankenMoE
 // from moe-merge included) as a GGUF file laid out as llama.cpp's own
 // converter lays one out, its matrices in the chosen type, streaming one
-// tensor at a time (moe/io/gguf_from_hf.hpp).
+// tensor at a time (moe/io/gguf_from_hf.hpp); a SentencePiece tokenizer.model
+// goes in as the file's vocabulary.
 //
 //   moe-quantize IN_DIR OUT.gguf [--type f32|f16|bf16|q8_0|q5_1|q5_0|q4_1|q4_0]
 //

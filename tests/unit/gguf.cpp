@@ -577,3 +577,52 @@ TEST_CASE("write_gguf: a Hugging Face Mixtral as llama.cpp lays it out, byte for
   test::require_error([&] { io::write_gguf(golden, dir.path / "k.gguf", 12); }, ErrorCode::unsupported,
                       {"Q4_K", "not supported yet"});
 }
+
+TEST_CASE("read_sentencepiece_model: a tokenizer.model as the GGUF stores it, and back through moe-quantize's writer") {
+  const fs::path cases = fs::path(MOE_TEST_DATA_DIR) / "cases" / "gguf";
+  std::ifstream in(cases / "spm_bpe.model", std::ios::binary);
+  const std::string proto((std::istreambuf_iterator<char>(in)), {});
+  const io::SentencePieceVocab v = io::read_sentencepiece_model(proto, "spm_bpe.model");
+  const io::Gguf python(cases / "spm_vocab.gguf");  // what convert_hf_to_gguf.py stores of it
+  CHECK(v.tokens == python.get_strings("tokenizer.ggml.tokens"));
+  const std::vector<double> scores = python.get_numbers("tokenizer.ggml.scores"),
+                            types = python.get_numbers("tokenizer.ggml.token_type");
+  REQUIRE(v.scores.size() == scores.size());
+  for (std::size_t k = 0; k < scores.size(); ++k) {
+    CHECK(double(v.scores[k]) == scores[k]);
+    CHECK(double(v.types[k]) == types[k]);
+  }
+  CHECK(v.bos_id == python.get_int("tokenizer.ggml.bos_token_id"));
+  CHECK(v.eos_id == python.get_int("tokenizer.ggml.eos_token_id"));
+  CHECK(v.unk_id == python.get_int("tokenizer.ggml.unknown_token_id"));
+  CHECK(v.add_dummy_prefix == python.get_bool("tokenizer.ggml.add_space_prefix"));
+  // Cut short anywhere: an error, never a crash or a silent half vocabulary.
+  int errors = 0;
+  for (std::size_t n = 1; n < proto.size(); n += 97) {
+    try {
+      (void)io::read_sentencepiece_model(std::string_view(proto).substr(0, n), "cut");
+    } catch (const Error& e) {
+      CHECK(e.code() == ErrorCode::bad_file);
+      ++errors;
+    }
+  }
+  CHECK(errors > 0);
+
+  // GGUF (weights and vocabulary) -> folder -> GGUF: the tokenizer fields survive.
+  const io::Gguf g(cases / "mixtral_spm.gguf");
+  const test::TempDir dir("gguf-spm-roundtrip");
+  io::convert_gguf(g, dir.path / "hf", DType::F32);
+  io::write_gguf(dir.path / "hf", dir.path / "again.gguf", 0);
+  const io::Gguf again(dir.path / "again.gguf");
+  CHECK(again.get_string("tokenizer.ggml.model") == "llama");
+  CHECK(again.get_strings("tokenizer.ggml.tokens") == g.get_strings("tokenizer.ggml.tokens"));
+  CHECK(again.get_numbers("tokenizer.ggml.scores") == g.get_numbers("tokenizer.ggml.scores"));
+  CHECK(again.get_numbers("tokenizer.ggml.token_type") == g.get_numbers("tokenizer.ggml.token_type"));
+  CHECK(again.get_int("tokenizer.ggml.bos_token_id") == g.get_int("tokenizer.ggml.bos_token_id"));
+  for (const io::GgufTensor& t : g.tensors()) {
+    CAPTURE(t.name);
+    const io::GgufTensor& u = again.tensor(t.name);
+    CHECK(u.ne == t.ne);
+    CHECK(std::memcmp(u.data, t.data, t.nbytes) == 0);
+  }
+}

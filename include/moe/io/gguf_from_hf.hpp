@@ -6,7 +6,8 @@
 /// `llama`, its metadata keys, q and k rows permuted per head for ggml's
 /// RoPE, experts stacked per layer into ffn_{gate,down,up}_exps, 2-D weights
 /// in the chosen type (norms and the router stay F32, as llama-quantize
-/// keeps them; a matrix whose rows are not whole blocks falls back to F16).
+/// keeps them; a matrix whose rows are not whole blocks falls back to F16),
+/// and a SentencePiece tokenizer.model as the `llama` tokenizer fields.
 /// Streaming: one tensor in memory at a time.
 
 #include <filesystem>
@@ -17,7 +18,9 @@
 #include "moe/core/error.hpp"
 #include "moe/core/types.hpp"
 #include "moe/io/checkpoint.hpp"
+#include "moe/io/gguf_tokenizer.hpp"
 #include "moe/io/gguf_writer.hpp"
+#include "moe/io/mapped_file.hpp"
 #include "moe/models/mixtral/config.hpp"
 #include "moe/quant/ggml_blocks.hpp"
 
@@ -75,6 +78,21 @@ inline void write_gguf(const std::filesystem::path& hf_dir, const std::filesyste
     w.add_u32("llama.expert_used_count", std::uint32_t(c.experts_per_token));
   }
   w.add_u32("general.file_type", file_type);
+  // The tokenizer, as convert_hf_to_gguf.py stores a SentencePiece one.
+  if (std::filesystem::exists(hf_dir / "tokenizer.model")) {
+    const MappedFile f(hf_dir / "tokenizer.model");
+    const SentencePieceVocab v = read_sentencepiece_model({reinterpret_cast<const char*>(f.data()), f.size()},
+                                                          (hf_dir / "tokenizer.model").string());
+    w.add_string("tokenizer.ggml.model", "llama");
+    w.add_strings("tokenizer.ggml.tokens", v.tokens);
+    w.add_f32s("tokenizer.ggml.scores", v.scores);
+    w.add_i32s("tokenizer.ggml.token_type", v.types);
+    w.add_u32("tokenizer.ggml.bos_token_id", std::uint32_t(v.bos_id));
+    w.add_u32("tokenizer.ggml.eos_token_id", std::uint32_t(v.eos_id));
+    w.add_u32("tokenizer.ggml.unknown_token_id", std::uint32_t(v.unk_id));
+    if (v.pad_id >= 0) w.add_u32("tokenizer.ggml.padding_token_id", std::uint32_t(v.pad_id));
+    w.add_bool("tokenizer.ggml.add_space_prefix", v.add_dummy_prefix);
+  }
 
   std::size_t total = 0, done = 0;
   // One output tensor: `rows` HF rows (several tensors stacked, or one with

@@ -9,13 +9,16 @@
 /// pieces, no normalisation (`identity`), whitespace kept, the dummy prefix
 /// space as `tokenizer.ggml.add_space_prefix` says (default on).
 ///
-/// The protobuf is written by hand (a few fields of sentencepiece_model.proto;
-/// Debian's libsentencepiece-dev does not ship the generated header).
+/// The other way, read_sentencepiece_model() reads a tokenizer.model for
+/// the GGUF writer. The protobuf is read and written by hand (a few fields
+/// of sentencepiece_model.proto; Debian's libsentencepiece-dev does not
+/// ship the generated header).
 
 #include <cstdint>
 #include <cstring>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "moe/core/error.hpp"
@@ -51,7 +54,127 @@ inline void float_field(std::string& out, int field, float v) {
   out.append(raw, 4);
 }
 
+/// Reads protocol-buffer fields from `bytes`; every length is checked
+/// against what is left (an Error naming `what` otherwise).
+class Reader {
+ public:
+  Reader(std::string_view bytes, std::string what) : bytes_(bytes), what_(std::move(what)) {}
+  bool done() const noexcept { return at_ >= bytes_.size(); }
+  std::uint64_t varint() {
+    std::uint64_t v = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+      detail::require(at_ < bytes_.size(), ErrorCode::bad_file, what_, ": truncated varint");
+      const auto byte = static_cast<unsigned char>(bytes_[at_++]);
+      v |= std::uint64_t(byte & 0x7F) << shift;
+      if (!(byte & 0x80)) return v;
+    }
+    throw Error(ErrorCode::bad_file, detail::cat(what_, ": a varint longer than 10 bytes"));
+  }
+  /// The next field: its number and wire type; then read its value with one of the calls below.
+  std::pair<std::uint64_t, int> key() {
+    const std::uint64_t k = varint();
+    return {k >> 3, int(k & 7)};
+  }
+  std::string_view bytes() {
+    const std::uint64_t n = varint();
+    detail::require(n <= bytes_.size() - at_, ErrorCode::bad_file, what_, ": a field of ", n, " bytes with ",
+                    bytes_.size() - at_, " left (truncated file?)");
+    const std::string_view v = bytes_.substr(at_, std::size_t(n));
+    at_ += std::size_t(n);
+    return v;
+  }
+  float fixed32() {
+    detail::require(bytes_.size() - at_ >= 4, ErrorCode::bad_file, what_, ": truncated float");
+    float f;
+    std::memcpy(&f, bytes_.data() + at_, 4);
+    at_ += 4;
+    return f;
+  }
+  /// Skips a field of this wire type.
+  void skip(int wire) {
+    if (wire == 0) {
+      varint();
+    } else if (wire == 2) {
+      bytes();
+    } else if (wire == 1 || wire == 5) {
+      const std::size_t n = wire == 1 ? 8 : 4;
+      detail::require(bytes_.size() - at_ >= n, ErrorCode::bad_file, what_, ": truncated field");
+      at_ += n;
+    } else {
+      throw Error(ErrorCode::bad_file, detail::cat(what_, ": unknown wire type ", wire));
+    }
+  }
+
+ private:
+  std::string_view bytes_;
+  std::string what_;
+  std::size_t at_ = 0;
+};
+
 }  // namespace protobuf
+
+/// What a SentencePiece tokenizer.model holds that a GGUF stores of it.
+struct SentencePieceVocab {
+  std::vector<std::string> tokens;
+  std::vector<float> scores;
+  std::vector<std::int32_t> types;  ///< SentencePiece's piece types, which are GGUF's token types
+  std::int32_t unk_id = 0, bos_id = 1, eos_id = 2, pad_id = -1;
+  bool add_dummy_prefix = true;
+};
+
+/// Reads a serialized SentencePiece ModelProto (a tokenizer.model's bytes);
+/// `what` names it in errors.
+inline SentencePieceVocab read_sentencepiece_model(std::string_view proto, const std::string& what) {
+  SentencePieceVocab v;
+  protobuf::Reader r(proto, what);
+  while (!r.done()) {
+    const auto [field, wire] = r.key();
+    if (field == 1 && wire == 2) {  // a piece
+      protobuf::Reader p(r.bytes(), what + ": piece " + std::to_string(v.tokens.size()));
+      std::string piece;
+      float score = 0;
+      std::int32_t type = 1;
+      while (!p.done()) {
+        const auto [f, w] = p.key();
+        if (f == 1 && w == 2)
+          piece = std::string(p.bytes());
+        else if (f == 2 && w == 5)
+          score = p.fixed32();
+        else if (f == 3 && w == 0)
+          type = std::int32_t(p.varint());
+        else
+          p.skip(w);
+      }
+      v.tokens.push_back(std::move(piece));
+      v.scores.push_back(score);
+      v.types.push_back(type);
+    } else if (field == 2 && wire == 2) {  // TrainerSpec: the special ids
+      protobuf::Reader t(r.bytes(), what + ": trainer_spec");
+      while (!t.done()) {
+        const auto [f, w] = t.key();
+        if (w == 0 && f >= 40 && f <= 43) {
+          const auto id = std::int32_t(std::int64_t(t.varint()));
+          (f == 40 ? v.unk_id : f == 41 ? v.bos_id : f == 42 ? v.eos_id : v.pad_id) = id;
+        } else {
+          t.skip(w);
+        }
+      }
+    } else if (field == 3 && wire == 2) {  // NormalizerSpec: the dummy prefix
+      protobuf::Reader n(r.bytes(), what + ": normalizer_spec");
+      while (!n.done()) {
+        const auto [f, w] = n.key();
+        if (f == 3 && w == 0)
+          v.add_dummy_prefix = n.varint() != 0;
+        else
+          n.skip(w);
+      }
+    } else {
+      r.skip(wire);
+    }
+  }
+  detail::require(!v.tokens.empty(), ErrorCode::bad_file, what, ": no pieces (not a SentencePiece model?)");
+  return v;
+}
 
 /// The GGUF's `llama` tokenizer as a SentencePiece tokenizer.model (bytes).
 inline std::string gguf_sentencepiece_model(const Gguf& g) {
