@@ -144,6 +144,54 @@ def permute(w, n_head):
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
+def add_mixtral_tensors(w, t, layers, n_head, n_kv, experts):
+    """A Mixtral's tensors (Hugging Face names in `t`) under llama.cpp's names:
+    q and k permuted, each layer's experts stacked."""
+    w.add_tensor("token_embd.weight", t["model.embed_tokens.weight"])
+    w.add_tensor("output_norm.weight", t["model.norm.weight"])
+    w.add_tensor("output.weight", t["lm_head.weight"])
+    for i in range(layers):
+        p, b = f"model.layers.{i}.", f"blk.{i}."
+        w.add_tensor(b + "attn_norm.weight", t[p + "input_layernorm.weight"])
+        w.add_tensor(b + "attn_q.weight", permute(t[p + "self_attn.q_proj.weight"], n_head))
+        w.add_tensor(b + "attn_k.weight", permute(t[p + "self_attn.k_proj.weight"], n_kv))
+        w.add_tensor(b + "attn_v.weight", t[p + "self_attn.v_proj.weight"])
+        w.add_tensor(b + "attn_output.weight", t[p + "self_attn.o_proj.weight"])
+        w.add_tensor(b + "ffn_norm.weight", t[p + "post_attention_layernorm.weight"])
+        w.add_tensor(b + "ffn_gate_inp.weight", t[p + "block_sparse_moe.gate.weight"])
+        for hf, gg in (("w1", "gate"), ("w2", "down"), ("w3", "up")):
+            stack = np.stack([t[p + f"block_sparse_moe.experts.{e}.{hf}.weight"] for e in range(experts)])
+            w.add_tensor(b + f"ffn_{gg}_exps.weight", stack)
+
+
+def add_spm_vocab(w, sp):
+    """A SentencePiece model's vocabulary as convert_hf_to_gguf.py's
+    _set_vocab_sentencepiece stores it."""
+    tokens, scores, types = [], [], []
+    for i in range(sp.vocab_size()):
+        tokens.append(sp.id_to_piece(i).encode("utf-8"))
+        scores.append(sp.get_score(i))
+        t = gguf.TokenType.NORMAL
+        if sp.is_unknown(i):
+            t = gguf.TokenType.UNKNOWN
+        elif sp.is_control(i):
+            t = gguf.TokenType.CONTROL
+        elif sp.is_unused(i):
+            t = gguf.TokenType.UNUSED
+        elif sp.is_byte(i):
+            t = gguf.TokenType.BYTE
+        types.append(t)
+    w.add_tokenizer_model("llama")
+    w.add_tokenizer_pre("default")
+    w.add_token_list(tokens)
+    w.add_token_scores(scores)
+    w.add_token_types(types)
+    w.add_bos_token_id(sp.bos_id())
+    w.add_eos_token_id(sp.eos_id())
+    w.add_unk_token_id(sp.unk_id())
+    w.add_add_space_prefix(True)
+
+
 def write_mixtral_gguf(src, path):
     """A Hugging Face Mixtral folder as llama.cpp's convert_hf_to_gguf.py
     writes it (architecture `llama`; q and k rows permuted; experts stacked
@@ -171,21 +219,7 @@ def write_mixtral_gguf(src, path):
     w.add_expert_count(c["num_local_experts"])
     w.add_expert_used_count(c["num_experts_per_tok"])
     w.add_file_type(0)  # all F32
-    w.add_tensor("token_embd.weight", t["model.embed_tokens.weight"])
-    w.add_tensor("output_norm.weight", t["model.norm.weight"])
-    w.add_tensor("output.weight", t["lm_head.weight"])
-    for i in range(c["num_hidden_layers"]):
-        p, b = f"model.layers.{i}.", f"blk.{i}."
-        w.add_tensor(b + "attn_norm.weight", t[p + "input_layernorm.weight"])
-        w.add_tensor(b + "attn_q.weight", permute(t[p + "self_attn.q_proj.weight"], n_head))
-        w.add_tensor(b + "attn_k.weight", permute(t[p + "self_attn.k_proj.weight"], n_kv))
-        w.add_tensor(b + "attn_v.weight", t[p + "self_attn.v_proj.weight"])
-        w.add_tensor(b + "attn_output.weight", t[p + "self_attn.o_proj.weight"])
-        w.add_tensor(b + "ffn_norm.weight", t[p + "post_attention_layernorm.weight"])
-        w.add_tensor(b + "ffn_gate_inp.weight", t[p + "block_sparse_moe.gate.weight"])
-        for hf, gg in (("w1", "gate"), ("w2", "down"), ("w3", "up")):
-            stack = np.stack([t[p + f"block_sparse_moe.experts.{e}.{hf}.weight"] for e in range(c["num_local_experts"])])
-            w.add_tensor(b + f"ffn_{gg}_exps.weight", stack)
+    add_mixtral_tensors(w, t, c["num_hidden_layers"], n_head, n_kv, c["num_local_experts"])
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
@@ -221,29 +255,7 @@ def write_spm_vocab(model_path, gguf_path):
         f.write(model.getvalue())
     sp = spm.SentencePieceProcessor(model_file=model_path)
     w = gguf.GGUFWriter(gguf_path, arch="llama")
-    tokens, scores, types = [], [], []
-    for i in range(sp.vocab_size()):
-        tokens.append(sp.id_to_piece(i).encode("utf-8"))
-        scores.append(sp.get_score(i))
-        t = gguf.TokenType.NORMAL
-        if sp.is_unknown(i):
-            t = gguf.TokenType.UNKNOWN
-        elif sp.is_control(i):
-            t = gguf.TokenType.CONTROL
-        elif sp.is_unused(i):
-            t = gguf.TokenType.UNUSED
-        elif sp.is_byte(i):
-            t = gguf.TokenType.BYTE
-        types.append(t)
-    w.add_tokenizer_model("llama")
-    w.add_tokenizer_pre("default")
-    w.add_token_list(tokens)
-    w.add_token_scores(scores)
-    w.add_token_types(types)
-    w.add_bos_token_id(sp.bos_id())
-    w.add_eos_token_id(sp.eos_id())
-    w.add_unk_token_id(sp.unk_id())
-    w.add_add_space_prefix(True)
+    add_spm_vocab(w, sp)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
@@ -251,7 +263,7 @@ def write_spm_vocab(model_path, gguf_path):
     return {"strings": SPM_STRINGS, "ids": [sp.encode(t) for t in SPM_STRINGS]}
 
 
-def write_mixtral_with_vocab(_, spm_model, safetensors_path, gguf_path):
+def write_mixtral_with_vocab(spm_model, safetensors_path, gguf_path):
     """A tiny Mixtral with seeded random fp32 weights whose vocabulary is
     spm_model's: its weights (safetensors, Hugging Face names) and the GGUF
     llama.cpp would write of it, weights and tokenizer together."""
@@ -279,32 +291,8 @@ def write_mixtral_with_vocab(_, spm_model, safetensors_path, gguf_path):
         w.add_uint32("llama." + k, v)
     w.add_float32("llama.attention.layer_norm_rms_epsilon", 1e-5)
     w.add_float32("llama.rope.freq_base", 10000.0)
-    tokens, scores, types = [], [], []
-    for i in range(V):
-        tokens.append(sp.id_to_piece(i).encode("utf-8"))
-        scores.append(sp.get_score(i))
-        types.append(gguf.TokenType.UNKNOWN if sp.is_unknown(i) else gguf.TokenType.CONTROL if sp.is_control(i)
-                     else gguf.TokenType.BYTE if sp.is_byte(i) else gguf.TokenType.NORMAL)
-    w.add_tokenizer_model("llama")
-    w.add_token_list(tokens)
-    w.add_token_scores(scores)
-    w.add_token_types(types)
-    w.add_bos_token_id(sp.bos_id())
-    w.add_eos_token_id(sp.eos_id())
-    w.add_unk_token_id(sp.unk_id())
-    w.add_tensor("token_embd.weight", t["model.embed_tokens.weight"])
-    w.add_tensor("output_norm.weight", t["model.norm.weight"])
-    w.add_tensor("output.weight", t["lm_head.weight"])
-    b = "blk.0."
-    w.add_tensor(b + "attn_norm.weight", t[p + "input_layernorm.weight"])
-    w.add_tensor(b + "attn_q.weight", permute(t[p + "self_attn.q_proj.weight"], heads))
-    w.add_tensor(b + "attn_k.weight", permute(t[p + "self_attn.k_proj.weight"], kv))
-    w.add_tensor(b + "attn_v.weight", t[p + "self_attn.v_proj.weight"])
-    w.add_tensor(b + "attn_output.weight", t[p + "self_attn.o_proj.weight"])
-    w.add_tensor(b + "ffn_norm.weight", t[p + "post_attention_layernorm.weight"])
-    w.add_tensor(b + "ffn_gate_inp.weight", t[p + "block_sparse_moe.gate.weight"])
-    for hf, gg in (("w1", "gate"), ("w2", "down"), ("w3", "up")):
-        w.add_tensor(b + f"ffn_{gg}_exps.weight", np.stack([t[p + f"block_sparse_moe.experts.{e}.{hf}.weight"] for e in range(E)]))
+    add_spm_vocab(w, sp)
+    add_mixtral_tensors(w, t, 1, heads, kv, E)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
@@ -353,7 +341,7 @@ def main():
     with open(os.path.join(OUT, "spm_vocab.expected.json"), "w") as f:
         json.dump(spm_expected, f, indent=1, ensure_ascii=False)
         f.write("\n")
-    write_mixtral_with_vocab(None, os.path.join(OUT, "spm_bpe.model"), os.path.join(OUT, "mixtral_spm.safetensors"),
+    write_mixtral_with_vocab(os.path.join(OUT, "spm_bpe.model"), os.path.join(OUT, "mixtral_spm.safetensors"),
                              os.path.join(OUT, "mixtral_spm.gguf"))
     write_mixtral_gguf(os.path.join(HERE, "..", "data", "golden", "models", "mixtral_tiny_f32"),
                        os.path.join(OUT, "mixtral_tiny_f32.gguf"))
