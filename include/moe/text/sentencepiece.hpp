@@ -18,6 +18,7 @@
 
 #include "moe/core/error.hpp"
 #include "moe/io/mapped_file.hpp"
+#include "moe/io/protobuf_wire.hpp"
 
 namespace moe::text {
 
@@ -31,48 +32,21 @@ namespace detail {
 /// map, 3 add_dummy_prefix, 4 remove_extra_whitespaces. A field that occurs
 /// twice takes its last value, so appending the new values overrides.
 inline std::string without_text_normalization(const std::string& proto) {
-  std::size_t at = 0;
-  const auto varint = [&]() {
-    std::uint64_t v = 0;
-    for (int shift = 0; shift < 64; shift += 7) {
-      moe::detail::require(at < proto.size(), ErrorCode::bad_file, "SentencePiece model: truncated field");
-      const auto byte = static_cast<unsigned char>(proto[at++]);
-      v |= std::uint64_t(byte & 0x7F) << shift;
-      if (!(byte & 0x80)) return v;
-    }
-    throw Error(ErrorCode::bad_file, "SentencePiece model: a varint longer than 10 bytes");
-  };
-  const auto put_varint = [](std::string& out, std::uint64_t v) {
-    for (; v >= 0x80; v >>= 7) out.push_back(char(0x80 | (v & 0x7F)));
-    out.push_back(char(v));
-  };
+  io::protobuf::Reader r(proto, "SentencePiece model");
   std::string out, normalizer;
-  while (at < proto.size()) {
-    const std::size_t start = at;
-    const std::uint64_t key = varint();
-    const auto field = key >> 3, wire = key & 7;
-    std::size_t len = 0;
-    if (wire == 0)
-      varint();
-    else if (wire == 1)
-      len = 8;
-    else if (wire == 5)
-      len = 4;
-    else if (wire == 2)
-      len = std::size_t(varint());
-    else
-      throw Error(ErrorCode::bad_file, moe::detail::cat("SentencePiece model: unknown wire type ", wire));
-    moe::detail::require(len <= proto.size() - at, ErrorCode::bad_file, "SentencePiece model: truncated field ", field);
-    if (field == 3 && wire == 2)
-      normalizer.append(proto, at, len);
-    else if (field != 4)
-      out.append(proto, start, at + len - start);
-    at += len;
+  while (!r.done()) {
+    const std::size_t start = r.position();
+    const auto [field, wire] = r.key();
+    if (field == 3 && wire == 2) {
+      normalizer += r.bytes();
+      continue;
+    }
+    r.skip(wire);
+    if (field != 4) out.append(proto, start, r.position() - start);
   }
   normalizer += std::string("\x0a\x08identity\x12\x00\x18\x00\x20\x00", 16);
-  out.push_back(char(3 << 3 | 2));
-  put_varint(out, normalizer.size());
-  return out + normalizer;
+  io::protobuf::bytes_field(out, 3, normalizer);
+  return out;
 }
 }  // namespace detail
 
