@@ -10,8 +10,8 @@ mixtral_spm.gguf: a tiny Mixtral with a SentencePiece vocabulary) and the
 ones moe-quantize writes from its converted folder (F32, Q8_0, Q4_0):
 llama.cpp loads it, tokenises a set of strings and computes the logits of
 every position of a prompt; moe-convert turns it into a folder, and
-moe-mixtral computes the logits of the same token ids. Tokens must be
-identical and logits agree within the numerics' bound (llama.cpp's fp16 KV
+moe-mixtral computes the logits of the same token ids and 8 greedy tokens.
+Tokens must be identical (greedy ones too at full precision) and logits agree within the numerics' bound (llama.cpp's fp16 KV
 cache and its 8-bit activations for quantised matrices set it).
 """
 import argparse
@@ -67,14 +67,23 @@ def main():
                 failures += 1
                 print(f"{what}: tokens differ: llama.cpp {ids}, moe {ours_ids}")
             out = os.path.join(tmp, "logits.safetensors")
-            run(mixtral, "logits", "--model", folder, "--tokens", ",".join(map(str, prompt)), "--out", out)
-            ours = load_file(out)["logits"]
+            run(mixtral, "logits", "--model", folder, "--tokens", ",".join(map(str, prompt)), "--greedy", "8", "--out", out)
+            result = load_file(out)
+            ours = result["logits"]
+            # 8 greedy tokens on both (llama.cpp: argmax, one token at a time)
+            greedy = []
+            for _ in range(8):
+                greedy.append(int(np.argmax(llm.scores[llm.n_tokens - 1])))
+                llm.eval([greedy[-1]])
+            same_greedy = greedy == [int(t) for t in result["greedy_ids"]]
+            if not same_greedy and tol <= 1e-3:  # full precision: the same tokens are required
+                failures += 1
             diff = float(np.abs(ours - theirs).max())
             scale = float(np.abs(theirs).max())
             ok = diff <= tol * max(1.0, scale)
             failures += not ok
             print(f"{what:24s} tokens {'same' if ours_ids == ids else 'DIFFER'} {[len(i) for i in ids]}"
-                  f"  max |logit diff| {diff:.3g} (of {scale:.3g})"
+                  f"  greedy {'same' if same_greedy else 'differ'}  max |logit diff| {diff:.3g} (of {scale:.3g})"
                   f"  {'ok' if ok else 'FAILED'}")
     sys.exit(1 if failures else 0)
 
