@@ -51,13 +51,19 @@ struct Bytes {
   }
 };
 
+/// The start of a GGUF file: magic, version, tensor count, metadata count.
+Bytes gguf_start(std::uint32_t version, std::uint64_t tensors, std::uint64_t metadata) {
+  Bytes f;
+  f.b = {'G', 'G', 'U', 'F'};
+  f.put(version).put(tensors).put(metadata);
+  return f;
+}
+
 /// A valid version-3 file: one metadata value of every type, an array of
 /// strings and one of floats, and three tensors (F32 [2, 3], Q8_0 [32, 2],
 /// Q4_K [256]) in a data section aligned to 64 bytes.
 std::vector<unsigned char> valid_file() {
-  Bytes f;
-  f.b = {'G', 'G', 'U', 'F'};
-  f.put<std::uint32_t>(3).put<std::uint64_t>(3).put<std::uint64_t>(16);
+  Bytes f = gguf_start(3, 3, 16);
   f.key("general.architecture", ValueType::string).str("llama");
   f.key("general.alignment", ValueType::u32).put<std::uint32_t>(64);
   f.key("u8", ValueType::u8).put<std::uint8_t>(200);
@@ -285,9 +291,7 @@ TEST_CASE("Gguf: broken headers name the field") {
 
 TEST_CASE("Gguf: a tensor name twice is refused") {
   const test::TempDir dir("gguf-dup");
-  Bytes f;
-  f.b = {'G', 'G', 'U', 'F'};
-  f.put<std::uint32_t>(3).put<std::uint64_t>(2).put<std::uint64_t>(0);
+  Bytes f = gguf_start(3, 2, 0);
   f.str("w").put<std::uint32_t>(1).put<std::uint64_t>(4).put<std::uint32_t>(0).put<std::uint64_t>(0);
   f.str("w").put<std::uint32_t>(1).put<std::uint64_t>(4).put<std::uint32_t>(0).put<std::uint64_t>(32);
   f.pad_to(32);
@@ -297,9 +301,7 @@ TEST_CASE("Gguf: a tensor name twice is refused") {
 
 TEST_CASE("Gguf: a version-2 file with no tensors and the default alignment") {
   const test::TempDir dir("gguf-v2");
-  Bytes f;
-  f.b = {'G', 'G', 'U', 'F'};
-  f.put<std::uint32_t>(2).put<std::uint64_t>(0).put<std::uint64_t>(1);
+  Bytes f = gguf_start(2, 0, 1);
   f.key("general.name", ValueType::string).str("tiny");
   write(dir.path / "v2.gguf", f.b);
   const io::Gguf g(dir.path / "v2.gguf");
@@ -510,9 +512,7 @@ TEST_CASE("convert_gguf: weights and a SentencePiece vocabulary together") {
 
 TEST_CASE("convert_gguf: what it cannot map is an error naming it") {
   const test::TempDir dir("gguf-convert-bad");
-  Bytes f;
-  f.b = {'G', 'G', 'U', 'F'};
-  f.put<std::uint32_t>(3).put<std::uint64_t>(1).put<std::uint64_t>(3);
+  Bytes f = gguf_start(3, 1, 3);
   f.key("general.architecture", ValueType::string).str("llama");
   f.key("llama.attention.head_count", ValueType::u32).put<std::uint32_t>(2);
   f.key("llama.embedding_length", ValueType::u32).put<std::uint32_t>(4);
@@ -523,9 +523,7 @@ TEST_CASE("convert_gguf: what it cannot map is an error naming it") {
   const io::Gguf g(dir.path / "m.gguf");
   test::require_error([&] { (void)io::gguf_hf_tensors(g); }, ErrorCode::unsupported,
                       {"blk.0.mystery.weight", "no Hugging Face name"});
-  Bytes other;
-  other.b = {'G', 'G', 'U', 'F'};
-  other.put<std::uint32_t>(3).put<std::uint64_t>(0).put<std::uint64_t>(1);
+  Bytes other = gguf_start(3, 0, 1);
   other.key("general.architecture", ValueType::string).str("qwen2");
   write(dir.path / "q.gguf", other.b);
   const io::Gguf q(dir.path / "q.gguf");
