@@ -1,5 +1,7 @@
 // moe-mixtral: run a Hugging Face Mixtral checkpoint folder (or a dense
-// Mistral or Llama one: model_type "mistral" / "llama").
+// Mistral or Llama one: model_type "mistral" / "llama"), or a GGUF file of
+// one as llama.cpp writes them (--model FILE.gguf: its weights in their
+// stored types, quantised ones included).
 //
 //   moe-mixtral make-tiny --out DIR [--seed S] [--dtype bf16|f32|f16] [--shards N]
 //                         [--family mixtral|mistral|llama]
@@ -8,8 +10,9 @@
 //   moe-mixtral logits --model DIR --tokens 1,2,3 --out FILE.safetensors [--greedy N]
 //   moe-mixtral info --model DIR
 //
-// Text goes in and out through the folder's tokenizer.model when there is
-// one (and this program was built with SentencePiece); token ids otherwise.
+// Text goes in and out through the folder's tokenizer.model, or a GGUF's
+// SentencePiece (`llama`) vocabulary, when there is one (and this program
+// was built with SentencePiece); token ids otherwise.
 #include <moe/models/mixtral/routing_svg.hpp>
 #include <moe/moe.hpp>
 
@@ -25,6 +28,7 @@
 #include <vector>
 
 #ifdef MOE_HAVE_SENTENCEPIECE
+#include <moe/io/gguf_tokenizer.hpp>
 #include <moe/text/sentencepiece.hpp>
 #include <sentencepiece_trainer.h>
 
@@ -63,6 +67,20 @@ std::string join(const std::vector<std::int32_t>& ids) {
   for (std::size_t i = 0; i < ids.size(); ++i) s += (i ? "," : "") + std::to_string(ids[i]);
   return s;
 }
+
+#ifdef MOE_HAVE_SENTENCEPIECE
+/// The model's SentencePiece tokenizer: the folder's tokenizer.model, or a
+/// GGUF file's own `llama` vocabulary; none when it has neither.
+void open_tokenizer(const fs::path& model, std::optional<moe::text::SentencePiece>& sp) {
+  if (moe::io::Checkpoint::is_gguf(model)) {
+    const moe::io::Gguf g(model);
+    if (g.get_string_or("tokenizer.ggml.model") == "llama")
+      sp.emplace(moe::text::SentencePiece::Proto{moe::io::gguf_sentencepiece_model(g), model.string()});
+  } else if (fs::exists(model / "tokenizer.model")) {
+    sp.emplace(model / "tokenizer.model");
+  }
+}
+#endif
 
 moe::DType parse_dtype(const std::string& s) {
   if (s == "f32" || s == "float32") return moe::DType::F32;
@@ -196,14 +214,17 @@ int generate(const RunOptions& o, const mx::GenerateOptions& g) {
     std::vector<std::int32_t> prompt;
 #ifdef MOE_HAVE_SENTENCEPIECE
     std::optional<moe::text::SentencePiece> sp;
-    if (fs::exists(o.model / "tokenizer.model")) sp.emplace(o.model / "tokenizer.model");
+    open_tokenizer(o.model, sp);
 #endif
     if (o.tokens) {
       prompt = parse_tokens(*o.tokens);
     } else {
 #ifdef MOE_HAVE_SENTENCEPIECE
       moe::detail::require(sp.has_value(), moe::ErrorCode::invalid_argument, o.model.string(),
-                           ": has no tokenizer.model; give --tokens instead of --prompt");
+                           moe::io::Checkpoint::is_gguf(o.model)
+                               ? ": its vocabulary is not SentencePiece's (tokenizer.ggml.model 'llama'); give "
+                                 "--tokens instead of --prompt"
+                               : ": has no tokenizer.model; give --tokens instead of --prompt");
       prompt = sp->encode(*o.prompt, !o.no_bos);
 #else
       throw moe::Error(moe::ErrorCode::unsupported,
@@ -327,7 +348,7 @@ int main(int argc, char** argv) try {
   RunOptions run;
   mx::GenerateOptions gen;
   const auto add_model = [&](CLI::App* cmd) {
-    cmd->add_option("--model", run.model, "checkpoint folder (config.json + safetensors)")->required();
+    cmd->add_option("--model", run.model, "checkpoint folder (config.json + safetensors) or GGUF file")->required();
     cmd->add_option("--backend", run.backend, "cpu (default) or reference");
     cmd->add_option("--threads", run.threads, "threads for the cpu backend (default: all)");
     cmd->add_option("--isa", run.isa,

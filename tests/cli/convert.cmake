@@ -27,7 +27,12 @@ moe_expect(convert-with-tokenizer 0 "tokenizer.model: the file's SentencePiece v
 if(SENTENCEPIECE)
   moe_expect(generate-text 0 "prefill: 13 tokens" "${MIXTRAL}" generate --model "${WORK}/spm" --prompt "Hello world"
          --max-new 2)
+  # moe-mixtral runs the GGUF itself, its vocabulary included.
+  moe_expect(generate-gguf 0 "^Hello world.*prefill: 13 tokens" "${MIXTRAL}" generate
+         --model "${DATA}/cases/gguf/mixtral_spm.gguf" --prompt "Hello world" --max-new 2)
 endif()
+moe_expect(info-gguf 0 "\"num_local_experts\": 4.*files: 1, weight bytes: 1019648" "${MIXTRAL}" info
+       --model "${gguf}" --check-values)
 
 # moe-quantize: the golden folder to GGUF (F32: the file the gguf package
 # writes, byte for byte; Q8_0: back through moe-convert, moe-mixtral runs it).
@@ -38,6 +43,8 @@ moe_expect(quantize-q8 0 "matrices as q8_0 \\(general.file_type 7\\)" "${QUANTIZ
 moe_expect(convert-q8 0 "41 tensors as f32" "${CONVERT}" "${WORK}/q8.gguf" "${WORK}/q8" --dtype f32)
 moe_expect(logits-q8 0 "" "${MIXTRAL}" logits --model "${WORK}/q8" --tokens 1,17,200,5 --greedy 4
        --out "${WORK}/q8.safetensors")
+moe_expect(logits-q8-gguf 0 "greedy_ids \\[4\\]" "${MIXTRAL}" logits --model "${WORK}/q8.gguf" --tokens 1,17,200,5
+       --greedy 4 --out "${WORK}/q8-direct.safetensors")
 moe_expect(quantize-k 1 "q4_k_m is not supported yet" "${QUANTIZE}" "${golden}" "${WORK}/k.gguf" --type q4_k_m)
 
 moe_expect(not-gguf 1 "config.json: not a GGUF file: starts with '{" "${CONVERT}" "${golden}/config.json" "${WORK}/x")

@@ -93,6 +93,10 @@ class Cpu : public HostStages {
     Prepared p;
     p.views.assign(w.begin(), w.end());
     if (w.empty() || (!options.pack && kernels::runs_on_views)) return p;
+    // Block-quantised weights (GGUF) stay in their blocks: fp32 panels would
+    // be a dequantised copy several times their size. The views path
+    // dequantises them block by block as it runs.
+    if (kernels::runs_on_views && is_block_quantised(w[0].up.dtype)) return p;
     const auto for_each_panel = [this](index_t n, const auto& fn) {
       pool_->parallel_for(n, [&](std::int64_t i, int) { fn(index_t(i)); });
     };

@@ -4,12 +4,14 @@
 
 #include <Eigen/Core>  // Eigen::bfloat16, Eigen::half
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <string_view>
 #include <type_traits>
 
 #include "moe/core/error.hpp"
+#include "moe/quant/block_formats.hpp"
 
 namespace moe {
 
@@ -20,8 +22,32 @@ using index_t = std::int64_t;
 /// inference (eval) is deterministic and noise-free.
 enum class Mode { eval, train };
 
-/// Element types a tensor can hold (the safetensors codes we read).
-enum class DType { F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL };
+/// Element types a tensor can hold: the safetensors codes we read, and
+/// ggml's block-quantised formats (GGUF weights, kept in their stored
+/// blocks: moe/quant/block_formats.hpp), whose elements come in blocks of
+/// 32 or 256 values that share fp16 scales.
+enum class DType {
+  F64,
+  F32,
+  F16,
+  BF16,
+  I64,
+  I32,
+  I16,
+  I8,
+  U8,
+  BOOL,
+  Q4_0,
+  Q4_1,
+  Q5_0,
+  Q5_1,
+  Q8_0,
+  Q2_K,
+  Q3_K,
+  Q4_K,
+  Q5_K,
+  Q6_K
+};
 
 inline constexpr std::string_view name(DType d) noexcept {
   switch (d) {
@@ -45,10 +71,52 @@ inline constexpr std::string_view name(DType d) noexcept {
       return "U8";
     case DType::BOOL:
       return "BOOL";
+    case DType::Q4_0:
+      return "Q4_0";
+    case DType::Q4_1:
+      return "Q4_1";
+    case DType::Q5_0:
+      return "Q5_0";
+    case DType::Q5_1:
+      return "Q5_1";
+    case DType::Q8_0:
+      return "Q8_0";
+    case DType::Q2_K:
+      return "Q2_K";
+    case DType::Q3_K:
+      return "Q3_K";
+    case DType::Q4_K:
+      return "Q4_K";
+    case DType::Q5_K:
+      return "Q5_K";
+    case DType::Q6_K:
+      return "Q6_K";
   }
   return "?";
 }
 
+/// Values per block: 1 for the element types, 32 or 256 for ggml's blocks.
+inline constexpr index_t block_size(DType d) noexcept {
+  switch (d) {
+    case DType::Q4_0:
+    case DType::Q4_1:
+    case DType::Q5_0:
+    case DType::Q5_1:
+    case DType::Q8_0:
+      return 32;
+    case DType::Q2_K:
+    case DType::Q3_K:
+    case DType::Q4_K:
+    case DType::Q5_K:
+    case DType::Q6_K:
+      return 256;
+    default:
+      return 1;
+  }
+}
+inline constexpr bool is_block_quantised(DType d) noexcept { return block_size(d) > 1; }
+
+/// Bytes of one element, or of one block of a block-quantised dtype.
 inline constexpr index_t size_of(DType d) noexcept {
   switch (d) {
     case DType::F64:
@@ -65,9 +133,32 @@ inline constexpr index_t size_of(DType d) noexcept {
     case DType::U8:
     case DType::BOOL:
       return 1;
+    case DType::Q4_0:
+      return 18;
+    case DType::Q4_1:
+      return 20;
+    case DType::Q5_0:
+      return 22;
+    case DType::Q5_1:
+      return 24;
+    case DType::Q8_0:
+      return 34;
+    case DType::Q2_K:
+      return 84;
+    case DType::Q3_K:
+      return 110;
+    case DType::Q4_K:
+      return 144;
+    case DType::Q5_K:
+      return 176;
+    case DType::Q6_K:
+      return 210;
   }
   return 0;
 }
+
+/// Bytes of n values of dtype d (n a multiple of its block_size).
+inline constexpr index_t bytes_of(DType d, index_t n) noexcept { return n / block_size(d) * size_of(d); }
 
 /// The DType of a C++ element type: dtype_of_v<float> == DType::F32.
 template <class T>
@@ -98,9 +189,38 @@ template <class T>
 inline constexpr DType dtype_of_v = dtype_of<T>();
 
 /// Weight element types the layer computes with; routing and accumulation
-/// stay fp32 whatever the weights are.
+/// stay fp32 whatever the weights are. Block-quantised weights are weights
+/// too (see is_block_quantised): every backend reads their rows dequantised.
 inline constexpr bool is_weight_dtype(DType d) noexcept {
-  return d == DType::F32 || d == DType::BF16 || d == DType::F16;
+  return d == DType::F32 || d == DType::BF16 || d == DType::F16 || is_block_quantised(d);
+}
+
+/// Dequantises one block of a block-quantised dtype (block_size(d) values) into y.
+inline void dequantize_block(DType d, const unsigned char* block, float* y) noexcept {
+  switch (d) {
+    case DType::Q4_0:
+      return quant::dequantize_q4_0(block, y);
+    case DType::Q4_1:
+      return quant::dequantize_q4_1(block, y);
+    case DType::Q5_0:
+      return quant::dequantize_q5_0(block, y);
+    case DType::Q5_1:
+      return quant::dequantize_q5_1(block, y);
+    case DType::Q8_0:
+      return quant::dequantize_q8_0(block, y);
+    case DType::Q2_K:
+      return quant::dequantize_q2_k(block, y);
+    case DType::Q3_K:
+      return quant::dequantize_q3_k(block, y);
+    case DType::Q4_K:
+      return quant::dequantize_q4_k(block, y);
+    case DType::Q5_K:
+      return quant::dequantize_q5_k(block, y);
+    case DType::Q6_K:
+      return quant::dequantize_q6_k(block, y);
+    default:
+      return;
+  }
 }
 
 /// bfloat16 is the upper half of a float32, so widening is a shift: exact.
@@ -133,6 +253,12 @@ inline float load_as_float(const void* data, DType d, index_t i) noexcept {
       return static_cast<float>(h);
     }
     default:
+      if (is_block_quantised(d)) {
+        float block[256];
+        const index_t n = block_size(d);
+        dequantize_block(d, static_cast<const unsigned char*>(data) + i / n * size_of(d), block);
+        return block[i % n];
+      }
       return static_cast<const float*>(data)[i];
   }
 }
@@ -143,6 +269,7 @@ inline float load_as_float(const void* data, DType d, index_t i) noexcept {
 /// bits, no conversion per element (GCC vectorises it at -O3, not at -O2).
 inline index_t first_non_finite(const void* data, DType d, index_t n) noexcept {
   const auto* bytes = static_cast<const unsigned char*>(data);
+  const auto bytes_at = [&](index_t offset) { return bytes + offset; };
   const auto scan = [&]<class U>(U exponent) -> index_t {
     const auto bits = [&](index_t i) {  // memcpy: a mapped tensor need not be aligned
       U u;
@@ -168,11 +295,51 @@ inline index_t first_non_finite(const void* data, DType d, index_t n) noexcept {
     case DType::F16:
       return scan(std::uint16_t(0x7C00u));
     default:
-      return -1;  // integer dtypes have no NaN
+      break;
   }
+  if (!is_block_quantised(d)) return -1;  // integer dtypes have no NaN
+  // A block's values are small integers times its fp16 scales (and mins),
+  // all finite products when the scales are: a block is non-finite exactly
+  // when one of its fp16 fields has an all-ones exponent.
+  int fields[2] = {0, -1};  // byte offsets of the fp16 fields (-1: none)
+  switch (d) {
+    case DType::Q4_1:
+    case DType::Q5_1:
+    case DType::Q4_K:
+    case DType::Q5_K:
+      fields[1] = 2;
+      break;
+    case DType::Q2_K:
+      fields[0] = 80, fields[1] = 82;
+      break;
+    case DType::Q3_K:
+      fields[0] = 108;
+      break;
+    case DType::Q6_K:
+      fields[0] = 208;
+      break;
+    default:
+      break;
+  }
+  const index_t per = block_size(d), stride = size_of(d);
+  for (index_t b = 0; b < n / per; ++b)
+    for (const int f : fields) {
+      if (f < 0) continue;
+      std::uint16_t h;
+      std::memcpy(&h, bytes_at(b * stride + f), 2);
+      if ((h & 0x7C00u) == 0x7C00u) {  // the first value of the block that is not finite
+        float y[256];
+        dequantize_block(d, bytes_at(b * stride), y);
+        for (index_t j = 0; j < per; ++j)
+          if (!std::isfinite(y[j])) return b * per + j;
+        return b * per;
+      }
+    }
+  return -1;
 }
 
-/// Widens n consecutive weights starting at element `first` into dst.
+/// Widens n consecutive weights starting at element `first` into dst
+/// (dequantises, for a block-quantised dtype: `first` and n whole blocks).
 inline void widen_to_float(const void* data, DType d, index_t first, index_t n, float* dst) noexcept {
   if (d == DType::F32) {
     std::memcpy(dst, static_cast<const float*>(data) + first, sizeof(float) * std::size_t(n));
@@ -181,6 +348,12 @@ inline void widen_to_float(const void* data, DType d, index_t first, index_t n, 
   if (d == DType::BF16) {
     const auto* src = static_cast<const std::uint16_t*>(data) + first;
     for (index_t i = 0; i < n; ++i) dst[i] = bf16_bits_to_float(src[i]);
+    return;
+  }
+  if (is_block_quantised(d)) {  // first and n: whole blocks (a row of a GGUF weight is)
+    const index_t per = block_size(d);
+    const auto* blocks = static_cast<const unsigned char*>(data) + first / per * size_of(d);
+    for (index_t b = 0; b < n / per; ++b) dequantize_block(d, blocks + b * size_of(d), dst + b * per);
     return;
   }
   for (index_t i = 0; i < n; ++i) dst[i] = load_as_float(data, d, first + i);

@@ -131,7 +131,7 @@ struct WeightMatrixIn {
   float at(index_t r, index_t c) const noexcept { return load_as_float(data, dtype, r * cols + c); }
   /// Element pointer of row r, in bytes (for dtype-aware kernels).
   const unsigned char* row_bytes(index_t r) const noexcept {
-    return static_cast<const unsigned char*>(data) + r * cols * size_of(dtype);
+    return static_cast<const unsigned char*>(data) + bytes_of(dtype, r * cols);
   }
 };
 using WeightMatrix = WeightMatrixIn<memory::Host>;
@@ -150,7 +150,9 @@ inline void require_weight(const WeightMatrix& w, std::string_view what, index_t
   require(!w.empty(), ErrorCode::invalid_argument, what, ": weight is missing (null data), expected ",
           shape_str(rows, cols));
   require(is_weight_dtype(w.dtype), ErrorCode::dtype_mismatch, what, ": dtype ", name(w.dtype),
-          " is not a weight dtype (F32, BF16 or F16)");
+          " is not a weight dtype (F32, BF16, F16 or a ggml block format)");
+  require(cols % block_size(w.dtype) == 0, ErrorCode::shape_mismatch, what, ": ", cols, " columns are not whole ",
+          name(w.dtype), " blocks of ", block_size(w.dtype), " values");
   require(w.rows == rows && w.cols == cols, ErrorCode::shape_mismatch, what, ": shape ", shape_str(w.rows, w.cols),
           ", expected ", shape_str(rows, cols));
 }

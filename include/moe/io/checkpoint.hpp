@@ -1,11 +1,15 @@
 #pragma once
 /// \file checkpoint.hpp
-/// A Hugging Face checkpoint folder: its tensors, wherever they are stored.
+/// A Hugging Face checkpoint: its tensors, wherever they are stored.
 ///
-/// Two layouts exist:
+/// Three layouts exist:
 ///   model.safetensors                          one file holds every tensor
 ///   model.safetensors.index.json               {"weight_map": {tensor: shard}}
 ///   model-00001-of-0000N.safetensors ...       the shards it names
+///   NAME.gguf                                  a llama.cpp file (not a folder):
+///                                              its tensors under their
+///                                              transformers names (gguf_hf_names.hpp),
+///                                              in their stored ggml types
 /// Every file is mapped (no copy) and validated on open. For a sharded
 /// folder the index and the shards must agree exactly: each tensor sits in
 /// the shard the index names, no shard holds a tensor the index does not
@@ -22,6 +26,8 @@
 #include <vector>
 
 #include "moe/core/error.hpp"
+#include "moe/io/gguf.hpp"
+#include "moe/io/gguf_hf_names.hpp"
 #include "moe/io/mapped_file.hpp"
 #include "moe/io/safetensors.hpp"
 
@@ -60,10 +66,19 @@ class Checkpoint {
   static constexpr std::string_view single_file = "model.safetensors";
   static constexpr std::string_view index_file = "model.safetensors.index.json";
 
+  /// Whether `path` names a GGUF file (by its extension) rather than a folder.
+  static bool is_gguf(const std::filesystem::path& path) {
+    return path.extension() == ".gguf" && !std::filesystem::is_directory(path);
+  }
+
   explicit Checkpoint(const std::filesystem::path& dir) : dir_(dir) {
     namespace fs = std::filesystem;
+    if (is_gguf(dir)) {
+      open_gguf();
+      return;
+    }
     detail::require(fs::is_directory(dir), ErrorCode::bad_file, dir.string(), ": not a checkpoint folder (",
-                    fs::exists(dir) ? "not a directory" : "does not exist", ")");
+                    fs::exists(dir) ? "not a directory" : "does not exist", ") or a .gguf file");
     if (fs::exists(dir / index_file)) {
       open_sharded();
     } else {
@@ -73,12 +88,17 @@ class Checkpoint {
     }
   }
 
+  /// The folder, or the GGUF file.
   const std::filesystem::path& dir() const noexcept { return dir_; }
-  std::size_t file_count() const noexcept { return files_.size(); }
+  std::size_t file_count() const noexcept { return gguf_ ? 1 : files_.size(); }
+  /// The GGUF file this checkpoint reads, or null for a safetensors folder.
+  const Gguf* gguf() const& noexcept { return gguf_.get(); }
+  const Gguf* gguf() const&& = delete;
   /// Throws, naming the file, if a shard was truncated or written since it
   /// was opened: its tensors are views of a map of it (one fstat per file).
   void require_unchanged() const {
     for (const auto& f : files_) f->require_unchanged();
+    if (gguf_) gguf_->require_unchanged();
   }
 
   /// Every tensor name, sorted.
@@ -119,6 +139,31 @@ class Checkpoint {
     return f;
   }
 
+  /// Each tensor of the GGUF file under its transformers name: a view of
+  /// its stored bytes (an expert of a stacked tensor: its slice), in its
+  /// ggml type. q and k keep ggml's row order (adjacent RoPE pairs): the
+  /// model's config says so (load_config), so nothing is copied.
+  void open_gguf() {
+    gguf_ = std::make_unique<Gguf>(dir_);
+    for (const HfTensorFromGguf& t : gguf_hf_tensors(*gguf_)) {
+      const GgufTensor& src = *t.source;
+      const std::optional<DType> dtype = gguf::dtype_of(src.type);
+      detail::require(dtype.has_value(), ErrorCode::unsupported, dir_.string(), ": tensor '", src.name, "' is ",
+                      src.type_name(), ", which moe does not compute with (F32, F16, BF16, Q4_0, Q4_1, Q5_0, ",
+                      "Q5_1, Q8_0, Q2_K … Q6_K)");
+      TensorView v;
+      v.name = t.name;
+      v.dtype = *dtype;
+      v.shape = t.shape;
+      v.nbytes = t.slice >= 0 ? src.nbytes / std::size_t(src.ne.back()) : src.nbytes;
+      v.data = src.data + (t.slice >= 0 ? std::size_t(t.slice) * v.nbytes : 0);
+      v.file = dir_.string();
+      gguf_views_.push_back(std::make_unique<TensorView>(std::move(v)));
+      const auto [it, inserted] = tensors_.emplace(t.name, gguf_views_.back().get());
+      detail::require(inserted, ErrorCode::bad_file, dir_.string(), ": two tensors are both '", t.name, "'");
+    }
+  }
+
   void open_sharded() {
     const std::filesystem::path index_path = dir_ / index_file;
     const nlohmann::json index = read_json(index_path);
@@ -146,7 +191,9 @@ class Checkpoint {
   }
 
   std::filesystem::path dir_;
-  std::vector<std::unique_ptr<SafeTensors>> files_;  // stable addresses: tensors_ points into them
+  std::vector<std::unique_ptr<SafeTensors>> files_;      // stable addresses: tensors_ points into them
+  std::unique_ptr<Gguf> gguf_;                           // a GGUF checkpoint's file
+  std::vector<std::unique_ptr<TensorView>> gguf_views_;  // its tensors as views (stable addresses)
   std::map<std::string, const TensorView*> tensors_;
 };
 

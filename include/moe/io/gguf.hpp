@@ -172,6 +172,42 @@ inline std::optional<TypeTraits> traits(std::uint32_t code) noexcept {
   }
 }
 
+/// The moe::DType of a ggml type code, for the types moe computes with in
+/// their stored form (the float types and the block formats of
+/// moe/quant/block_formats.hpp); nullopt for the others.
+inline std::optional<DType> dtype_of(std::uint32_t code) noexcept {
+  switch (code) {
+    case 0:
+      return DType::F32;
+    case 1:
+      return DType::F16;
+    case 30:
+      return DType::BF16;
+    case 2:
+      return DType::Q4_0;
+    case 3:
+      return DType::Q4_1;
+    case 6:
+      return DType::Q5_0;
+    case 7:
+      return DType::Q5_1;
+    case 8:
+      return DType::Q8_0;
+    case 10:
+      return DType::Q2_K;
+    case 11:
+      return DType::Q3_K;
+    case 12:
+      return DType::Q4_K;
+    case 13:
+      return DType::Q5_K;
+    case 14:
+      return DType::Q6_K;
+    default:
+      return std::nullopt;
+  }
+}
+
 /// Most dimensions a ggml tensor has (GGML_MAX_DIMS).
 inline constexpr std::uint32_t max_dims = 4;
 

@@ -58,6 +58,9 @@ inline std::uint32_t gguf_file_type(std::uint32_t type) {
 inline void write_gguf(const std::filesystem::path& hf_dir, const std::filesystem::path& out, std::uint32_t type,
                        const std::function<void(std::size_t, std::size_t, const std::string&)>& on_tensor = {}) {
   const std::uint32_t file_type = gguf_file_type(type);
+  detail::require(
+      !Checkpoint::is_gguf(hf_dir), ErrorCode::invalid_argument, hf_dir.string(),
+      ": is a GGUF file; this writes a GGUF from a Hugging Face folder (moe-convert makes one from a GGUF)");
   const mixtral::Config c = mixtral::load_config(hf_dir);
   const Checkpoint ckpt(hf_dir);
   GgufWriter w;

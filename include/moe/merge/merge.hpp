@@ -97,6 +97,8 @@ using moe::detail::require;
 
 inline std::filesystem::path local_folder(const std::string& ref, const std::string& role) {
   const std::filesystem::path p(ref);
+  require(!io::Checkpoint::is_gguf(p), ErrorCode::bad_file, role, " '", ref,
+          "' is a GGUF file: moe-merge reads Hugging Face folders (moe-convert FILE.gguf DIR makes one)");
   require(std::filesystem::is_directory(p), ErrorCode::bad_file, role, " '", ref,
           "' is not a local folder (moe-merge reads Hugging Face folders on disk: download it first, e.g. "
           "huggingface-cli download ",

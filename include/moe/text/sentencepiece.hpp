@@ -57,10 +57,20 @@ class SentencePiece {
     const auto status = processor_.Load(model_file.string());
     moe::detail::require(status.ok(), ErrorCode::bad_file, model_file.string(), ": not a SentencePiece model (",
                          status.ToString(), ")");
-    const auto plain = verbatim_.LoadFromSerializedProto(
-        detail::without_text_normalization(std::string(processor_.serialized_model_proto())));
-    moe::detail::require(plain.ok(), ErrorCode::bad_file, model_file.string(),
-                         ": cannot reload the SentencePiece model without normalisation (", plain.ToString(), ")");
+    load_verbatim(model_file.string());
+  }
+
+  /// A model from its serialized ModelProto: a tokenizer.model's bytes, or
+  /// one built from a GGUF vocabulary (io::gguf_sentencepiece_model).
+  struct Proto {
+    std::string bytes;
+    std::string source;  ///< names it in errors
+  };
+  explicit SentencePiece(const Proto& proto) {
+    const auto status = processor_.LoadFromSerializedProto(proto.bytes);
+    moe::detail::require(status.ok(), ErrorCode::bad_file, proto.source, ": not a SentencePiece model (",
+                         status.ToString(), ")");
+    load_verbatim(proto.source);
   }
 
   std::int32_t vocab_size() const { return processor_.GetPieceSize(); }
@@ -107,6 +117,13 @@ class SentencePiece {
   }
 
  private:
+  void load_verbatim(const std::string& what) {
+    const auto plain = verbatim_.LoadFromSerializedProto(
+        detail::without_text_normalization(std::string(processor_.serialized_model_proto())));
+    moe::detail::require(plain.ok(), ErrorCode::bad_file, what,
+                         ": cannot reload the SentencePiece model without normalisation (", plain.ToString(), ")");
+  }
+
   sentencepiece::SentencePieceProcessor processor_;
   sentencepiece::SentencePieceProcessor verbatim_;  ///< the same pieces, normaliser off (see above)
 };

@@ -114,6 +114,12 @@ inline index_t column_slot(DType stored, index_t j, index_t width) noexcept {
 /// Copies W's row `row` (K values) into column `column` (slot `slot`) of panel p.
 inline void pack_row(const WeightMatrix& w, index_t row, PanelMatrix& out, index_t p, index_t column, index_t slot) {
   const index_t K = out.depth, NR = out.width;
+  if (is_block_quantised(w.dtype)) {  // dequantised once, not a block per element
+    thread_local std::vector<float> values;
+    values.resize(std::size_t(K));
+    widen_to_float(w.data, w.dtype, row * K, K, values.data());
+    return pack_row(weight_view(values.data(), 1, K), 0, out, p, column, slot);
+  }
   if (out.dtype == DType::BF16 && out.pairs) {
     auto* dst = reinterpret_cast<std::uint16_t*>(out.storage.data()) + p * out.stored_depth() * NR + column * 2;
     for (index_t k = 0; k < K; ++k) dst[(k / 2) * 2 * NR + k % 2] = bf16_bits(w.at(row, k));

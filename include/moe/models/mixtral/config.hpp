@@ -33,6 +33,11 @@ inline const char* name(Family f) noexcept {
   return f == Family::mixtral ? "mixtral" : f == Family::mistral ? "mistral" : "llama";
 }
 
+/// Which values of a head RoPE rotates together (rope.hpp): Hugging Face's
+/// halves (i, i + hd/2), or adjacent pairs (2i, 2i + 1), the order a GGUF
+/// file stores q and k rows in (llama.cpp permutes them at conversion).
+enum class RopePairs { halves, adjacent };
+
 struct Config {
   Family family = Family::mixtral;
   index_t vocab_size = 0;
@@ -52,6 +57,7 @@ struct Config {
   std::optional<DType> dtype;             ///< torch_dtype: the stored weights' dtype, when the config names it
   std::optional<std::int32_t> bos_token_id;
   std::optional<std::int32_t> eos_token_id;
+  RopePairs rope_pairs = RopePairs::halves;  ///< adjacent for a GGUF file (not a config.json key)
 
   /// Mistral or Llama: one dense SwiGLU FFN per layer, no router.
   bool dense() const noexcept { return family != Family::mixtral; }
@@ -248,8 +254,14 @@ inline nlohmann::json to_json(const Config& c) {
   return j;
 }
 
-/// Reads `dir`/config.json.
+/// Reads `dir`/config.json, or a GGUF file's metadata (io::gguf_hf_config)
+/// when `dir` is a .gguf file.
 inline Config load_config(const std::filesystem::path& dir) {
+  if (io::Checkpoint::is_gguf(dir)) {
+    Config c = parse_config(io::gguf_hf_config(io::Gguf(dir)), dir.string());
+    c.rope_pairs = RopePairs::adjacent;
+    return c;
+  }
   const std::filesystem::path path = dir / "config.json";
   moe::detail::require(std::filesystem::is_directory(dir), ErrorCode::bad_file, dir.string(),
                        ": not a checkpoint folder (",

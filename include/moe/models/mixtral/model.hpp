@@ -83,8 +83,9 @@ inline RouterLosses router_losses(const std::vector<Routing>& per_layer) {
 template <LinearBackend B = DefaultBackend>
 class Model {
  public:
-  /// Opens the checkpoint folder `dir`: config.json plus model.safetensors
-  /// or the shards of model.safetensors.index.json.
+  /// Opens the checkpoint folder `dir` (config.json plus model.safetensors
+  /// or the shards of model.safetensors.index.json), or a GGUF file: its
+  /// weights stay in their stored ggml types (block-quantised ones too).
   explicit Model(const std::filesystem::path& dir, B backend = {})
       : config_(load_config(dir)), checkpoint_(dir), weights_(load_weights(checkpoint_, config_)), backend_(backend) {
     const LayerConfig moe_config{
@@ -135,7 +136,7 @@ class Model {
     }
 
     StepOutput out;
-    const RopeTable rope(config_.rope_theta, config_.head_dim, first, S);
+    const RopeTable rope(config_.rope_theta, config_.head_dim, first, S, config_.rope_pairs);
     Matrix normed(S, H), attn(S, H);
     for (index_t l = 0; l < config_.num_layers; ++l) {
       const DecoderLayerWeights& w = weights_.layers[std::size_t(l)];

@@ -91,7 +91,7 @@ class TensorClaims {
   WeightMatrix matrix(const std::string& name, index_t rows, index_t cols) { return take(name, {rows, cols}).matrix(); }
   /// Rows [first, first + rows) of a taken tensor, seen as a [rows, cols] matrix.
   static WeightMatrix rows_of(const io::TensorView& t, index_t first, index_t rows, index_t cols) {
-    return {t.data + std::size_t(first * cols * size_of(t.dtype)), t.dtype, rows, cols};
+    return {t.data + std::size_t(bytes_of(t.dtype, first * cols)), t.dtype, rows, cols};
   }
   std::vector<float> vector(const std::string& name, index_t n) {
     const io::TensorView& t = take(name, {n});
