@@ -179,7 +179,8 @@ struct RunOptions {
   int threads = 0;
   bool pack = false;
   bool no_bos = false;
-  fs::path routing_svg;  ///< generate: where to draw the routing picture (empty: none)
+  bool populate = false;  ///< read every weight page in at load (generate, logits)
+  fs::path routing_svg;   ///< generate: where to draw the routing picture (empty: none)
 };
 
 /// "cpu@avx512-bf16", "reference": the backend and, for the CPU one, its instruction set.
@@ -193,7 +194,11 @@ std::string backend_label(const B& b) {
 
 template <class Fn>
 int with_model(const RunOptions& o, Fn&& fn) {
-  if (o.backend == "reference") return fn(mx::Model<moe::backend::Reference>(o.model));
+  if (o.backend == "reference") {
+    const mx::Model<moe::backend::Reference> model(o.model);
+    if (o.populate) model.checkpoint().populate();
+    return fn(model);
+  }
   moe::detail::require(o.backend == "cpu", moe::ErrorCode::invalid_argument,
                        "--backend: expected cpu or reference, got '", o.backend, "'");
   // The kernels' instruction set: the best this program carries that the CPU runs, or a lower one asked for.
@@ -202,6 +207,9 @@ int with_model(const RunOptions& o, Fn&& fn) {
       [&]<class I>() {
         using Cpu = moe::backend::Cpu<moe::numerics::AsStored, I>;
         mx::Model<Cpu> model(o.model, o.threads > 0 ? Cpu(o.threads) : Cpu());
+        // Every weight page read in before the clock starts, as llama.cpp's
+        // MAP_POPULATE does: generation then meets no page faults.
+        if (o.populate) model.checkpoint().populate();
         if (o.pack) std::fprintf(stderr, "packed experts: %.1f MiB\n", double(model.pack_experts()) / (1 << 20));
         return fn(model);
       },
@@ -399,6 +407,7 @@ int main(int argc, char** argv) try {
               "also read every weight and name the first NaN or infinity (one pass over the checkpoint)");
 
   CLI11_PARSE(app, argc, argv);
+  run.populate = g->parsed() || l->parsed();  // info reads the header (or, checking values, every page once)
   if (g->parsed()) {
     if (!run.prompt && !run.tokens) throw CLI::RequiredError("--prompt or --tokens");
     return generate(run, gen);

@@ -4,6 +4,7 @@
 // dequantised copy; and the decoder runs a GGUF file directly (q and k
 // in ggml's row order, RoPE on adjacent pairs) with the logits of the
 // Hugging Face checkpoint it came from.
+#include "block_weights.hpp"
 #include "temp_dir.hpp"
 #include "test_support.hpp"
 
@@ -25,83 +26,12 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr DType block_types[] = {DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0,
-                                 DType::Q2_K, DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K};
-
-/// Byte offsets of a block's fp16 scale fields (d, and dmin or m).
-std::vector<int> half_fields(DType d) {
-  switch (d) {
-    case DType::Q4_1:
-    case DType::Q5_1:
-    case DType::Q4_K:
-    case DType::Q5_K:
-      return {0, 2};
-    case DType::Q2_K:
-      return {80, 82};
-    case DType::Q3_K:
-      return {108};
-    case DType::Q6_K:
-      return {208};
-    default:
-      return {0};
-  }
-}
-
-/// rows × cols values of dtype d as random blocks: random bits, fp16 scales
-/// drawn from [0.002, 0.03] so that the values are of a weight's size.
-std::vector<unsigned char> random_blocks(DType d, index_t rows, index_t cols, std::uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::vector<unsigned char> b(std::size_t(bytes_of(d, rows * cols)));
-  for (unsigned char& x : b) x = static_cast<unsigned char>(rng());
-  std::uniform_real_distribution<float> scale(0.002f, 0.03f);
-  for (std::size_t k = 0; k < b.size(); k += std::size_t(size_of(d)))
-    for (const int f : half_fields(d)) {
-      const std::uint16_t h = quant::float_to_half(scale(rng));
-      std::memcpy(&b[k + std::size_t(f)], &h, 2);
-    }
-  return b;
-}
-
-std::vector<float> dequantised(DType d, const std::vector<unsigned char>& blocks, index_t n) {
-  std::vector<float> v(std::size_t(n), 0.0f);
-  widen_to_float(blocks.data(), d, 0, n, v.data());
-  return v;
-}
-
 double relative_error(const Matrix& a, const Matrix& b) {
   return double(test::max_abs_diff(a, b)) / std::max(1.0, double(b.cwiseAbs().maxCoeff()));
 }
 
-/// A Mixtral layer whose experts hold block-quantised weights, and the
-/// same layer on their dequantised values as fp32.
-struct BlockLayer {
-  LayerConfig config{.d_model = 256, .d_ff = 512, .num_experts = 4, .seed = 3};
-  std::vector<std::vector<unsigned char>> blocks;
-  std::vector<std::vector<float>> values;
-  Matrix router = random_normal_matrix(4, 256, 11, 0.1f);
-  LayerWeights quantised, widened;
-
-  explicit BlockLayer(DType d) {
-    quantised.router.gate = widened.router.gate = weight_view(router.data(), 4, 256);
-    std::uint64_t seed = 100;
-    const auto matrix = [&](index_t rows, index_t cols, WeightMatrix& q, WeightMatrix& f) {
-      blocks.push_back(random_blocks(d, rows, cols, seed++));
-      values.push_back(dequantised(d, blocks.back(), rows * cols));
-      q = {blocks.back().data(), d, rows, cols};
-      f = weight_view(values.back().data(), rows, cols);
-    };
-    blocks.reserve(12);
-    values.reserve(12);
-    for (index_t e = 0; e < config.num_experts; ++e) {
-      ExpertWeights q, f;
-      matrix(config.d_ff, config.d_model, q.gate, f.gate);
-      matrix(config.d_ff, config.d_model, q.up, f.up);
-      matrix(config.d_model, config.d_ff, q.down, f.down);
-      quantised.experts.push_back(q);
-      widened.experts.push_back(f);
-    }
-  }
-};
+using test::block_types;
+using test::BlockLayer;
 
 }  // namespace
 
@@ -127,12 +57,29 @@ TEST_CASE("block-quantised experts: every backend computes on the dequantised va
   }
 }
 
+TEST_CASE("block-quantised experts: down projections in another block format, as Q4_K_M files store them") {
+  const BlockLayer w(DType::Q4_K, 256, 512, DType::Q6_K);
+  CHECK(w.quantised.experts[0].down.dtype == DType::Q6_K);
+  for (const index_t T : {1, 40}) {
+    CAPTURE(T);
+    const Matrix x = random_normal_matrix(T, 256, 7);
+    const Matrix want = make_layer<presets::Mixtral, backend::Reference>(w.config, w.widened).forward(x).y;
+    const auto layer = make_layer<presets::Mixtral, backend::Cpu<>>(w.config, w.quantised, backend::Cpu<>(2));
+    CHECK(relative_error(layer.forward(x).y, want) <= 1e-5);
+  }
+  // Block formats mix only among themselves: an F32 down beside Q4_K up is refused.
+  LayerWeights odd = w.quantised;
+  odd.experts[1].down = w.widened.experts[1].down;
+  test::require_error([&] { (void)make_layer<presets::Mixtral, backend::Reference>(w.config, odd); },
+                      ErrorCode::dtype_mismatch, {"expert 1 weights", "up is Q4_K but down is F32"});
+}
+
 TEST_CASE("block-quantised weights: sizes, element access, non-finite scales, ragged rows") {
   CHECK(bytes_of(DType::Q8_0, 64) == 68);
   CHECK(bytes_of(DType::Q4_K, 512) == 288);
   CHECK(bytes_of(DType::F32, 3) == 12);
-  const std::vector<unsigned char> b = random_blocks(DType::Q5_K, 2, 512, 1);
-  const std::vector<float> v = dequantised(DType::Q5_K, b, 1024);
+  const std::vector<unsigned char> b = test::random_blocks(DType::Q5_K, 2, 512, 1);
+  const std::vector<float> v = test::dequantised(DType::Q5_K, b, 1024);
   const WeightMatrix w{b.data(), DType::Q5_K, 2, 512};
   CHECK(w.at(1, 300) == v[512 + 300]);
   CHECK(w.row_bytes(1) == b.data() + 2 * 176);
@@ -191,6 +138,13 @@ TEST_CASE("the decoder on a GGUF file: the Hugging Face checkpoint's logits, q a
     // Decode continues from the cache as on the folder.
     const std::vector<std::int32_t> next = {42};
     CHECK(relative_error(quantised.forward(next, a).logits, widened.forward(next, b).logits) <= 1e-5);
+    // A prompt of 40: the projections and the experts on the panel path
+    // (block_linear, run_blocks) instead of the streaming one.
+    std::vector<std::int32_t> prompt;
+    for (int i = 0; i < 40; ++i) prompt.push_back((i * 37 + 5) % 257);
+    auto a40 = quantised.new_cache();
+    auto b40 = widened.new_cache();
+    CHECK(relative_error(quantised.forward(prompt, a40).logits, widened.forward(prompt, b40).logits) <= 1e-5);
   }
 }
 

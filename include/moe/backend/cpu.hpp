@@ -160,7 +160,18 @@ class Cpu : public HostStages {
         return cpu::ViewFfn<I>::template run<F>(*pool_, plan, rows, w.views, out, ws, drop);
       }
     }
-    if (!w.is_packed()) return cpu::ViewFfn<I>::template run<F>(*pool_, plan, rows, w.views, out, ws);
+    if (!w.is_packed()) {
+      if constexpr (std::is_same_v<N, numerics::AsStored> && cpu::has_block_kernels<I>) {
+        // Block-quantised views with many rows per expert (prefill): panels
+        // made from the blocks as tasks run. Few rows (decode): the views
+        // kernel streams the blocks.
+        index_t experts_with_rows = 0;
+        for (index_t e = 0; e < plan.experts; ++e) experts_with_rows += plan.kept(e) > 0;
+        if (is_block_quantised(w.views[0].up.dtype) && plan.rows() > cpu::ViewFfn<I>::stream_rows * experts_with_rows)
+          return packed_kernel::template run_blocks<F>(*pool_, plan, rows, w.views, out, ws);
+      }
+      return cpu::ViewFfn<I>::template run<F>(*pool_, plan, rows, w.views, out, ws);
+    }
     const bool gated_panels = (*w.packed)[0].up.layout == cpu::PanelLayout::gate_up;
     moe::detail::require(gated_panels == F::gated, ErrorCode::invalid_argument, "backend::", name(),
                          ": the prepared experts ", gated_panels ? "have" : "lack", " a gate matrix but the FFN is ",

@@ -27,7 +27,9 @@ struct Expert {
   using activation = typename F::activation;
 
   /// Checks one expert's weights: shapes, and one dtype for all matrices
-  /// (a kernel reads them with one element type).
+  /// (a kernel reads them with one element type), except that block-quantised
+  /// down projections may use another block format than gate and up (GGUF's
+  /// Q4_K_M mixes stores Q6_K down projections beside Q4_K ones).
   static void validate(const ExpertWeights& w, index_t d_model, index_t d_ff, index_t e) {
     const auto label = [e](std::string_view m) { return detail::cat("expert ", e, " ", m); };
     if constexpr (F::gated) detail::require_weight(w.gate, label("gate (w1)"), d_ff, d_model);
@@ -36,8 +38,9 @@ struct Expert {
     if constexpr (F::gated)
       detail::require(w.gate.dtype == w.up.dtype, ErrorCode::dtype_mismatch, label("weights"), ": gate is ",
                       name(w.gate.dtype), " but up is ", name(w.up.dtype));
-    detail::require(w.down.dtype == w.up.dtype, ErrorCode::dtype_mismatch, label("weights"), ": up is ",
-                    name(w.up.dtype), " but down is ", name(w.down.dtype));
+    detail::require(w.down.dtype == w.up.dtype || (is_block_quantised(w.down.dtype) && is_block_quantised(w.up.dtype)),
+                    ErrorCode::dtype_mismatch, label("weights"), ": up is ", name(w.up.dtype), " but down is ",
+                    name(w.down.dtype));
   }
 
   /// out = expert(x) for one token, plain loops in fp32: the readable truth.

@@ -94,6 +94,11 @@ class Checkpoint {
   /// The GGUF file this checkpoint reads, or null for a safetensors folder.
   const Gguf* gguf() const& noexcept { return gguf_.get(); }
   const Gguf* gguf() const&& = delete;
+  /// Reads every file's pages into memory now (MappedFile::populate).
+  void populate() const {
+    for (const auto& f : files_) f->populate();
+    if (gguf_) gguf_->populate();
+  }
   /// Throws, naming the file, if a shard was truncated or written since it
   /// was opened: its tensors are views of a map of it (one fstat per file).
   void require_unchanged() const {

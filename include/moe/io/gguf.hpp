@@ -257,6 +257,8 @@ class Gguf {
   const std::filesystem::path& path() const noexcept { return file_.path(); }
   /// Throws if the file changed on disk since it was opened (MappedFile).
   void require_unchanged() const { file_.require_unchanged(); }
+  /// Reads the whole file into memory now (MappedFile::populate).
+  void populate() const noexcept { file_.populate(); }
   std::uint32_t version() const noexcept { return version_; }
   std::uint64_t alignment() const noexcept { return alignment_; }
 

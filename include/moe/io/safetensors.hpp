@@ -120,6 +120,8 @@ class SafeTensors {
   const std::filesystem::path& path() const noexcept { return file_.path(); }
   /// Throws if the file changed on disk since it was opened (MappedFile).
   void require_unchanged() const { file_.require_unchanged(); }
+  /// Reads the whole file into memory now (MappedFile::populate).
+  void populate() const noexcept { file_.populate(); }
   // Tensor views point into the file's mapping: a temporary file has none
   // to give (`SafeTensors(path).tensor("w")` does not compile).
   const std::vector<TensorView>& tensors() const& noexcept { return tensors_; }

@@ -18,6 +18,7 @@
 
 #include <algorithm>
 
+#include "moe/backend/cpu/block_rows.hpp"
 #include "moe/backend/cpu/pair_gemm.hpp"
 #include "moe/backend/cpu/panel_gemm.hpp"
 #include "moe/backend/cpu/prepared.hpp"
@@ -56,11 +57,58 @@ struct PanelFfn {
   template <FFN F>
   static void run(moe::detail::ThreadPool& pool, const RoutingPlan& plan, MatrixView<const float> x,
                   const std::vector<PackedExpert>& experts, MatrixView<float> out, Workspace& ws) {
+    const PanelMatrix& up0 = experts[0].up;
+    const Shape shape{
+        up0.depth, up0.outputs, up0.features_per_panel(), up0.panels, experts[0].down.panels, can_pair && up0.pairs};
+    run_on<F>(pool, plan, x, shape, out, ws,
+              [&](index_t e, bool down, const float* in, const std::uint32_t* in2, std::size_t offset, index_t n,
+                  index_t K, index_t p0, index_t np, float* tile, index_t ldt) {
+                const PackedExpert& p = experts[std::size_t(e)];
+                gemm(shape.pairs, in, in2, offset, n, K, down ? p.down : p.up, p0, np, tile, ldt);
+              });
+  }
+
+  /// The same on block-quantised weight views (AsStored only): panels made
+  /// from the blocks one depth block at a time as each task runs
+  /// (block_panel_gemm), never a dequantised copy of the experts.
+  template <FFN F>
+  static void run_blocks(moe::detail::ThreadPool& pool, const RoutingPlan& plan, MatrixView<const float> x,
+                         std::span<const ExpertWeights> views, MatrixView<float> out,
+                         Workspace& ws) requires(!RoundToBf16) {
+    const index_t d_model = views[0].up.cols, d_ff = views[0].up.rows, per_panel = F::gated ? width / 2 : width;
+    const Shape shape{d_model, d_ff, per_panel, (d_ff + per_panel - 1) / per_panel, (d_model + width - 1) / width,
+                      false};
+    run_on<F>(pool, plan, x, shape, out, ws,
+              [&](index_t e, bool down, const float* in, const std::uint32_t*, std::size_t offset, index_t n, index_t K,
+                  index_t p0, index_t np, float* tile, index_t ldt) {
+                thread_local std::vector<float> buffer;
+                const ExpertWeights& w = views[std::size_t(e)];
+                const WeightMatrix& first = down ? w.down : F::gated ? w.gate : w.up;
+                block_panel_gemm<Isa>(in + offset, RowLayout::of(n, K), first, !down && F::gated ? &w.up : nullptr,
+                                      width, p0, np, tile, ldt, buffer);
+              });
+  }
+
+ private:
+  /// The experts' sizes as the panels see them.
+  struct Shape {
+    index_t d_model = 0, d_ff = 0;
+    index_t per_panel = 0;    ///< output features of one phase-1 panel (NR/2 for gate/up)
+    index_t up_panels = 0;    ///< phase 1 (gate/up) panels per expert
+    index_t down_panels = 0;  ///< phase 2 panels per expert
+    bool pairs = false;       ///< bf16 k pairs (vdpbf16ps)
+  };
+
+  /// Both phases over tasks of (row block, panels); gemm_b(expert, down,
+  /// in, in2, offset, n, K, p0, np, tile, ldt) multiplies a row block's
+  /// packed rows by panels [p0, p0 + np) of the expert's gate/up or down.
+  template <FFN F, class GemmB>
+  static void run_on(moe::detail::ThreadPool& pool, const RoutingPlan& plan, MatrixView<const float> x,
+                     const Shape& shape, MatrixView<float> out, Workspace& ws, GemmB&& gemm_b) {
     using batch = floats<Isa>;
     constexpr index_t W = index_t(batch::size);
-    const PanelMatrix& up0 = experts[0].up;
-    const index_t d_ff = up0.outputs, d_model = up0.depth;
-    const bool pairs = can_pair && up0.pairs;
+    const index_t d_ff = shape.d_ff, d_model = shape.d_model, per_panel = shape.per_panel;
+    const bool pairs = shape.pairs;
     row_blocks(plan, d_model, d_ff, ws.blocks);
     const RowBlock& last = ws.blocks.back();
     // A block's rows take at most RowLayout::of(n, K).size() slots in either
@@ -81,12 +129,11 @@ struct PanelFfn {
       else
         pack_rows(x.row(rb.r0), x.row_stride, RowLayout::of(rb.n, d_model), in + rb.in_offset, RoundToBf16);
     });
-    run_panel_tasks(pool, ws, up0.panels, width, &ThreadScratch::tile,
+    run_panel_tasks(pool, ws, shape.up_panels, width, &ThreadScratch::tile,
                     [&](std::size_t b, index_t p0, index_t np, float* tile) {
                       const RowBlock& rb = blocks[b];
-                      const PanelMatrix& B = experts[std::size_t(rb.expert)].up;
-                      const index_t ldt = np * width, per_panel = B.features_per_panel();
-                      gemm(pairs, in, in2, rb.in_offset, rb.n, d_model, B, p0, np, tile, ldt);
+                      const index_t ldt = np * width;
+                      gemm_b(rb.expert, false, in, in2, rb.in_offset, rb.n, d_model, p0, np, tile, ldt);
                       const RowLayout H = pairs ? pair_layout(rb.n, d_ff) : RowLayout::of(rb.n, d_ff);
                       alignas(64) float h[2 * W] = {};  // (zeroed: GCC cannot see that j < W)
                       for (index_t i = 0; i < rb.n; ++i)
@@ -113,12 +160,11 @@ struct PanelFfn {
                           }
                         }
                     });
-    run_panel_tasks(pool, ws, experts[0].down.panels, width, &ThreadScratch::tile,
+    run_panel_tasks(pool, ws, shape.down_panels, width, &ThreadScratch::tile,
                     [&](std::size_t b, index_t p0, index_t np, float* tile) {
                       const RowBlock& rb = blocks[b];
-                      const PanelMatrix& B = experts[std::size_t(rb.expert)].down;
                       const index_t ldt = np * width;
-                      gemm(pairs, hidden, hidden2, rb.hidden_offset, rb.n, d_ff, B, p0, np, tile, ldt);
+                      gemm_b(rb.expert, true, hidden, hidden2, rb.hidden_offset, rb.n, d_ff, p0, np, tile, ldt);
                       const index_t o0 = p0 * width, no = std::min(np * width, d_model - o0);
                       for (index_t i = 0; i < rb.n; ++i)
                         std::copy(tile + i * ldt, tile + i * ldt + no, out.row(rb.r0 + i) + o0);

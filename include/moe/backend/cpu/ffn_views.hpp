@@ -2,8 +2,9 @@
 /// \file ffn_views.hpp
 /// ViewFfn<Isa>: the experts straight on the weight views (an mmap'ed
 /// checkpoint, nothing copied): dot products of rows (dot_tile.hpp), BF16
-/// weights widened in registers when few rows stream them (decode) and
-/// block by block into a per-thread buffer when many rows reuse them.
+/// and block-quantised weights (block_rows.hpp) widened in registers when
+/// few rows stream them (decode) and block by block into a per-thread
+/// buffer when many rows reuse them.
 /// Tasks are (expert, block of `block` output features). The same gemm
 /// runs the dense layers (attention projections, lm_head): linear().
 
@@ -11,6 +12,7 @@
 #include <span>
 #include <vector>
 
+#include "moe/backend/cpu/block_rows.hpp"
 #include "moe/backend/cpu/dot_tile.hpp"
 #include "moe/backend/cpu/simd.hpp"
 #include "moe/backend/cpu/workspace.hpp"
@@ -25,6 +27,9 @@ namespace moe::backend::cpu {
 template <class Isa>
 struct ViewFfn {
   static constexpr index_t block = 32;  ///< output features per task
+  /// Up to this many rows, BF16 and block-quantised weights are widened in
+  /// registers as they stream (each weight read once per row group).
+  static constexpr index_t stream_rows = 8;
 
   /// C[m, n] = A[m, K] · (rows [r0, r0+n) of W)ᵀ on the weight view. For a
   /// few rows of A (decode) BF16 weights are widened in registers as they
@@ -32,7 +37,13 @@ struct ViewFfn {
   /// every row (cheaper than widening per row group). F32 is read as is.
   static void gemm_rows(const float* A, index_t lda, index_t m, const WeightMatrix& w, index_t r0, index_t n, float* C,
                         index_t ldc, std::vector<float>& buf) {
-    constexpr index_t stream_rows = 8;
+    if constexpr (has_block_kernels<Isa>)
+      if (is_block_quantised(w.dtype)) {
+        if (m <= stream_rows) return block_gemm_nt<Isa>(A, lda, m, w, r0, n, C, ldc);
+        float* rows = grow(buf, std::size_t(n * w.cols));
+        dequantize_rows<Isa>(w, r0, n, rows);
+        return gemm_nt<Isa>(A, lda, m, rows, w.cols, n, w.cols, C, ldc);
+      }
     if (w.dtype == DType::BF16 && m <= stream_rows) {
       const auto* b = reinterpret_cast<const std::uint16_t*>(w.row_bytes(r0));
       gemm_nt<Isa>(A, lda, m, b, w.cols, n, w.cols, C, ldc);
@@ -97,6 +108,8 @@ struct ViewFfn {
   static void linear(moe::detail::ThreadPool& pool, MatrixView<const float> x, const WeightMatrix& w,
                      MatrixView<float> out) {
     if (x.rows == 0) return;
+    if constexpr (has_block_kernels<Isa>)
+      if (is_block_quantised(w.dtype) && x.rows > stream_rows) return block_linear(pool, x, w, out);
     const index_t blocks = (w.rows + block - 1) / block;
     pool.parallel_for(blocks, [&](std::int64_t b, int) {
       thread_local std::vector<float> widened;
@@ -106,6 +119,27 @@ struct ViewFfn {
   }
 
  private:
+  /// out = x · Wᵀ for many rows of x and a block-quantised W: x packed once
+  /// for the panel micro-kernel, tasks of a few panels of W, each made from
+  /// the blocks as it runs (block_panel_gemm) into the task's tile.
+  static void block_linear(moe::detail::ThreadPool& pool, MatrixView<const float> x, const WeightMatrix& w,
+                           MatrixView<float> out) {
+    constexpr index_t width = 2 * index_t(floats<Isa>::size), per_task = 4;
+    const RowLayout L = RowLayout::of(x.rows, w.cols);
+    thread_local std::vector<float> packed;  // the caller's: read by every task, alive until they end
+    float* a = grow(packed, L.size());
+    pack_rows(x.data, x.row_stride, L, a);
+    const index_t panels = (w.rows + width - 1) / width, tasks = (panels + per_task - 1) / per_task;
+    pool.parallel_for(tasks, [&](std::int64_t task, int) {
+      thread_local std::vector<float> tile, buffer;
+      const index_t p0 = index_t(task) * per_task, np = std::min(per_task, panels - p0), ld = np * width;
+      float* t = grow(tile, std::size_t(x.rows * ld));
+      block_panel_gemm<Isa>(a, L, w, nullptr, width, p0, np, t, ld, buffer);
+      const index_t o0 = p0 * width, no = std::min(ld, w.rows - o0);
+      for (index_t i = 0; i < x.rows; ++i) std::copy(t + i * ld, t + i * ld + no, out.row(i) + o0);
+    });
+  }
+
   /// Rows [r0, r0+n) of a weight as fp32: the weight itself when F32,
   /// otherwise widened into `buf`.
   static const float* widen(const WeightMatrix& w, index_t r0, index_t n, std::vector<float>& buf) {
