@@ -131,8 +131,8 @@ def moe_times(mixtral, path, T, threads, decode_tokens, repeat):
     best_prefill, best_decode = float("inf"), float("inf")
     for _ in range(repeat):
         out = subprocess.run([mixtral, "generate", "--model", path, "--tokens", ids, "--max-new", str(decode_tokens + 1),
-                              "--threads", str(threads), "--stop", "-1"], check=True, capture_output=True,
-                             text=True).stdout
+                              "--threads", str(threads), "--stop", "-1"], check=True,
+                             capture_output=True).stdout.decode(errors="replace")  # random text: any bytes
         prefill = float(re.search(r"prefill: \d+ tokens in ([0-9.]+) s", out).group(1))
         m = re.search(r"decode:  (\d+) tokens in ([0-9.]+) s", out)
         best_prefill = min(best_prefill, prefill)

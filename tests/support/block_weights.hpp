@@ -60,7 +60,7 @@ inline std::vector<float> dequantised(DType d, const std::vector<unsigned char>&
 /// A Mixtral layer whose experts hold block-quantised weights, and the
 /// same layer on their dequantised values as fp32.
 struct BlockLayer {
-  LayerConfig config{.d_model = 256, .d_ff = 512, .num_experts = 4, .seed = 3};
+  LayerConfig config{.d_model = 256, .d_ff = 256, .num_experts = 4, .seed = 3};
   std::vector<std::vector<unsigned char>> blocks;
   std::vector<std::vector<float>> values;
   Matrix router = random_normal_matrix(4, 256, 11, 0.1f);
@@ -69,7 +69,7 @@ struct BlockLayer {
   BlockLayer(const BlockLayer&) = delete;  // the weights are views of the vectors
   BlockLayer& operator=(const BlockLayer&) = delete;
   /// Gate and up in `d`, down in `down` (GGUF's mixes: Q4_K beside Q6_K).
-  explicit BlockLayer(DType d, index_t d_model = 256, index_t d_ff = 512, std::optional<DType> down = {}) {
+  explicit BlockLayer(DType d, index_t d_model = 256, index_t d_ff = 256, std::optional<DType> down = {}) {
     config.d_model = d_model;
     config.d_ff = d_ff;
     router = random_normal_matrix(4, d_model, 11, 0.1f);
