@@ -14,7 +14,10 @@
 ///           pack: their arithmetic lives in the converted weights.
 ///   views   straight on the weight views (an mmap'ed checkpoint, nothing
 ///           copied; cpu/ffn_views.hpp). Training runs here: the views are
-///           the weights an optimiser updates.
+///           the weights an optimiser updates. Block-quantised weights (a
+///           GGUF's) always stay on their views: streamed block by block
+///           for few rows per expert, turned into panels one depth block at
+///           a time as tasks run for many (cpu/block_rows.hpp).
 ///
 /// A Cpu object holds only its thread pool (shared by its copies); the
 /// prepared weights belong to the layer and the per-call buffers to the
