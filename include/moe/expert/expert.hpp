@@ -19,6 +19,7 @@ namespace moe {
 /// caller so that applying an expert row after row allocates nothing.
 struct ExpertScratch {
   std::vector<float> pre_gate, pre_up, hidden;
+  std::vector<float> row;  ///< one weight row widened to fp32
 };
 
 template <FFN F>
@@ -55,11 +56,12 @@ struct Expert {
                     ExpertScratch& scratch) {
     const index_t d_ff = w.up.rows, d_model = w.up.cols;
     std::vector<float>& h = scratch.hidden;
-    hidden(w, x, scratch.pre_gate, scratch.pre_up, h);
+    hidden(w, x, scratch.pre_gate, scratch.pre_up, h, scratch.row);
     for (index_t f = 0; f < d_ff; ++f) h[std::size_t(f)] *= drop.scale(pair, f);
     for (index_t o = 0; o < d_model; ++o) {
+      const float* down = row(w.down, o, scratch.row);
       float acc = 0.0f;
-      for (index_t f = 0; f < d_ff; ++f) acc += w.down.at(o, f) * h[std::size_t(f)];
+      for (index_t f = 0; f < d_ff; ++f) acc += down[f] * h[std::size_t(f)];
       out[o] = acc;
     }
   }
@@ -77,8 +79,8 @@ struct Expert {
                        const ExpertDropout& drop = {}, std::uint64_t pair = 0) {
     const index_t d_ff = w.up.rows, d_model = w.up.cols;
     const activation act{};
-    std::vector<float> pre_gate, pre_up, h;
-    hidden(w, x, pre_gate, pre_up, h);
+    std::vector<float> pre_gate, pre_up, h, widened;
+    hidden(w, x, pre_gate, pre_up, h, widened);
     std::vector<float> dg(std::size_t(F::gated ? d_ff : 0)), du(static_cast<std::size_t>(d_ff));
     for (index_t f = 0; f < d_ff; ++f) {
       const float m = drop.scale(pair, f);
@@ -113,22 +115,32 @@ struct Expert {
   }
 
  private:
+  /// Row r of W as fp32, widened into `buffer` (a block-quantised row is
+  /// dequantised once here, not a block per element).
+  static const float* row(const WeightMatrix& w, index_t r, std::vector<float>& buffer) {
+    buffer.resize(std::size_t(w.cols));
+    widen_to_float(w.data, w.dtype, r * w.cols, w.cols, buffer.data());
+    return buffer.data();
+  }
+
   /// Pre-activations (gate·x, up·x) and the hidden h = act(gate·x) ⊙ up·x
   /// (gated) or act(up·x) (plain), each [d_ff].
   static void hidden(const ExpertWeights& w, const float* x, std::vector<float>& pre_gate, std::vector<float>& pre_up,
-                     std::vector<float>& h) {
+                     std::vector<float>& h, std::vector<float>& buffer) {
     const index_t d_ff = w.up.rows, d_model = w.up.cols;
     const activation act{};
     pre_gate.assign(std::size_t(F::gated ? d_ff : 0), 0.0f);
     pre_up.assign(std::size_t(d_ff), 0.0f);
     h.assign(std::size_t(d_ff), 0.0f);
     for (index_t f = 0; f < d_ff; ++f) {
+      const float* up_row = row(w.up, f, buffer);
       float up = 0.0f;
-      for (index_t i = 0; i < d_model; ++i) up += w.up.at(f, i) * x[i];
+      for (index_t i = 0; i < d_model; ++i) up += up_row[i] * x[i];
       pre_up[std::size_t(f)] = up;
       if constexpr (F::gated) {
+        const float* gate_row = row(w.gate, f, buffer);
         float gate = 0.0f;
-        for (index_t i = 0; i < d_model; ++i) gate += w.gate.at(f, i) * x[i];
+        for (index_t i = 0; i < d_model; ++i) gate += gate_row[i] * x[i];
         pre_gate[std::size_t(f)] = gate;
         h[std::size_t(f)] = act(gate) * up;
       } else {
