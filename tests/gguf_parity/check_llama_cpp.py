@@ -6,11 +6,8 @@ builds llama.cpp from source, which takes a while).
     build/hf-venv/bin/python tests/gguf_parity/check_llama_cpp.py --bin build/default/bin
 
 For each GGUF: the one made by the gguf package (tests/data/cases/gguf/
-mixtral_spm.gguf: a tiny Mixtral with a SentencePiece vocabulary), the
-ones moe-quantize writes from its converted folder (F32, Q8_0, Q5_1, Q5_0,
-Q4_1, Q4_0), and a frankenMoE: moe-merge builds one from three tiny dense
-Mistrals (moe-mixtral make-tiny, `hidden` gates from prompts) and
-moe-quantize writes it at F32 and Q8_0:
+mixtral_spm.gguf: a tiny Mixtral with a SentencePiece vocabulary) and the
+ones moe-quantize writes from its converted folder (F32, Q8_0, Q4_0):
 llama.cpp loads it, tokenises a set of strings and computes the logits of
 every position of a prompt and 8 greedy tokens; moe-mixtral runs the same
 GGUF file directly (its weights in their stored blocks) and computes the
@@ -57,28 +54,6 @@ def main():
             out = os.path.join(tmp, f"moe-{t}.gguf")
             run(quantize, os.path.join(tmp, "hf"), out, "--type", t)
             files[f"moe-quantize {t}"] = (out, tol)
-        # A frankenMoE as the seed articles build theirs, quantised by moe-quantize.
-        merge = os.path.join(a.bin, "moe-merge")
-        if os.path.exists(merge):
-            for seed in (1, 2, 3):
-                run(mixtral, "make-tiny", "--out", os.path.join(tmp, f"dense{seed}"), "--family", "mistral", "--seed",
-                    str(seed))
-            with open(os.path.join(tmp, "moe.yml"), "w") as f:
-                f.write(f"""base_model: {tmp}/dense1
-gate_mode: hidden
-experts:
-  - source_model: {tmp}/dense1
-    positive_prompts: ["A router looks at each token", "the experts"]
-  - source_model: {tmp}/dense2
-    positive_prompts: ["Numbers: 0 1 2 3"]
-  - source_model: {tmp}/dense3
-    positive_prompts: ["The quick brown fox"]
-""")
-            run(merge, os.path.join(tmp, "moe.yml"), os.path.join(tmp, "franken"))
-            for t, tol in (("f32", 1e-3), ("q8_0", 2e-2)):
-                out = os.path.join(tmp, f"franken-{t}.gguf")
-                run(quantize, os.path.join(tmp, "franken"), out, "--type", t)
-                files[f"frankenMoE {t}"] = (out, tol)
         for what, (path, tol) in files.items():
             llm = Llama(model_path=path, n_ctx=128, logits_all=True, verbose=False, n_threads=2)
             ids = [llm.tokenize(s.encode(), add_bos=True) for s in STRINGS]
