@@ -154,9 +154,7 @@ class Cpu : public HostStages {
         // recomputes them (the measured crossover lies between 32 and 128
         // rows per expert: bench/train_bench.cpp).
         const index_t R = plan.rows(), d_ff = w.views[0].up.rows;
-        index_t experts_with_rows = 0;
-        for (index_t e = 0; e < plan.experts; ++e) experts_with_rows += plan.kept(e) > 0;
-        if (cpu::all_f32(w.views) && R >= cpu::train_panel_rows * experts_with_rows) {
+        if (cpu::all_f32(w.views) && R >= cpu::train_panel_rows * cpu::experts_with_rows(plan)) {
           const MatrixView<float> hidden(cpu::grow(ws.hidden, std::size_t(R * d_ff)), R, d_ff);
           return cpu::experts_forward_panels<F, I>(*pool_, plan, rows, w.views, drop, hidden, out, ws.train);
         }
@@ -168,9 +166,8 @@ class Cpu : public HostStages {
         // Block-quantised views with many rows per expert (prefill): panels
         // made from the blocks as tasks run. Few rows (decode): the views
         // kernel streams the blocks.
-        index_t experts_with_rows = 0;
-        for (index_t e = 0; e < plan.experts; ++e) experts_with_rows += plan.kept(e) > 0;
-        if (is_block_quantised(w.views[0].up.dtype) && plan.rows() > cpu::ViewFfn<I>::stream_rows * experts_with_rows)
+        if (is_block_quantised(w.views[0].up.dtype) &&
+            plan.rows() > cpu::ViewFfn<I>::stream_rows * cpu::experts_with_rows(plan))
           return packed_kernel::template run_blocks<F>(*pool_, plan, rows, w.views, out, ws);
       }
       return cpu::ViewFfn<I>::template run<F>(*pool_, plan, rows, w.views, out, ws);

@@ -23,6 +23,14 @@ inline constexpr index_t panels_per_task = 16;
 /// 96 rows per block took 821-836 ms at T = 512 (fp32), 384 took 776-805.
 inline constexpr index_t rows_per_task = 384;
 
+/// Experts that got at least one row: the divisor of the rows-per-expert
+/// thresholds that pick a kernel.
+inline index_t experts_with_rows(const RoutingPlan& plan) noexcept {
+  index_t n = 0;
+  for (index_t e = 0; e < plan.experts; ++e) n += plan.kept(e) > 0;
+  return n;
+}
+
 /// Splits each expert's rows evenly into blocks of at most rows_per_task
 /// (rounded to the kernel's row group) into `blocks`; records where each
 /// block's rows sit in the packed input ([rows, d_model]) and hidden
