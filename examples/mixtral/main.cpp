@@ -106,8 +106,11 @@ The quick brown fox jumps over the lazy dog. Numbers: 0 1 2 3 4 5 6 7 8 9 10 100
 )";
 
 #ifdef MOE_HAVE_SENTENCEPIECE
-/// Trains a small BPE tokenizer into dir/tokenizer.model (no byte fallback:
-/// every piece a random model picks is printable text).
+/// Trains a small BPE tokenizer into dir/tokenizer.model with byte fallback,
+/// as Mistral's and Llama's have: any text encodes (a character the corpus
+/// lacks becomes its UTF-8 bytes, <0x..> pieces), and llama.cpp, which looks
+/// up the newline's byte piece when it loads a SentencePiece vocabulary, can
+/// run the GGUF files made from these models.
 void train_tiny_tokenizer(const fs::path& dir, int vocab_size) {
   const fs::path corpus = dir / "tokenizer-corpus.txt";
   {
@@ -116,7 +119,7 @@ void train_tiny_tokenizer(const fs::path& dir, int vocab_size) {
   }
   const std::string args = moe::detail::cat(
       "--input=", corpus.string(), " --model_prefix=", (dir / "tokenizer").string(), " --vocab_size=", vocab_size,
-      " --model_type=bpe --character_coverage=1.0 --num_threads=1 --hard_vocab_limit=false",
+      " --model_type=bpe --character_coverage=1.0 --byte_fallback=true --num_threads=1 --hard_vocab_limit=false",
       " --unk_id=0 --bos_id=1 --eos_id=2 --pad_id=-1 --minloglevel=2");
   // SentencePiece 0.1.x logs the command line before it reads --minloglevel:
   // stderr is set aside while it trains (a failure still comes back in status).
@@ -326,6 +329,14 @@ int logits(const RunOptions& o, const fs::path& out, int greedy) {
     w.set_metadata("input_ids", join(ids));
     w.add("logits", moe::DType::F32, {moe::index_t(ids.size()), V}, prefill.logits.data());
     w.add("greedy_ids", {moe::index_t(greedy_ids.size())}, greedy_ids);
+    // Every layer's router logits (as transformers' output_router_logits):
+    // how close each routing decision was, where two runs disagree.
+    std::vector<float> router;
+    for (const moe::Routing& r : prefill.routing) router.insert(router.end(), r.logits.begin(), r.logits.end());
+    if (!prefill.routing.empty())
+      w.add("router_logits", moe::DType::F32,
+            {moe::index_t(prefill.routing.size()), moe::index_t(ids.size()), prefill.routing.front().experts},
+            router.data());
     w.write(out);
     std::printf("wrote %s: logits [%zu, %lld], greedy_ids [%zu] = %s\n", out.string().c_str(), ids.size(), (long long)V,
                 greedy_ids.size(), join(greedy_ids).c_str());
@@ -397,7 +408,9 @@ int main(int argc, char** argv) try {
   CLI::App* l = app.add_subcommand("logits", "write the logits of every position (and a greedy continuation)");
   add_model(l);
   l->add_option("--tokens", run.tokens, "token ids: 1,2,3")->required();
-  l->add_option("--out", out, "output .safetensors (tensors logits [S, V] and greedy_ids [N])")->required();
+  l->add_option("--out", out,
+                "output .safetensors (tensors logits [S, V], greedy_ids [N] and, for a MoE, router_logits [L, S, E])")
+      ->required();
   l->add_option("--greedy", greedy, "greedy tokens to decode with the KV cache");
 
   CLI::App* i = app.add_subcommand("info", "check a checkpoint folder and print its config");

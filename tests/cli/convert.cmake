@@ -36,16 +36,26 @@ moe_expect(info-gguf 0 "\"num_local_experts\": 4.*files: 1, weight bytes: 101964
 
 # moe-quantize: the golden folder to GGUF (F32: the file the gguf package
 # writes, byte for byte; Q8_0: back through moe-convert, moe-mixtral runs it).
-moe_expect(quantize-f32 0 "wrote .*23 tensors, matrices as f32 \\(general.file_type 0\\)" "${QUANTIZE}" "${golden}"
+moe_expect(quantize-f32 0 "wrote .*: f32 \\(general.file_type 0\\), 23 tensors: 23 F32" "${QUANTIZE}" "${golden}"
        "${WORK}/f32.gguf" --type f32)
 moe_expect(quantize-f32-same 0 "" "${CMAKE_COMMAND}" -E compare_files "${WORK}/f32.gguf" "${gguf}")
-moe_expect(quantize-q8 0 "matrices as q8_0 \\(general.file_type 7\\)" "${QUANTIZE}" "${golden}" "${WORK}/q8.gguf")
+moe_expect(quantize-q8 0 "q8_0 \\(general.file_type 7\\), 23 tensors: 7 F32, 16 Q8_0" "${QUANTIZE}" "${golden}"
+       "${WORK}/q8.gguf")
 moe_expect(convert-q8 0 "41 tensors as f32" "${CONVERT}" "${WORK}/q8.gguf" "${WORK}/q8" --dtype f32)
 moe_expect(logits-q8 0 "" "${MIXTRAL}" logits --model "${WORK}/q8" --tokens 1,17,200,5 --greedy 4
        --out "${WORK}/q8.safetensors")
 moe_expect(logits-q8-gguf 0 "greedy_ids \\[4\\]" "${MIXTRAL}" logits --model "${WORK}/q8.gguf" --tokens 1,17,200,5
        --greedy 4 --out "${WORK}/q8-direct.safetensors")
-moe_expect(quantize-k 1 "q4_k_m is not supported yet" "${QUANTIZE}" "${golden}" "${WORK}/k.gguf" --type q4_k_m)
+# Q4_K_M on rows of 64 values (not whole 256-value blocks): llama-quantize's
+# fallbacks (Q4_K -> Q5_0, Q6_K -> Q8_0); Q2_K's fallback is not written.
+moe_expect(quantize-k 0 "q4_k_m \\(general.file_type 15\\), 23 tensors: 7 F32, 13 Q5_0, 3 Q8_0" "${QUANTIZE}"
+       "${golden}" "${WORK}/k.gguf" --type q4_k_m)
+moe_expect(logits-k-gguf 0 "greedy_ids \\[4\\]" "${MIXTRAL}" logits --model "${WORK}/k.gguf" --tokens 1,17,200,5
+       --greedy 4 --out "${WORK}/k-direct.safetensors")
+moe_expect(quantize-q2k-narrow 1 "rows of 64 values cannot be Q2_K.*IQ4_NL" "${QUANTIZE}" "${golden}" "${WORK}/q2.gguf"
+       --type q2_k)
+moe_expect(quantize-unknown 1 "'q4_k_x' is not one this writes; expected one of f32, .*q2_k" "${QUANTIZE}" "${golden}"
+       "${WORK}/x.gguf" --type q4_k_x)
 
 moe_expect(not-gguf 1 "config.json: not a GGUF file: starts with '{" "${CONVERT}" "${golden}/config.json" "${WORK}/x")
 moe_expect(missing 1 "moe-convert: .*nope.gguf" "${CONVERT}" "${WORK}/nope.gguf" "${WORK}/x")

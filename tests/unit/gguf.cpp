@@ -434,8 +434,46 @@ TEST_CASE("ggml blocks: quantisation bit for bit as the gguf package's") {
       if (ours[k] != expected[k]) first_block = index_t(k) / t.bytes;
     CHECK_MESSAGE(first_block == -1, "first differing block: ", first_block);
   }
-  test::require_error([] { quant::quantize(12, "Q4_K", nullptr, 256, nullptr); }, ErrorCode::unsupported,
-                      {"Q4_K", "cannot quantise"});
+  test::require_error([] { quant::quantize(16, "IQ2_XXS", nullptr, 256, nullptr); }, ErrorCode::unsupported,
+                      {"IQ2_XXS", "cannot quantise"});
+}
+
+TEST_CASE("ggml blocks: k-quant quantisation byte for byte as llama.cpp's own quantiser") {
+  // tests/data/cases/gguf/k_quant.safetensors: rows of two super-blocks
+  // (zeros, constants, one outlier, one-signed blocks, 1e-30s, half-empty
+  // blocks, sub-blocks at scales 1e-4 … 1e3, then seeded normals) and the
+  // blocks ggml_quantize_chunk (llama.cpp's libggml-base, no importance
+  // matrix: what llama-quantize runs) makes of them.
+  const io::SafeTensors cases(fs::path(MOE_TEST_DATA_DIR) / "cases" / "gguf" / "k_quant.safetensors");
+  const std::vector<float> x = cases.tensor("input").to_vector<float>();
+  for (const auto& [name, code] : std::vector<std::pair<std::string, std::uint32_t>>{
+           {"Q2_K", 10}, {"Q3_K", 11}, {"Q4_K", 12}, {"Q5_K", 13}, {"Q6_K", 14}}) {
+    CAPTURE(name);
+    REQUIRE(quant::can_quantize(code));
+    const std::vector<std::uint8_t> expected = cases.tensor(name + ".blocks").to_vector<std::uint8_t>();
+    const io::gguf::TypeTraits t = *io::gguf::traits(code);
+    REQUIRE(index_t(expected.size()) * t.block == index_t(x.size()) * t.bytes);
+    std::vector<std::uint8_t> ours(expected.size(), 0xAB);
+    quant::quantize(code, t.name, x.data(), index_t(x.size()), ours.data());
+    std::vector<index_t> differing;
+    for (index_t b = 0; b < index_t(ours.size()) / t.bytes; ++b)
+      if (std::memcmp(&ours[std::size_t(b * t.bytes)], &expected[std::size_t(b * t.bytes)], std::size_t(t.bytes)))
+        differing.push_back(b);
+    CHECK_MESSAGE(differing.empty(), differing.size(), " blocks differ, the first ",
+                  differing.empty() ? -1 : differing.front());
+    // And they decode to values near the input (the fit is a fit), where the
+    // fp16 super-block scale has the resolution for it (|x| ≥ 1e-2).
+    std::vector<float> back(x.size());
+    quant::dequantize(code, t.name, ours.data(), index_t(x.size()), back.data());
+    for (std::size_t b = 0; b < x.size() / 256; ++b) {
+      float amax = 0, err = 0;
+      for (std::size_t i = b * 256; i < (b + 1) * 256; ++i) {
+        amax = std::max(amax, std::fabs(x[i]));
+        err = std::max(err, std::fabs(x[i] - back[i]));
+      }
+      if (amax >= 1e-2f) CHECK(err <= amax * (code == 10 ? 0.6f : 0.25f));
+    }
+  }
 }
 
 TEST_CASE("convert_gguf: a Mixtral GGUF as llama.cpp writes it back to its Hugging Face checkpoint, bit for bit") {
@@ -537,7 +575,7 @@ TEST_CASE("write_gguf: a Hugging Face Mixtral as llama.cpp lays it out, byte for
   const fs::path golden = fs::path(MOE_TEST_DATA_DIR) / "golden" / "models" / "mixtral_tiny_f32";
   const test::TempDir dir("gguf-write");
   std::size_t reported = 0;
-  io::write_gguf(golden, dir.path / "f32.gguf", 0, [&](std::size_t done, std::size_t total, const std::string&) {
+  io::write_gguf(golden, dir.path / "f32.gguf", "f32", [&](std::size_t done, std::size_t total, const std::string&) {
     reported = done;
     CHECK(total == 23);
   });
@@ -552,7 +590,7 @@ TEST_CASE("write_gguf: a Hugging Face Mixtral as llama.cpp lays it out, byte for
   // Q8_0: matrices quantised (norms and router F32), and back within Q8_0's
   // rounding: half a step d = max|x| / 127, plus the scale's own rounding to
   // fp16 (2^-11 of d, times |q| <= 127): under 0.57 d.
-  io::write_gguf(golden, dir.path / "q8.gguf", 8);
+  io::write_gguf(golden, dir.path / "q8.gguf", "q8_0");
   const io::Gguf q8(dir.path / "q8.gguf");
   CHECK(q8.tensor("blk.0.attn_q.weight").type_name() == "Q8_0");
   CHECK(q8.tensor("blk.0.ffn_down_exps.weight").type_name() == "Q8_0");
@@ -572,8 +610,10 @@ TEST_CASE("write_gguf: a Hugging Face Mixtral as llama.cpp lays it out, byte for
     }
     CHECK(diff <= amax / 127.0f * 0.57f);
   }
-  test::require_error([&] { io::write_gguf(golden, dir.path / "k.gguf", 12); }, ErrorCode::unsupported,
-                      {"Q4_K", "not supported yet"});
+  test::require_error([&] { io::write_gguf(golden, dir.path / "k.gguf", "q2_k"); }, ErrorCode::unsupported,
+                      {"rows of 64 values cannot be Q2_K", "IQ4_NL"});
+  test::require_error([&] { io::write_gguf(golden, dir.path / "k.gguf", "q4_k_xl"); }, ErrorCode::invalid_argument,
+                      {"'q4_k_xl'", "q4_k_m"});
 }
 
 TEST_CASE("read_sentencepiece_model: a tokenizer.model as the GGUF stores it, and back through moe-quantize's writer") {
@@ -610,7 +650,7 @@ TEST_CASE("read_sentencepiece_model: a tokenizer.model as the GGUF stores it, an
   const io::Gguf g(cases / "mixtral_spm.gguf");
   const test::TempDir dir("gguf-spm-roundtrip");
   io::convert_gguf(g, dir.path / "hf", DType::F32);
-  io::write_gguf(dir.path / "hf", dir.path / "again.gguf", 0);
+  io::write_gguf(dir.path / "hf", dir.path / "again.gguf", "f32");
   const io::Gguf again(dir.path / "again.gguf");
   CHECK(again.get_string("tokenizer.ggml.model") == "llama");
   CHECK(again.get_strings("tokenizer.ggml.tokens") == g.get_strings("tokenizer.ggml.tokens"));

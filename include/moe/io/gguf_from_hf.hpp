@@ -4,20 +4,22 @@
 /// moe-merge included) as a GGUF file the way llama.cpp's
 /// convert_hf_to_gguf.py and llama-quantize lay one out: architecture
 /// `llama`, its metadata keys, q and k rows permuted per head for ggml's
-/// RoPE, experts stacked per layer into ffn_{gate,down,up}_exps, 2-D weights
-/// in the chosen type (norms and the router stay F32, as llama-quantize
-/// keeps them; a matrix whose rows are not whole blocks falls back to F16),
-/// and a SentencePiece tokenizer.model as the `llama` tokenizer fields.
-/// Streaming: one tensor in memory at a time.
+/// RoPE, experts stacked per layer into ffn_{gate,down,up}_exps, matrices
+/// in the types llama-quantize gives them for the chosen file type
+/// (gguf_quant_mix.hpp; norms and the router stay F32), and a SentencePiece tokenizer.model as the `llama` tokenizer
+/// fields. Streaming: one tensor in memory at a time.
 
 #include <filesystem>
 #include <functional>
+#include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "moe/core/error.hpp"
 #include "moe/core/types.hpp"
 #include "moe/io/checkpoint.hpp"
+#include "moe/io/gguf_quant_mix.hpp"
 #include "moe/io/gguf_tokenizer.hpp"
 #include "moe/io/gguf_writer.hpp"
 #include "moe/io/mapped_file.hpp"
@@ -26,38 +28,12 @@
 
 namespace moe::io {
 
-/// llama.cpp's general.file_type for a file whose matrices are `type`.
-inline std::uint32_t gguf_file_type(std::uint32_t type) {
-  switch (type) {
-    case 0:
-      return 0;  // ALL_F32
-    case 1:
-      return 1;  // MOSTLY_F16
-    case 2:
-      return 2;  // MOSTLY_Q4_0
-    case 3:
-      return 3;  // MOSTLY_Q4_1
-    case 8:
-      return 7;  // MOSTLY_Q8_0
-    case 6:
-      return 8;  // MOSTLY_Q5_0
-    case 7:
-      return 9;  // MOSTLY_Q5_1
-    case 30:
-      return 32;  // MOSTLY_BF16
-    default:
-      throw Error(ErrorCode::unsupported,
-                  detail::cat("GGUF output type ", gguf::traits(type) ? gguf::traits(type)->name : "?",
-                              " is not supported yet (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0)"));
-  }
-}
-
 /// Writes the Hugging Face checkpoint in `hf_dir` as the GGUF file `out`,
-/// its matrices as ggml type `type`. on_tensor(done, total, name) reports
-/// progress as each tensor is written.
-inline void write_gguf(const std::filesystem::path& hf_dir, const std::filesystem::path& out, std::uint32_t type,
+/// its matrices in the types `mix` gives them (gguf_quant_mix.hpp: "q8_0",
+/// "q4_k_m", ...). on_tensor(done, total, name) reports progress as each
+/// tensor is written.
+inline void write_gguf(const std::filesystem::path& hf_dir, const std::filesystem::path& out, const QuantMix& mix,
                        const std::function<void(std::size_t, std::size_t, const std::string&)>& on_tensor = {}) {
-  const std::uint32_t file_type = gguf_file_type(type);
   detail::require(
       !Checkpoint::is_gguf(hf_dir), ErrorCode::invalid_argument, hf_dir.string(),
       ": is a GGUF file; this writes a GGUF from a Hugging Face folder (moe-convert makes one from a GGUF)");
@@ -80,7 +56,7 @@ inline void write_gguf(const std::filesystem::path& hf_dir, const std::filesyste
     w.add_u32("llama.expert_count", std::uint32_t(c.num_experts));
     w.add_u32("llama.expert_used_count", std::uint32_t(c.experts_per_token));
   }
-  w.add_u32("general.file_type", file_type);
+  w.add_u32("general.file_type", mix.file_type);
   // The tokenizer, as convert_hf_to_gguf.py stores a SentencePiece one.
   if (std::filesystem::exists(hf_dir / "tokenizer.model")) {
     const MappedFile f(hf_dir / "tokenizer.model");
@@ -100,12 +76,15 @@ inline void write_gguf(const std::filesystem::path& hf_dir, const std::filesyste
   std::size_t total = 0, done = 0;
   // One output tensor: `rows` HF rows (several tensors stacked, or one with
   // its rows permuted per head) of `cols` values.
-  const auto add = [&](const std::string& name, std::vector<const TensorView*> parts, bool matrix,
+  const MixModel shape{c.num_layers, c.num_heads, c.num_kv_heads, c.dense() ? 1 : c.num_experts,
+                       !c.tie_word_embeddings};
+  // A tensor and its role: a matrix gets its type from the mix; anything
+  // else (norms, the router) stays F32.
+  const auto add = [&](const std::string& name, std::vector<const TensorView*> parts, std::optional<MatrixRole> role,
                        index_t permuted_heads = 0) {
     const TensorView& first = *parts.front();
     const index_t cols = first.shape.back(), rows = first.numel() / std::max<index_t>(cols, 1);
-    std::uint32_t t = matrix ? type : 0;
-    if (matrix && cols % gguf::traits(t)->block != 0) t = 1;  // rows not whole blocks: F16
+    const std::uint32_t t = role ? matrix_type(mix, *role, shape, cols) : 0;
     std::vector<index_t> ne = {cols};
     if (first.shape.size() > 1) ne.push_back(rows);
     if (parts.size() > 1) ne.push_back(index_t(parts.size()));
@@ -126,32 +105,40 @@ inline void write_gguf(const std::filesystem::path& hf_dir, const std::filesyste
     });
   };
   const auto T = [&](const std::string& n) { return &ckpt.tensor(n); };
-  add("token_embd.weight", {T("model.embed_tokens.weight")}, true);
-  add("output_norm.weight", {T("model.norm.weight")}, false);
-  if (!c.tie_word_embeddings) add("output.weight", {T("lm_head.weight")}, true);
+  using K = MatrixRole::Kind;
+  add("token_embd.weight", {T("model.embed_tokens.weight")}, MatrixRole{K::token_embd});
+  add("output_norm.weight", {T("model.norm.weight")}, std::nullopt);
+  if (!c.tie_word_embeddings) add("output.weight", {T("lm_head.weight")}, MatrixRole{K::output});
   for (index_t l = 0; l < c.num_layers; ++l) {
     const std::string p = detail::cat("model.layers.", l, "."), b = detail::cat("blk.", l, ".");
-    add(b + "attn_norm.weight", {T(p + "input_layernorm.weight")}, false);
-    add(b + "attn_q.weight", {T(p + "self_attn.q_proj.weight")}, true, c.num_heads);
-    add(b + "attn_k.weight", {T(p + "self_attn.k_proj.weight")}, true, c.num_kv_heads);
-    add(b + "attn_v.weight", {T(p + "self_attn.v_proj.weight")}, true);
-    add(b + "attn_output.weight", {T(p + "self_attn.o_proj.weight")}, true);
-    add(b + "ffn_norm.weight", {T(p + "post_attention_layernorm.weight")}, false);
+    add(b + "attn_norm.weight", {T(p + "input_layernorm.weight")}, std::nullopt);
+    add(b + "attn_q.weight", {T(p + "self_attn.q_proj.weight")}, MatrixRole{K::attn_q, l}, c.num_heads);
+    add(b + "attn_k.weight", {T(p + "self_attn.k_proj.weight")}, MatrixRole{K::attn_k, l}, c.num_kv_heads);
+    add(b + "attn_v.weight", {T(p + "self_attn.v_proj.weight")}, MatrixRole{K::attn_v, l});
+    add(b + "attn_output.weight", {T(p + "self_attn.o_proj.weight")}, MatrixRole{K::attn_output, l});
+    add(b + "ffn_norm.weight", {T(p + "post_attention_layernorm.weight")}, std::nullopt);
     if (c.dense()) {
-      add(b + "ffn_gate.weight", {T(p + "mlp.gate_proj.weight")}, true);
-      add(b + "ffn_up.weight", {T(p + "mlp.up_proj.weight")}, true);
-      add(b + "ffn_down.weight", {T(p + "mlp.down_proj.weight")}, true);
+      add(b + "ffn_gate.weight", {T(p + "mlp.gate_proj.weight")}, MatrixRole{K::ffn_gate, l});
+      add(b + "ffn_up.weight", {T(p + "mlp.up_proj.weight")}, MatrixRole{K::ffn_up, l});
+      add(b + "ffn_down.weight", {T(p + "mlp.down_proj.weight")}, MatrixRole{K::ffn_down, l});
       continue;
     }
-    add(b + "ffn_gate_inp.weight", {T(p + "block_sparse_moe.gate.weight")}, false);
-    for (const auto& [hf, gg] : {std::pair{"w1", "gate"}, std::pair{"w2", "down"}, std::pair{"w3", "up"}}) {
+    add(b + "ffn_gate_inp.weight", {T(p + "block_sparse_moe.gate.weight")}, std::nullopt);
+    for (const auto& [hf, gg, kind] : {std::tuple{"w1", "gate", K::ffn_gate}, std::tuple{"w2", "down", K::ffn_down},
+                                       std::tuple{"w3", "up", K::ffn_up}}) {
       std::vector<const TensorView*> experts;
       for (index_t e = 0; e < c.num_experts; ++e)
         experts.push_back(T(detail::cat(p, "block_sparse_moe.experts.", e, ".", hf, ".weight")));
-      add(detail::cat(b, "ffn_", gg, "_exps.weight"), experts, true);
+      add(detail::cat(b, "ffn_", gg, "_exps.weight"), experts, MatrixRole{kind, l});
     }
   }
   w.write(out);
+}
+
+/// The same, the mix by its name ("q8_0", "q4_k_m", ...).
+inline void write_gguf(const std::filesystem::path& hf_dir, const std::filesystem::path& out, std::string_view mix,
+                       const std::function<void(std::size_t, std::size_t, const std::string&)>& on_tensor = {}) {
+  write_gguf(hf_dir, out, quant_mix(mix), on_tensor);
 }
 
 }  // namespace moe::io

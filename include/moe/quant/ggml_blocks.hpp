@@ -13,6 +13,8 @@
 #include "moe/core/error.hpp"
 #include "moe/core/types.hpp"
 #include "moe/quant/block_formats.hpp"
+#include "moe/quant/half.hpp"
+#include "moe/quant/k_quants.hpp"
 
 namespace moe::quant {
 
@@ -24,15 +26,7 @@ namespace moe::quant {
 // zero) or shifted and truncated (Q4/Q5: trunc(x / d + offset), clamped).
 // ---------------------------------------------------------------------------
 
-/// fp32 to fp16 bits, rounded to nearest even (overflow to ±inf), as numpy's astype(float16).
-inline std::uint16_t float_to_half(float f) noexcept { return Eigen::numext::bit_cast<std::uint16_t>(Eigen::half(f)); }
-
 namespace detail {
-
-inline void put_half(unsigned char* p, float f) noexcept {
-  const std::uint16_t h = float_to_half(f);
-  std::memcpy(p, &h, 2);
-}
 
 /// The value of largest magnitude, signed (the first of equals), for the symmetric 4- and 5-bit types.
 inline float signed_max(const float* x, int n) noexcept {
@@ -124,13 +118,14 @@ inline void quantize_q5_1(const float* x, unsigned char* b) noexcept {
 
 /// Whether quantize() writes this type (GGUF code).
 inline bool can_quantize(std::uint32_t type) noexcept {
-  return type == 0 || type == 1 || type == 30 || type == 2 || type == 3 || type == 6 || type == 7 || type == 8;
+  return type == 0 || type == 1 || type == 30 || type == 2 || type == 3 || type == 6 || type == 7 || type == 8 ||
+         (type >= 10 && type <= 14);
 }
 
 /// n fp32 values (a multiple of the type's block) into `dst` as ggml type `type`.
 inline void quantize(std::uint32_t type, std::string_view type_name, const float* src, index_t n, unsigned char* dst) {
-  const auto blocks = [&](index_t bytes, void (*one)(const float*, unsigned char*)) {
-    for (index_t k = 0; k < n / 32; ++k) one(src + k * 32, dst + k * bytes);
+  const auto blocks = [&](index_t bytes, void (*one)(const float*, unsigned char*), index_t values = 32) {
+    for (index_t k = 0; k < n / values; ++k) one(src + k * values, dst + k * bytes);
   };
   switch (type) {
     case 0:
@@ -155,10 +150,20 @@ inline void quantize(std::uint32_t type, std::string_view type_name, const float
       return blocks(24, quantize_q5_1);
     case 8:
       return blocks(34, quantize_q8_0);
+    case 10:
+      return blocks(84, quantize_q2_k, 256);
+    case 11:
+      return blocks(110, quantize_q3_k, 256);
+    case 12:
+      return blocks(144, quantize_q4_k, 256);
+    case 13:
+      return blocks(176, quantize_q5_k, 256);
+    case 14:
+      return blocks(210, quantize_q6_k, 256);
     default:
       throw Error(ErrorCode::unsupported,
                   moe::detail::cat("cannot quantise to ggml type ", type_name, " (", type,
-                                   "): supported are F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0"));
+                                   "): supported are F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K … Q6_K"));
   }
 }
 

@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -77,6 +78,14 @@ class SentencePiece {
   std::int32_t bos_id() const { return processor_.bos_id(); }  ///< -1 when the model has none
   std::int32_t eos_id() const { return processor_.eos_id(); }
 
+  /// The byte a byte-fallback piece (<0x0A>, type BYTE) stands for; nothing
+  /// for any other piece.
+  std::optional<unsigned char> byte_of(std::int32_t id) const {
+    if (id < 0 || id >= vocab_size() || !processor_.IsByte(id)) return std::nullopt;
+    const std::string piece = processor_.IdToPiece(id);  // "<0xHH>"
+    return static_cast<unsigned char>(std::stoi(piece.substr(3, 2), nullptr, 16));
+  }
+
   /// Token ids of `text`, with BOS first when asked (Mixtral's tokenizer adds it).
   std::vector<std::int32_t> encode(std::string_view text, bool add_bos = true) const {
     std::vector<int> ids;
@@ -132,15 +141,27 @@ class SentencePiece {
 /// decode differently in context (the "▁" word marks, byte-fallback
 /// sequences), so the whole sequence is decoded and only the new suffix is
 /// emitted.
+///
+/// A character the vocabulary lacks comes as one byte piece per UTF-8 byte
+/// (an emoji: four tokens). SentencePiece decodes an unfinished sequence as
+/// U+FFFD, so the text is held back while the trailing byte pieces do not
+/// yet end a character; when they do, the character is printed whole (and
+/// bytes that can never form one still print as U+FFFD).
 class StreamDecoder {
  public:
   explicit StreamDecoder(const SentencePiece& sp) : sp_(sp) {}
   /// Adds a token; returns the text it completes (may be empty).
   std::string push(std::int32_t id) {
     ids_.push_back(id);
+    std::string tail;  // the bytes of the trailing byte pieces
+    for (auto it = ids_.rbegin(); it != ids_.rend(); ++it) {
+      const auto byte = sp_.byte_of(*it);
+      if (!byte) break;
+      tail.insert(tail.begin(), static_cast<char>(*byte));
+    }
+    if (!complete_utf8(tail)) return {};
     const std::string text = sp_.decode(ids_);
-    // Hold back output while the text ends in an incomplete UTF-8 sequence.
-    if (text.size() < printed_ || !complete_utf8(text)) return {};
+    if (text.size() < printed_) return {};
     std::string fresh = text.substr(printed_);
     printed_ = text.size();
     return fresh;
@@ -150,7 +171,7 @@ class StreamDecoder {
   static bool complete_utf8(const std::string& s) {
     std::size_t i = s.size(), back = 0;
     while (i > 0 && back < 4 && (static_cast<unsigned char>(s[i - 1]) & 0xC0) == 0x80) --i, ++back;
-    if (i == 0) return back == 0;
+    if (i == 0) return true;  // continuation bytes with no lead before them: never a character
     const unsigned char lead = static_cast<unsigned char>(s[i - 1]);
     const std::size_t need = lead < 0x80 ? 0 : lead >= 0xF0 ? 3 : lead >= 0xE0 ? 2 : lead >= 0xC0 ? 1 : 0;
     return back >= need;
