@@ -8,6 +8,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 packages=(cmake make g++ git
           libeigen3-dev libxsimd-dev nlohmann-json3-dev   # the library's dependencies
           libcli11-dev libsentencepiece-dev pkg-config      # moe-mixtral: command line, tokenizer
+          libpcre2-dev                                      # byte-level BPE tokenizers: Unicode-class regexes
           libyaml-cpp-dev                                   # moe-merge: mergekit-moe's YAML configs
           doctest-dev libbenchmark-dev)                   # tests and benchmarks
 if [ "${1:-}" = "--fuzz" ]; then

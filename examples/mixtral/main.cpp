@@ -8,11 +8,14 @@
 //   moe-mixtral generate --model DIR (--prompt TEXT | --tokens 1,2,3) [--max-new N]
 //                        [--temperature T] [--top-k K] [--top-p P] [--seed S]
 //   moe-mixtral logits --model DIR --tokens 1,2,3 --out FILE.safetensors [--greedy N]
+//   moe-mixtral tokenize --model DIR --prompt TEXT [--special] [--no-bos]
 //   moe-mixtral info --model DIR
 //
 // Text goes in and out through the folder's tokenizer.model, or a GGUF's
-// SentencePiece (`llama`) vocabulary, when there is one (and this program
-// was built with SentencePiece); token ids otherwise.
+// own vocabulary: SentencePiece (`llama`: Llama, Mistral, Mixtral) or
+// byte-level BPE (`gpt2`: SmolLM, Llama 3, Qwen...), when there is one and
+// this program was built with its library (SentencePiece, PCRE2); token ids
+// otherwise.
 #include <moe/models/mixtral/routing_svg.hpp>
 #include <moe/moe.hpp>
 
@@ -20,6 +23,8 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <functional>
+#include <memory>
 #include <fstream>
 #include <iostream>
 #include <optional>
@@ -27,8 +32,11 @@
 #include <string>
 #include <vector>
 
-#ifdef MOE_HAVE_SENTENCEPIECE
 #include <moe/io/gguf_tokenizer.hpp>
+#ifdef MOE_HAVE_PCRE2
+#include <moe/text/byte_bpe.hpp>
+#endif
+#ifdef MOE_HAVE_SENTENCEPIECE
 #include <moe/text/sentencepiece.hpp>
 #include <sentencepiece_trainer.h>
 
@@ -68,19 +76,80 @@ std::string join(const std::vector<std::int32_t>& ids) {
   return s;
 }
 
-#ifdef MOE_HAVE_SENTENCEPIECE
-/// The model's SentencePiece tokenizer: the folder's tokenizer.model, or a
-/// GGUF file's own `llama` vocabulary; none when it has neither.
-void open_tokenizer(const fs::path& model, std::optional<moe::text::SentencePiece>& sp) {
+/// Text in and out of the model, whichever tokenizer its vocabulary needs:
+/// SentencePiece (a folder's tokenizer.model, a GGUF's `llama` vocabulary)
+/// or byte-level BPE (a GGUF's `gpt2` vocabulary).
+struct Vocabulary {
+  std::string kind;
+  std::int32_t bos = -1;
+  /// Token ids of text; BOS first if asked and the vocabulary has one;
+  /// control tokens read as such with `special` (byte-level BPE only).
+  std::function<std::vector<std::int32_t>(const std::string& text, bool add_bos, bool special)> encode;
+  std::function<std::string(std::span<const std::int32_t>)> decode;
+  /// A printer for a stream of tokens: push(id) returns the text it
+  /// completes; flush() what was held back at the end.
+  struct Printer {
+    std::function<std::string(std::int32_t)> push;
+    std::function<std::string()> flush;
+  };
+  std::function<Printer()> printer;
+};
+
+/// The model's vocabulary, or none (token ids only): why not, in `missing`.
+std::optional<Vocabulary> open_vocabulary(const fs::path& model, std::string& missing) {
+  std::string kind = "llama";
+  std::optional<moe::io::Gguf> g;
   if (moe::io::Checkpoint::is_gguf(model)) {
-    const moe::io::Gguf g(model);
-    if (g.get_string_or("tokenizer.ggml.model") == "llama")
-      sp.emplace(moe::text::SentencePiece::Proto{moe::io::gguf_sentencepiece_model(g), model.string()});
-  } else if (fs::exists(model / "tokenizer.model")) {
-    sp.emplace(model / "tokenizer.model");
+    g.emplace(model);
+    kind = g->get_string_or("tokenizer.ggml.model").value_or("(none)");
+  } else if (!fs::exists(model / "tokenizer.model")) {
+    missing = model.string() + " has no tokenizer.model";
+    return std::nullopt;
   }
-}
+  if (kind == "llama") {
+#ifdef MOE_HAVE_SENTENCEPIECE
+    using SP = moe::text::SentencePiece;
+    const auto sp = g ? std::make_shared<SP>(SP::Proto{moe::io::gguf_sentencepiece_model(*g), model.string()})
+                      : std::make_shared<SP>(model / "tokenizer.model");
+    Vocabulary v;
+    v.kind = "SentencePiece";
+    v.bos = sp->bos_id();
+    v.encode = [sp](const std::string& text, bool add_bos, bool) { return sp->encode(text, add_bos); };
+    v.decode = [sp](std::span<const std::int32_t> ids) { return sp->decode(ids); };
+    v.printer = [sp] {
+      auto stream = std::make_shared<moe::text::StreamDecoder>(*sp);
+      return Vocabulary::Printer{[stream](std::int32_t id) { return stream->push(id); }, [] { return std::string(); }};
+    };
+    return v;
+#else
+    missing = "this build has no SentencePiece (apt-get install libsentencepiece-dev)";
+    return std::nullopt;
 #endif
+  }
+  if (kind == "gpt2") {
+#ifdef MOE_HAVE_PCRE2
+    const auto bpe = std::make_shared<moe::text::ByteLevelBpe>(moe::io::gguf_bpe_vocab(*g));
+    Vocabulary v;
+    v.kind = "byte-level BPE";
+    v.bos = bpe->bos_id();
+    v.encode = [bpe](const std::string& text, bool add_bos, bool special) {
+      return bpe->encode(text, add_bos, special);
+    };
+    v.decode = [bpe](std::span<const std::int32_t> ids) { return bpe->decode(ids); };
+    v.printer = [bpe] {
+      auto stream = std::make_shared<moe::text::Utf8Stream>();
+      return Vocabulary::Printer{[bpe, stream](std::int32_t id) { return stream->push(bpe->token_bytes(id)); },
+                                 [stream] { return stream->flush(); }};
+    };
+    return v;
+#else
+    missing = "this build has no PCRE2 for its byte-level BPE vocabulary (apt-get install libpcre2-dev)";
+    return std::nullopt;
+#endif
+  }
+  missing = model.string() + ": tokenizer model '" + kind + "' is not one this reads (llama, gpt2)";
+  return std::nullopt;
+}
 
 moe::DType parse_dtype(const std::string& s) {
   if (s == "f32" || s == "float32") return moe::DType::F32;
@@ -182,6 +251,7 @@ struct RunOptions {
   int threads = 0;
   bool pack = false;
   bool no_bos = false;
+  bool special = false;   ///< read control tokens in the prompt text (chat markers)
   bool populate = false;  ///< read every weight page in at load (generate, logits)
   fs::path routing_svg;   ///< generate: where to draw the routing picture (empty: none)
 };
@@ -223,24 +293,14 @@ int generate(const RunOptions& o, const mx::GenerateOptions& g) {
   return with_model(o, [&](const auto& model) {
     const mx::Config& c = model.config();
     std::vector<std::int32_t> prompt;
-#ifdef MOE_HAVE_SENTENCEPIECE
-    std::optional<moe::text::SentencePiece> sp;
-    open_tokenizer(o.model, sp);
-#endif
+    std::string missing;
+    const std::optional<Vocabulary> vocab = open_vocabulary(o.model, missing);
     if (o.tokens) {
       prompt = parse_tokens(*o.tokens);
     } else {
-#ifdef MOE_HAVE_SENTENCEPIECE
-      moe::detail::require(sp.has_value(), moe::ErrorCode::invalid_argument, o.model.string(),
-                           moe::io::Checkpoint::is_gguf(o.model)
-                               ? ": its vocabulary is not SentencePiece's (tokenizer.ggml.model 'llama'); give "
-                                 "--tokens instead of --prompt"
-                               : ": has no tokenizer.model; give --tokens instead of --prompt");
-      prompt = sp->encode(*o.prompt, !o.no_bos);
-#else
-      throw moe::Error(moe::ErrorCode::unsupported,
-                       "--prompt needs SentencePiece, which this build lacks; give --tokens instead");
-#endif
+      moe::detail::require(vocab.has_value(), moe::ErrorCode::invalid_argument, missing,
+                           "; give --tokens instead of --prompt");
+      prompt = vocab->encode(*o.prompt, !o.no_bos, o.special);
     }
     mx::GenerateOptions opts = g;
     opts.stop_at_eos = opts.stop_tokens.empty();  // --stop names the whole stop set
@@ -250,19 +310,18 @@ int generate(const RunOptions& o, const mx::GenerateOptions& g) {
       first = false;
       std::fflush(stdout);
     };
-#ifdef MOE_HAVE_SENTENCEPIECE
-    std::optional<moe::text::StreamDecoder> stream;
-    if (sp) {
-      stream.emplace(*sp);
-      std::printf("%s", sp->decode(prompt).c_str());
+    std::optional<Vocabulary::Printer> printer;
+    if (vocab) {
+      printer = vocab->printer();
+      std::printf("%s", vocab->decode(prompt).c_str());
       print = [&](std::int32_t id) {
-        std::printf("%s", stream->push(id).c_str());
+        std::printf("%s", printer->push(id).c_str());
         std::fflush(stdout);
       };
     }
-#endif
     if (o.tokens || !o.prompt) std::printf("prompt ids: %s\ngenerated ids: ", join(prompt).c_str());
     const mx::GenerateResult r = mx::generate(model, prompt, opts, print);
+    if (printer) std::printf("%s", printer->flush().c_str());
     std::printf("\n\n");
     const char* why = r.end == mx::GenerateResult::End::stop_token     ? "stop token"
                       : r.end == mx::GenerateResult::End::context_full ? "context full"
@@ -288,9 +347,7 @@ int generate(const RunOptions& o, const mx::GenerateOptions& g) {
       std::vector<std::string> labels;
       for (std::int32_t id : ran) {
         std::string label = std::to_string(id);
-#ifdef MOE_HAVE_SENTENCEPIECE
-        if (sp) label = id == sp->bos_id() ? "<s>" : sp->decode(std::span(&id, 1));
-#endif
+        if (vocab) label = id == vocab->bos ? "<s>" : vocab->decode(std::span(&id, 1));
         labels.push_back(label);
       }
       std::ofstream svg(o.routing_svg);
@@ -344,6 +401,15 @@ int logits(const RunOptions& o, const fs::path& out, int greedy) {
   });
 }
 
+int tokenize(const RunOptions& o) {
+  std::string missing;
+  const std::optional<Vocabulary> vocab = open_vocabulary(o.model, missing);
+  moe::detail::require(vocab.has_value(), moe::ErrorCode::invalid_argument, missing, ": nothing to tokenise with");
+  const std::vector<std::int32_t> ids = vocab->encode(*o.prompt, !o.no_bos, o.special);
+  std::printf("%s, %zu tokens: %s\n", vocab->kind.c_str(), ids.size(), join(ids).c_str());
+  return 0;
+}
+
 int info(const RunOptions& o, bool check_values) {
   return with_model(o, [&](const auto& model) {
     const mx::Config& c = model.config();
@@ -391,7 +457,8 @@ int main(int argc, char** argv) try {
 
   CLI::App* g = app.add_subcommand("generate", "continue a prompt, streaming the new tokens");
   add_model(g);
-  auto* prompt = g->add_option("--prompt", run.prompt, "text (needs tokenizer.model in the folder)");
+  auto* prompt =
+      g->add_option("--prompt", run.prompt, "text (needs the model's vocabulary: tokenizer.model or the GGUF's)");
   g->add_option("--tokens", run.tokens, "prompt as token ids: 1,2,3")->excludes(prompt);
   g->add_option("--max-new", gen.max_new_tokens, "tokens to generate")->check(CLI::NonNegativeNumber);
   g->add_option("--temperature", gen.sampling.temperature, "0 = greedy (default)");
@@ -400,6 +467,9 @@ int main(int argc, char** argv) try {
   g->add_option("--seed", gen.sampling.seed, "sampling seed");
   g->add_option("--stop", gen.stop_tokens, "stop token ids (default: the config's eos)")->delimiter(',');
   g->add_flag("--no-bos", run.no_bos, "do not put BOS before the prompt text");
+  g->add_flag("--special", run.special,
+              "read control tokens written in the prompt (a chat template's <|im_start|> ...) as those tokens "
+              "(byte-level BPE vocabularies)");
   g->add_option("--routing-svg", run.routing_svg,
                 "draw where each token went (token x layer grid coloured by expert, pairs per expert) as SVG");
 
@@ -412,6 +482,12 @@ int main(int argc, char** argv) try {
                 "output .safetensors (tensors logits [S, V], greedy_ids [N] and, for a MoE, router_logits [L, S, E])")
       ->required();
   l->add_option("--greedy", greedy, "greedy tokens to decode with the KV cache");
+
+  CLI::App* t = app.add_subcommand("tokenize", "print the token ids of a text in the model's vocabulary");
+  t->add_option("--model", run.model, "checkpoint folder or GGUF file")->required();
+  t->add_option("--prompt", run.prompt, "text")->required();
+  t->add_flag("--no-bos", run.no_bos, "do not put BOS first");
+  t->add_flag("--special", run.special, "read control tokens written in the text as those tokens");
 
   CLI::App* i = app.add_subcommand("info", "check a checkpoint folder and print its config");
   add_model(i);
@@ -426,6 +502,7 @@ int main(int argc, char** argv) try {
     return generate(run, gen);
   }
   if (l->parsed()) return logits(run, out, greedy);
+  if (t->parsed()) return tokenize(run);
   if (i->parsed()) return info(run, check_values);
   return make_tiny(tiny_out, tiny_seed, dtype, shards, !no_tokenizer, family);
 } catch (const CLI::Error& e) {

@@ -30,7 +30,22 @@ if(SENTENCEPIECE)
   # moe-mixtral runs the GGUF itself, its vocabulary included.
   moe_expect(generate-gguf 0 "^Hello world.*prefill: 13 tokens" "${MIXTRAL}" generate
          --model "${DATA}/cases/gguf/mixtral_spm.gguf" --prompt "Hello world" --max-new 2)
+  moe_expect(tokenize-spm 0 "^SentencePiece, 13 tokens: 1,341,75,342," "${MIXTRAL}" tokenize
+         --model "${DATA}/cases/gguf/spm_vocab.gguf" --prompt "Hello world")
 endif()
+# A byte-level BPE (`gpt2`) vocabulary: digits one by one (the smollm
+# pre-tokenizer), and chat markers read as control tokens only with
+# --special (llama.cpp's ids: bpe_vocab.expected.json).
+if(PCRE2)
+  moe_expect(tokenize-bpe 0 "^byte-level BPE, 16 tokens: 90,223,31,223,19,20,21,22,23,223,13,223,24,16,25,26\n$"
+         "${MIXTRAL}" tokenize --model "${DATA}/cases/gguf/bpe_vocab.gguf" --prompt "x = 12345 + 6.78")
+  moe_expect(tokenize-bpe-special 0 "^byte-level BPE, 8 tokens: 1,87,85,259,201,74,75,2\n$" "${MIXTRAL}" tokenize
+         --model "${DATA}/cases/gguf/bpe_vocab.gguf" --prompt "<|im_start|>user\nhi<|im_end|>" --special)
+  moe_expect(tokenize-bpe-plain 0 "^byte-level BPE, 26 tokens: 30,94,75," "${MIXTRAL}" tokenize
+         --model "${DATA}/cases/gguf/bpe_vocab.gguf" --prompt "<|im_start|>user\nhi<|im_end|>")
+endif()
+moe_expect(tokenize-none 1 "tokenizer model '\\(none\\)' is not one this reads \\(llama, gpt2\\)" "${MIXTRAL}"
+       tokenize --model "${gguf}" --prompt "hi")
 moe_expect(info-gguf 0 "\"num_local_experts\": 4.*files: 1, weight bytes: 1019648" "${MIXTRAL}" info
        --model "${gguf}" --check-values)
 

@@ -9,6 +9,9 @@
 /// pieces, no normalisation (`identity`), whitespace kept, the dummy prefix
 /// space as `tokenizer.ggml.add_space_prefix` says (default on).
 ///
+/// A GGUF of tokenizer model `gpt2` (byte-level BPE) gives its vocabulary
+/// and merges to text::ByteLevelBpe (gguf_bpe_vocab()).
+///
 /// The other way, read_sentencepiece_model() reads a tokenizer.model for
 /// the GGUF writer. The protobuf is read and written by hand (a few fields
 /// of sentencepiece_model.proto; Debian's libsentencepiece-dev does not
@@ -24,6 +27,7 @@
 #include "moe/core/error.hpp"
 #include "moe/io/gguf.hpp"
 #include "moe/io/protobuf_wire.hpp"
+#include "moe/text/bpe_vocab.hpp"
 
 namespace moe::io {
 
@@ -138,6 +142,39 @@ inline std::string gguf_sentencepiece_model(const Gguf& g) {
   protobuf::int_field(normalizer, 5, 1);               // escape_whitespaces: spaces as ▁
   protobuf::bytes_field(proto, 3, normalizer);
   return proto;
+}
+
+/// The GGUF's `gpt2` tokenizer (byte-level BPE: SmolLM, StarCoder, Llama 3,
+/// Qwen...) for text::ByteLevelBpe: tokens, their types, the merges, the
+/// pre-tokenizer's name and the special ids. BOS is added to text only
+/// where the file says so (tokenizer.ggml.add_bos_token).
+inline text::BpeVocab gguf_bpe_vocab(const Gguf& g) {
+  const std::string where = g.path().string();
+  const std::string model = g.get_string_or("tokenizer.ggml.model").value_or("(none)");
+  detail::require(model == "gpt2", ErrorCode::unsupported, where, ": tokenizer model '", model,
+                  "' is not byte-level BPE ('gpt2')");
+  text::BpeVocab v;
+  v.source = where;
+  v.tokens = g.get_strings("tokenizer.ggml.tokens");
+  v.merges = g.get_strings("tokenizer.ggml.merges");
+  if (g.contains("tokenizer.ggml.token_type")) {
+    const std::vector<double> types = g.get_numbers("tokenizer.ggml.token_type");
+    detail::require(types.size() == v.tokens.size(), ErrorCode::bad_file, where, ": tokenizer.ggml.tokens has ",
+                    v.tokens.size(), " entries but token_type ", types.size());
+    for (std::size_t i = 0; i < types.size(); ++i) {
+      detail::require(types[i] >= 1 && types[i] <= 6, ErrorCode::bad_file, where, ": token ", i, " ('", v.tokens[i],
+                      "') has type ", types[i], ", expected 1 to 6");
+      v.types.push_back(std::int32_t(types[i]));
+    }
+  }
+  v.pre = g.get_string_or("tokenizer.ggml.pre").value_or("default");
+  const auto id = [&](const char* key) { return std::int32_t(g.get_int_or(key).value_or(-1)); };
+  v.bos_id = id("tokenizer.ggml.bos_token_id");
+  v.eos_id = id("tokenizer.ggml.eos_token_id");
+  v.unk_id = id("tokenizer.ggml.unknown_token_id");
+  // llama.cpp's default for a gpt2 vocabulary: no BOS unless the file asks.
+  v.add_bos = g.contains("tokenizer.ggml.add_bos_token") && g.get_bool("tokenizer.ggml.add_bos_token");
+  return v;
 }
 
 }  // namespace moe::io
