@@ -66,6 +66,10 @@ if(WITH_TEXT)
   run("${WORK_DIR}/build/moe_consumer_text")
   message(STATUS "${last_output}")
 endif()
+if(WITH_BPE)
+  run("${WORK_DIR}/build/moe_consumer_bpe")
+  message(STATUS "${last_output}")
+endif()
 
 # Every level this CPU runs passes, and no AVX code sits where an older CPU could reach it.
 run(${CMAKE_COMMAND} -E env MOE_ISA=all "${WORK_DIR}/build/moe_consumer")
