@@ -31,7 +31,7 @@ int main(int argc, char** argv) try {
   const moe::io::Gguf g(in);
   const nlohmann::json config = moe::io::gguf_hf_config(g);
   const std::size_t tensors = moe::io::gguf_hf_tensors(g).size();
-  const bool tokenizer =
+  const std::string tokenizer =
       moe::io::convert_gguf(g, out, dtype == "f32" ? moe::DType::F32 : moe::DType::BF16, std::size_t(shard_gb * 1e9));
   std::printf("wrote %s: %s, %lld layers, hidden %lld, %zu tensors as %s", out.c_str(),
               config["model_type"].get<std::string>().c_str(), config["num_hidden_layers"].get<long long>(),
@@ -40,12 +40,17 @@ int main(int argc, char** argv) try {
     std::printf(", %lld experts top-%lld", config["num_local_experts"].get<long long>(),
                 config["num_experts_per_tok"].get<long long>());
   std::printf(" (GGUF version %u, %zu tensors in the file)\n", g.version(), g.tensors().size());
-  if (tokenizer)
+  if (tokenizer == "tokenizer.model")
     std::printf("tokenizer.model: the file's SentencePiece vocabulary (%zu pieces)\n",
                 g.get_strings("tokenizer.ggml.tokens").size());
+  else if (tokenizer == "tokenizer.json")
+    std::printf("tokenizer.json: the file's byte-level BPE vocabulary (%zu tokens, %zu merges)\n",
+                g.get_strings("tokenizer.ggml.tokens").size(), g.get_strings("tokenizer.ggml.merges").size());
   else
-    std::printf("no tokenizer written: the file's tokenizer is '%s' (only SentencePiece 'llama' converts yet)\n",
-                g.get_string_or("tokenizer.ggml.model").value_or("none").c_str());
+    std::printf(
+        "no tokenizer written: the file's tokenizer is '%s' (SentencePiece 'llama' and byte-level BPE "
+        "'gpt2' convert)\n",
+        g.get_string_or("tokenizer.ggml.model").value_or("none").c_str());
   return 0;
 } catch (const moe::Error& e) {
   std::cerr << "moe-convert: " << e.what() << "\n";

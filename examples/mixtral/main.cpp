@@ -35,6 +35,7 @@
 #include <moe/io/gguf_tokenizer.hpp>
 #ifdef MOE_HAVE_PCRE2
 #include <moe/text/byte_bpe.hpp>
+#include <moe/text/tokenizer_json.hpp>
 #endif
 #ifdef MOE_HAVE_SENTENCEPIECE
 #include <moe/text/sentencepiece.hpp>
@@ -103,8 +104,11 @@ std::optional<Vocabulary> open_vocabulary(const fs::path& model, std::string& mi
     g.emplace(model);
     kind = g->get_string_or("tokenizer.ggml.model").value_or("(none)");
   } else if (!fs::exists(model / "tokenizer.model")) {
-    missing = model.string() + " has no tokenizer.model";
-    return std::nullopt;
+    if (!fs::exists(model / "tokenizer.json")) {
+      missing = model.string() + " has no tokenizer.model or tokenizer.json";
+      return std::nullopt;
+    }
+    kind = "gpt2";  // a byte-level BPE tokenizer.json (read_tokenizer_json refuses others by name)
   }
   if (kind == "llama") {
 #ifdef MOE_HAVE_SENTENCEPIECE
@@ -128,7 +132,8 @@ std::optional<Vocabulary> open_vocabulary(const fs::path& model, std::string& mi
   }
   if (kind == "gpt2") {
 #ifdef MOE_HAVE_PCRE2
-    const auto bpe = std::make_shared<moe::text::ByteLevelBpe>(moe::io::gguf_bpe_vocab(*g));
+    const auto bpe = std::make_shared<moe::text::ByteLevelBpe>(
+        g ? moe::io::gguf_bpe_vocab(*g) : moe::text::read_tokenizer_json(model / "tokenizer.json"));
     Vocabulary v;
     v.kind = "byte-level BPE";
     v.bos = bpe->bos_id();

@@ -12,7 +12,8 @@ split); the gguf package writes it as convert_hf_to_gguf.py writes a `gpt2`
 vocabulary (tokenizer.ggml.pre = smollm); llama.cpp (llama-cpp-python,
 vocab only) gives the token ids of each string, plain and with special
 tokens parsed, and `tokenizers` gives its own for comparison. Writes
-tests/data/cases/gguf/bpe_vocab.gguf and bpe_vocab.expected.json.
+tests/data/cases/gguf/bpe_vocab.gguf, bpe_vocab.tokenizer.json (the
+tokenizer as HF saves it) and bpe_vocab.expected.json.
 """
 import json
 import os
@@ -52,6 +53,7 @@ def main():
     merges = [" ".join(m) for m in json.loads(tok.to_str())["model"]["merges"]]
     types = [gguf.TokenType.CONTROL if t in SPECIALS else gguf.TokenType.NORMAL for t in tokens]
 
+    tok.save(os.path.join(OUT, "bpe_vocab.tokenizer.json"))  # the same vocabulary as transformers ships it
     path = os.path.join(OUT, "bpe_vocab.gguf")
     w = gguf.GGUFWriter(path, "llama")
     w.add_block_count(1)

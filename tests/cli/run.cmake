@@ -29,7 +29,7 @@ if(EXISTS "${WORK}/routing.svg")
 endif()
 expect(make-tiny-f32-no-tokenizer 0 "F32" make-tiny --out "${WORK}/tiny-f32" --dtype f32 --no-tokenizer)
 expect(info-check-values 0 "values: all [0-9]+ weights finite" info --model "${WORK}/tiny" --check-values)
-expect(prompt-without-tokenizer 1 "has no tokenizer.model; give --tokens" generate --model "${WORK}/tiny-f32" --prompt "hi")
+expect(prompt-without-tokenizer 1 "has no tokenizer.model or tokenizer.json; give --tokens" generate --model "${WORK}/tiny-f32" --prompt "hi")
 # Dense Mistral and Llama (one FFN per layer): written, described, generated from.
 foreach(family mistral llama)
   expect(make-tiny-${family} 0 "wrote .*: ${family}, .*dense FFN" make-tiny --out "${WORK}/tiny-${family}"

@@ -10,7 +10,8 @@ GQA 9/3, a `gpt2` byte-level BPE vocabulary of 49152 tokens with the
 
 Tokens: moe-mixtral tokenize and llama.cpp's tokenizer on a set of strings
 (spaces, tabs, digits, code, accents, CJK, emoji, chat markers), plain and
-with special tokens read. Generation: for several prompts (chat-templated
+with special tokens read; and the tokenizer.json moe-convert writes, read
+by transformers' AutoTokenizer. Generation: for several prompts (chat-templated
 and plain), llama.cpp's 64 greedy tokens (argmax, one at a time) and
 moe-mixtral's (logits --greedy 64) are compared. llama.cpp's numerics
 (activations quantised to 8 bits, fp16 KV cache) move its logits by a few
@@ -95,6 +96,12 @@ def main():
         subprocess.run([os.path.join(a.bin, "moe-convert"), path, os.path.join(tmp, "hf"), "--dtype", "f32"],
                        check=True, stdout=subprocess.DEVNULL)
         hf = transformers.AutoModelForCausalLM.from_pretrained(os.path.join(tmp, "hf"), dtype=torch.float32)
+        # The folder's tokenizer.json (moe-convert wrote it from the GGUF) in transformers' own tokenizer.
+        hf_tok = transformers.AutoTokenizer.from_pretrained(os.path.join(tmp, "hf"))
+        same = sum(hf_tok(s)["input_ids"] == llm.tokenize(s.encode(), add_bos=True, special=True) for s in STRINGS)
+        failures += same != len(STRINGS)
+        print(f"tokenizer.json written by moe-convert, in transformers: {same} of {len(STRINGS)} encodings are "
+              f"llama.cpp's")
         for prompt in PROMPTS:
             ids = llm.tokenize(prompt.encode(), add_bos=True, special=True)
             llm.reset()

@@ -1,8 +1,10 @@
 // Byte-level BPE (GGUF tokenizer model `gpt2`) tokenising as llama.cpp does.
+#include "temp_dir.hpp"
 #include "test_support.hpp"
 
 #include <moe/io/gguf_tokenizer.hpp>
 #include <moe/text/byte_bpe.hpp>
+#include <moe/text/tokenizer_json.hpp>
 #include <nlohmann/json.hpp>
 
 #include <fstream>
@@ -91,4 +93,62 @@ TEST_CASE("Utf8Stream: holds bytes until their character is complete") {
   CHECK(s.push("\xE4\xB8") == "");
   CHECK(s.flush() == "\xE4\xB8");     // cut short: what is left comes out at the end
   CHECK(s.push("\x80x") == "\x80x");  // a stray continuation byte is not held
+}
+
+TEST_CASE("tokenizer.json: HF's byte-level BPE file reads as the GGUF's vocabulary, and is written back") {
+  // bpe_vocab.tokenizer.json: the same trained tokenizer as HF saves it;
+  // tokenizers_ids: what HF tokenizers itself gives each string.
+  const text::ByteLevelBpe from_json(text::read_tokenizer_json(cases / "bpe_vocab.tokenizer.json"));
+  const io::Gguf g(cases / "bpe_vocab.gguf");
+  const text::BpeVocab from_gguf = io::gguf_bpe_vocab(g);
+  CHECK(from_json.vocab().tokens == from_gguf.tokens);
+  CHECK(from_json.vocab().types == from_gguf.types);
+  CHECK(from_json.vocab().merges == from_gguf.merges);
+  CHECK_FALSE(from_json.adds_bos());  // no post-processor
+  // Written as tokenizer.json and read again: the same tokenizer.
+  const test::TempDir dir("bpe-json");
+  std::ofstream(dir.path / "tokenizer.json") << text::tokenizer_json(from_gguf).dump(1);
+  const text::ByteLevelBpe again(text::read_tokenizer_json(dir.path / "tokenizer.json"));
+  nlohmann::json expected;
+  std::ifstream(cases / "bpe_vocab.expected.json") >> expected;
+  for (const auto& c : expected["cases"]) {
+    const std::string s = c["text"];
+    CAPTURE(s);
+    const std::vector<std::int32_t> hf = c["tokenizers_ids"], ids = c["ids"];
+    CHECK(from_json.encode(s, true, true) == hf);
+    CHECK(from_json.encode(s, true, false) == ids);
+    CHECK(again.encode(s, true, true) == hf);
+  }
+  // BOS from a TemplateProcessing post-processor, as Llama 3's file has it.
+  text::BpeVocab with_bos = from_gguf;
+  with_bos.bos_id = 1;
+  with_bos.add_bos = true;
+  std::ofstream(dir.path / "bos.json") << text::tokenizer_json(with_bos).dump();
+  const text::ByteLevelBpe bos(text::read_tokenizer_json(dir.path / "bos.json"));
+  CHECK(bos.adds_bos());
+  CHECK(bos.encode("hi").front() == 1);
+
+  // What it does not read is named.
+  const auto write = [&](const nlohmann::json& j) {
+    std::ofstream(dir.path / "bad.json") << j.dump();
+    return dir.path / "bad.json";
+  };
+  nlohmann::json j = text::tokenizer_json(from_gguf);
+  j["model"]["type"] = "WordPiece";
+  test::require_error([&] { (void)text::read_tokenizer_json(write(j)); }, ErrorCode::unsupported,
+                      {"bad.json", "model type 'WordPiece'"});
+  j = text::tokenizer_json(from_gguf);
+  j["normalizer"] = {{"type", "NFKC"}};
+  test::require_error([&] { (void)text::read_tokenizer_json(write(j)); }, ErrorCode::unsupported, {"normalizer"});
+  j = text::tokenizer_json(from_gguf);
+  j["pre_tokenizer"] = {{"type", "Whitespace"}};
+  test::require_error([&] { (void)text::read_tokenizer_json(write(j)); }, ErrorCode::unsupported,
+                      {"pre-tokenizer type 'Whitespace'"});
+  j = text::tokenizer_json(from_gguf);
+  j["decoder"] = {{"type", "Metaspace"}};
+  test::require_error([&] { (void)text::read_tokenizer_json(write(j)); }, ErrorCode::unsupported,
+                      {"not a byte-level BPE", "byte-fallback"});
+  std::ofstream(dir.path / "bad.json") << "{ not json";
+  test::require_error([&] { (void)text::read_tokenizer_json(dir.path / "bad.json"); }, ErrorCode::bad_file,
+                      {"not valid JSON"});
 }

@@ -4,7 +4,8 @@
 /// Hugging Face checkpoint it came from (the mapping: gguf_hf_names.hpp):
 /// config.json from the metadata, every tensor under its transformers name,
 /// dequantised to F32 or BF16, q and k rows put back in rotate-half order,
-/// and a `llama` (SentencePiece) vocabulary as tokenizer.model.
+/// and a `llama` (SentencePiece) vocabulary as tokenizer.model, a `gpt2`
+/// (byte-level BPE) one as tokenizer.json.
 
 #include <nlohmann/json.hpp>
 
@@ -19,6 +20,7 @@
 #include "moe/io/gguf.hpp"
 #include "moe/io/gguf_hf_names.hpp"
 #include "moe/io/gguf_tokenizer.hpp"
+#include "moe/text/tokenizer_json.hpp"
 #include "moe/io/sharded_writer.hpp"
 #include "moe/quant/ggml_blocks.hpp"
 
@@ -54,11 +56,13 @@ inline void gguf_hf_fill(const HfTensorFromGguf& t, DType dtype, unsigned char* 
 
 /// Writes `out_dir` as a Hugging Face checkpoint of the GGUF model: config.json
 /// and safetensors in shards of at most `shard_bytes`, every tensor as
-/// `dtype` (F32 or BF16), and tokenizer.model when the GGUF's tokenizer is
-/// SentencePiece's (`llama`; gguf_tokenizer.hpp). Checks everything (names,
-/// types) before writing. Returns whether it wrote the tokenizer.
-inline bool convert_gguf(const Gguf& g, const std::filesystem::path& out_dir, DType dtype,
-                         std::size_t shard_bytes = std::size_t(5) << 30) {
+/// `dtype` (F32 or BF16), and the tokenizer: tokenizer.model when the
+/// GGUF's is SentencePiece's (`llama`; gguf_tokenizer.hpp), tokenizer.json
+/// (with a tokenizer_config.json) when it is byte-level BPE (`gpt2`). Checks
+/// everything (names, types) before writing. Returns the tokenizer file it
+/// wrote ("" for none).
+inline std::string convert_gguf(const Gguf& g, const std::filesystem::path& out_dir, DType dtype,
+                                std::size_t shard_bytes = std::size_t(5) << 30) {
   detail::require(dtype == DType::F32 || dtype == DType::BF16, ErrorCode::invalid_argument,
                   "convert_gguf: the output dtype must be F32 or BF16, got ", name(dtype));
   nlohmann::json config = gguf_hf_config(g);
@@ -68,9 +72,11 @@ inline bool convert_gguf(const Gguf& g, const std::filesystem::path& out_dir, DT
       throw Error(ErrorCode::unsupported, detail::cat(g.path().string(), ": tensor '", t.source->name, "' is ",
                                                       t.source->type_name(), ", which moe cannot dequantise yet"));
   // The tokenizer too is built before anything is written: a bad vocabulary leaves no half-written folder.
-  const std::optional<std::string> tokenizer = g.get_string_or("tokenizer.ggml.model") == "llama"
-                                                   ? std::optional<std::string>(gguf_sentencepiece_model(g))
-                                                   : std::nullopt;
+  const std::string kind = g.get_string_or("tokenizer.ggml.model").value_or("");
+  const std::optional<std::string> tokenizer =
+      kind == "llama"  ? std::optional<std::string>(gguf_sentencepiece_model(g))
+      : kind == "gpt2" ? std::optional<std::string>(text::tokenizer_json(gguf_bpe_vocab(g)).dump(1))
+                       : std::nullopt;
   config["torch_dtype"] = dtype == DType::F32 ? "float32" : "bfloat16";
   ShardedWriter w(shard_bytes);
   for (const HfTensorFromGguf& t : tensors)
@@ -79,10 +85,25 @@ inline bool convert_gguf(const Gguf& g, const std::filesystem::path& out_dir, DT
   std::filesystem::create_directories(out_dir);
   w.write(out_dir);
   std::ofstream(out_dir / "config.json") << config.dump(2) << "\n";
-  if (!tokenizer) return false;
-  std::ofstream(out_dir / "tokenizer.model", std::ios::binary)
-      .write(tokenizer->data(), std::streamsize(tokenizer->size()));
-  return true;
+  if (!tokenizer) return {};
+  const std::string file = kind == "llama" ? "tokenizer.model" : "tokenizer.json";
+  std::ofstream(out_dir / file, std::ios::binary).write(tokenizer->data(), std::streamsize(tokenizer->size()));
+  if (kind == "gpt2") {  // what transformers' AutoTokenizer needs beside it: the special tokens, no added BOS
+    const text::BpeVocab v = gguf_bpe_vocab(g);
+    const auto token = [&](std::int32_t id) {
+      return id >= 0 && std::size_t(id) < v.tokens.size() ? nlohmann::json(v.tokens[std::size_t(id)])
+                                                          : nlohmann::json();
+    };
+    const nlohmann::json tokenizer_config = {{"tokenizer_class", "PreTrainedTokenizerFast"},
+                                             {"bos_token", token(v.bos_id)},
+                                             {"eos_token", token(v.eos_id)},
+                                             {"unk_token", token(v.unk_id)},
+                                             {"add_bos_token", v.add_bos},
+                                             {"clean_up_tokenization_spaces", false},
+                                             {"model_max_length", config.value("max_position_embeddings", 8192)}};
+    std::ofstream(out_dir / "tokenizer_config.json") << tokenizer_config.dump(2) << "\n";
+  }
+  return file;
 }
 
 }  // namespace moe::io

@@ -6,8 +6,11 @@
 /// include this without PCRE2.
 
 #include <cstdint>
+#include <string_view>
 #include <string>
 #include <vector>
+
+#include "moe/core/error.hpp"
 
 namespace moe::text {
 
@@ -16,10 +19,41 @@ struct BpeVocab {
   std::vector<std::string> tokens;  ///< each token in GPT-2's byte alphabet (specials as their text)
   std::vector<std::int32_t> types;  ///< llama.cpp's token types: 1 normal, 2 unknown, 3 control, 4 user-defined, 6 byte
   std::vector<std::string> merges;  ///< "left right", first = merged first
-  std::string pre = "default";      ///< the pre-tokenizer (tokenizer.ggml.pre)
+  std::string pre = "default";      ///< the pre-tokenizer (tokenizer.ggml.pre), by llama.cpp's name
+  std::vector<std::string> pre_regexes;  ///< or its regexes themselves (a tokenizer.json's), applied in order
   std::int32_t bos_id = -1, eos_id = -1, unk_id = -1;
   bool add_bos = false;  ///< whether text starts with BOS (tokenizer.ggml.add_bos_token)
   std::string source;    ///< names the vocabulary in errors
 };
+
+/// GPT-2's pre-tokenizer regex: contractions, a word with its leading
+/// space, a number with its leading space, punctuation with its leading
+/// space, and spaces (a run of spaces before a word gives that word its
+/// space back).
+inline constexpr std::string_view gpt2_pre_regex =
+    R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S))";
+
+/// The pre-tokenizer regexes llama.cpp applies for a `tokenizer.ggml.pre`
+/// name, in order (each splits the pieces the one before left).
+inline std::vector<std::string> pre_tokenizer_regexes(std::string_view pre, std::string_view source) {
+  const std::string gpt2(gpt2_pre_regex);
+  if (pre == "default" || pre == "gpt2" || pre == "gpt-2" || pre == "olmo" || pre == "jais") return {gpt2};
+  // Digits one by one first (SmolLM, StarCoder, Refact, Command-R...).
+  if (pre == "smollm" || pre == "starcoder" || pre == "refact" || pre == "command-r" || pre == "codeshell" ||
+      pre == "exaone" || pre == "minerva")
+    return {R"(\p{N})", gpt2};
+  // Llama 3's: case-insensitive contractions, numbers in threes, newlines apart.
+  if (pre == "llama3" || pre == "llama-v3" || pre == "llama-bpe" || pre == "falcon3" || pre == "pixtral")
+    return {R"((?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3})"
+            R"(| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)"};
+  // Qwen 2's: Llama 3's with single digits.
+  if (pre == "qwen2" || pre == "deepseek-r1-qwen")
+    return {R"((?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N})"
+            R"(| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)"};
+  throw Error(ErrorCode::unsupported,
+              detail::cat(source, ": pre-tokenizer '", pre,
+                          "' is not known here (known: default/gpt2, smollm, starcoder, refact, command-r, llama3, "
+                          "llama-bpe, qwen2)"));
+}
 
 }  // namespace moe::text

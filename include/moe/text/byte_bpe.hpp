@@ -82,32 +82,6 @@ inline const std::array<std::string, 256>& byte_chars() {
 /// Length of the UTF-8 character that starts with byte `lead` (1 for a stray byte).
 inline std::size_t utf8_length(unsigned char lead) { return lead < 0xC0 ? 1 : lead < 0xE0 ? 2 : lead < 0xF0 ? 3 : 4; }
 
-/// The pre-tokenizer regexes llama.cpp applies for a `tokenizer.ggml.pre`
-/// name, in order (each splits the pieces the one before left).
-inline std::vector<std::string> pre_tokenizer_regexes(std::string_view pre, std::string_view source) {
-  // GPT-2's: contractions, a word with its leading space, a number with its
-  // leading space, punctuation with its leading space, and spaces (a run of
-  // spaces before a word gives that word its space back).
-  const std::string gpt2 = R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S))";
-  if (pre == "default" || pre == "gpt2" || pre == "gpt-2" || pre == "olmo" || pre == "jais") return {gpt2};
-  // Digits one by one first (SmolLM, StarCoder, Refact, Command-R...).
-  if (pre == "smollm" || pre == "starcoder" || pre == "refact" || pre == "command-r" || pre == "codeshell" ||
-      pre == "exaone" || pre == "minerva")
-    return {R"(\p{N})", gpt2};
-  // Llama 3's: case-insensitive contractions, numbers in threes, newlines apart.
-  if (pre == "llama3" || pre == "llama-v3" || pre == "llama-bpe" || pre == "falcon3" || pre == "pixtral")
-    return {R"((?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3})"
-            R"(| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)"};
-  // Qwen 2's: Llama 3's with single digits.
-  if (pre == "qwen2" || pre == "deepseek-r1-qwen")
-    return {R"((?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N})"
-            R"(| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)"};
-  throw Error(ErrorCode::unsupported,
-              detail::cat(source, ": pre-tokenizer '", pre,
-                          "' is not known here (known: default/gpt2, smollm, starcoder, refact, command-r, llama3, "
-                          "llama-bpe, qwen2)"));
-}
-
 /// One compiled PCRE2 pattern (UTF, Unicode classes): the spans of a text it
 /// matches, and the text between them, in order.
 class Regex {
@@ -203,7 +177,8 @@ class ByteLevelBpe {
     std::stable_sort(specials_.begin(), specials_.end(), [&](std::int32_t a, std::int32_t b) {
       return v_.tokens[std::size_t(a)].size() > v_.tokens[std::size_t(b)].size();
     });
-    for (const std::string& pattern : bpe_detail::pre_tokenizer_regexes(v_.pre, v_.source))
+    for (const std::string& pattern :
+         v_.pre_regexes.empty() ? pre_tokenizer_regexes(v_.pre, v_.source) : v_.pre_regexes)
       regexes_.emplace_back(pattern, v_.source);
     // The byte alphabet back to bytes.
     const auto& chars = bpe_detail::byte_chars();

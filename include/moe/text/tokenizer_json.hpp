@@ -1,0 +1,208 @@
+#pragma once
+/// \file tokenizer_json.hpp
+/// Hugging Face's tokenizer.json for a byte-level BPE (GPT-2's scheme:
+/// SmolLM, StarCoder, Llama 3, Qwen...), read into a text::BpeVocab for
+/// text::ByteLevelBpe, and a BpeVocab written as one (so a folder made
+/// from a GGUF speaks text in transformers too).
+///
+/// What is read: model.vocab and model.merges ("a b" strings or [a, b]
+/// pairs), added_tokens (special ones are control tokens, the others
+/// user-defined), the pre_tokenizer as regexes (ByteLevel's own GPT-2
+/// regex, Digits, Split with a regex, Sequences of them), and a
+/// TemplateProcessing post-processor that puts a special token first (BOS).
+/// Anything else (a normaliser, a prefix space, a model that is not BPE) is
+/// refused by name rather than tokenised differently.
+
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "moe/core/error.hpp"
+#include "moe/text/bpe_vocab.hpp"
+
+namespace moe::text {
+
+namespace tokenizer_json_detail {
+
+using nlohmann::json;
+
+inline void pre_tokenizer(const json& p, std::vector<std::string>& regexes, const std::string& where) {
+  if (p.is_null()) return;
+  const std::string type = p.value("type", "");
+  if (type == "Sequence") {
+    for (const json& q : p.at("pretokenizers")) pre_tokenizer(q, regexes, where);
+  } else if (type == "ByteLevel") {
+    detail::require(!p.value("add_prefix_space", false), ErrorCode::unsupported, where,
+                    ": a ByteLevel pre-tokenizer with add_prefix_space is not supported");
+    if (p.value("use_regex", true)) regexes.emplace_back(gpt2_pre_regex);
+  } else if (type == "Digits") {
+    regexes.emplace_back(p.value("individual_digits", false) ? R"(\p{N})" : R"(\p{N}+)");
+  } else if (type == "Split") {
+    const json& pattern = p.at("pattern");
+    detail::require(pattern.contains("Regex") && p.value("behavior", "") == "Isolated" && !p.value("invert", false),
+                    ErrorCode::unsupported, where,
+                    ": only Split pre-tokenizers by a regex, behaviour Isolated, are supported; got ", p.dump());
+    regexes.push_back(pattern.at("Regex").get<std::string>());
+  } else {
+    throw Error(ErrorCode::unsupported, detail::cat(where, ": pre-tokenizer type '", type,
+                                                    "' is not supported (ByteLevel, Digits, Split, Sequence)"));
+  }
+}
+
+/// The special token a TemplateProcessing puts first, if any (BOS).
+inline std::string first_special(const json& post) {
+  if (post.is_null()) return {};
+  if (post.value("type", "") == "Sequence") {
+    for (const json& p : post.at("processors"))
+      if (const std::string s = first_special(p); !s.empty()) return s;
+    return {};
+  }
+  if (post.value("type", "") != "TemplateProcessing" || !post.contains("single") || post["single"].empty()) return {};
+  const json& first = post["single"].front();
+  return first.contains("SpecialToken") ? first["SpecialToken"].at("id").get<std::string>() : std::string();
+}
+
+}  // namespace tokenizer_json_detail
+
+/// A byte-level BPE tokenizer.json as a BpeVocab.
+inline BpeVocab read_tokenizer_json(const std::filesystem::path& file) {
+  using nlohmann::json;
+  const std::string where = file.string();
+  std::ifstream in(file);
+  detail::require(bool(in), ErrorCode::bad_file, where, ": cannot open");
+  json j;
+  try {
+    in >> j;
+  } catch (const json::exception& e) {
+    throw Error(ErrorCode::bad_file, detail::cat(where, ": not valid JSON (", e.what(), ")"));
+  }
+  try {
+    const json& model = j.at("model");
+    detail::require(model.value("type", "") == "BPE", ErrorCode::unsupported, where, ": model type '",
+                    model.value("type", "(none)"), "' is not BPE");
+    const json& decoder = j.value("decoder", json());
+    detail::require(!decoder.is_null() && decoder.value("type", "") == "ByteLevel", ErrorCode::unsupported, where,
+                    ": not a byte-level BPE (its decoder is ", decoder.dump(),
+                    "); byte-fallback BPE tokenizer.json files are not read yet");
+    detail::require(j.value("normalizer", json()).is_null(), ErrorCode::unsupported, where,
+                    ": a normalizer is not supported (", j["normalizer"].dump(), ")");
+    BpeVocab v;
+    v.source = where;
+    std::size_t n = 0;
+    for (const auto& [token, id] : model.at("vocab").items()) n = std::max(n, id.get<std::size_t>() + 1);
+    for (const json& a : j.value("added_tokens", json::array())) n = std::max(n, a.at("id").get<std::size_t>() + 1);
+    v.tokens.assign(n, {});
+    v.types.assign(n, 1);
+    std::vector<bool> seen(n);
+    for (const auto& [token, id] : model.at("vocab").items()) {
+      v.tokens[id.get<std::size_t>()] = token;
+      seen[id.get<std::size_t>()] = true;
+    }
+    for (const json& a : j.value("added_tokens", json::array())) {
+      const std::size_t id = a.at("id").get<std::size_t>();
+      v.tokens[id] = a.at("content").get<std::string>();
+      v.types[id] = a.value("special", false) ? 3 : 4;
+      seen[id] = true;
+    }
+    for (std::size_t i = 0; i < n; ++i)
+      detail::require(seen[i], ErrorCode::bad_file, where, ": token id ", i, " is missing (ids must run 0 to ", n - 1,
+                      ")");
+    for (const json& m : model.at("merges"))
+      v.merges.push_back(m.is_string() ? m.get<std::string>()
+                                       : m.at(0).get<std::string>() + " " + m.at(1).get<std::string>());
+    tokenizer_json_detail::pre_tokenizer(j.value("pre_tokenizer", json()), v.pre_regexes, where);
+    detail::require(!v.pre_regexes.empty(), ErrorCode::unsupported, where,
+                    ": no pre-tokenizer regex (a byte-level BPE splits text first)");
+    v.pre = "tokenizer.json";
+    if (const std::string bos = tokenizer_json_detail::first_special(j.value("post_processor", json())); !bos.empty()) {
+      for (std::size_t i = 0; i < n; ++i)
+        if (v.tokens[i] == bos) v.bos_id = std::int32_t(i);
+      v.add_bos = v.bos_id >= 0;
+    }
+    return v;
+  } catch (const json::exception& e) {
+    throw Error(ErrorCode::bad_file, detail::cat(where, ": not a tokenizer.json as expected (", e.what(), ")"));
+  }
+}
+
+/// `v` as a tokenizer.json that Hugging Face's tokenizers reads and that
+/// tokenises as `v` does.
+inline nlohmann::json tokenizer_json(const BpeVocab& v) {
+  using nlohmann::json;
+  const std::vector<std::string> regexes =
+      v.pre_regexes.empty() ? pre_tokenizer_regexes(v.pre, v.source) : v.pre_regexes;
+  const json byte_level = {
+      {"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", true}};
+  json pre = json::array();
+  for (std::size_t k = 0; k < regexes.size(); ++k) {
+    if (regexes[k] == gpt2_pre_regex && k + 1 == regexes.size()) {
+      pre.push_back(byte_level);  // ByteLevel's own split is GPT-2's regex
+    } else if (regexes[k] == R"(\p{N})") {
+      pre.push_back({{"type", "Digits"}, {"individual_digits", true}});
+    } else {
+      pre.push_back(
+          {{"type", "Split"}, {"pattern", {{"Regex", regexes[k]}}}, {"behavior", "Isolated"}, {"invert", false}});
+    }
+  }
+  if (regexes.empty() || regexes.back() != gpt2_pre_regex) {  // the bytes still need their alphabet
+    json b = byte_level;
+    b["use_regex"] = false;
+    pre.push_back(b);
+  }
+  json vocab = json::object(), added = json::array();
+  for (std::size_t i = 0; i < v.tokens.size(); ++i) {
+    vocab[v.tokens[i]] = i;
+    const std::int32_t type = v.types.empty() ? 1 : v.types[i];
+    if (type == 3 || type == 4)
+      added.push_back({{"id", i},
+                       {"content", v.tokens[i]},
+                       {"single_word", false},
+                       {"lstrip", false},
+                       {"rstrip", false},
+                       {"normalized", false},
+                       {"special", type == 3}});
+  }
+  json merges = json::array();
+  for (const std::string& m : v.merges) {
+    const std::size_t space = m.find(' ');
+    merges.push_back({m.substr(0, space), m.substr(space + 1)});
+  }
+  json post = nullptr;
+  if (v.add_bos && v.bos_id >= 0) {
+    const std::string& bos = v.tokens[std::size_t(v.bos_id)];
+    post = {
+        {"type", "TemplateProcessing"},
+        {"single", {{{"SpecialToken", {{"id", bos}, {"type_id", 0}}}}, {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
+        {"pair",
+         {{{"SpecialToken", {{"id", bos}, {"type_id", 0}}}},
+          {{"Sequence", {{"id", "A"}, {"type_id", 0}}}},
+          {{"SpecialToken", {{"id", bos}, {"type_id", 1}}}},
+          {{"Sequence", {{"id", "B"}, {"type_id", 1}}}}}},
+        {"special_tokens", {{bos, {{"id", bos}, {"ids", {v.bos_id}}, {"tokens", {bos}}}}}}};
+  }
+  return {{"version", "1.0"},
+          {"truncation", nullptr},
+          {"padding", nullptr},
+          {"added_tokens", added},
+          {"normalizer", nullptr},
+          {"pre_tokenizer", pre.size() == 1 ? pre[0] : json{{"type", "Sequence"}, {"pretokenizers", pre}}},
+          {"post_processor", post},
+          {"decoder", {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}}},
+          {"model",
+           {{"type", "BPE"},
+            {"dropout", nullptr},
+            {"unk_token", nullptr},
+            {"continuing_subword_prefix", nullptr},
+            {"end_of_word_suffix", nullptr},
+            {"fuse_unk", false},
+            {"byte_fallback", false},
+            {"ignore_merges", false},
+            {"vocab", vocab},
+            {"merges", merges}}}};
+}
+
+}  // namespace moe::text
