@@ -108,7 +108,7 @@ std::optional<Vocabulary> open_vocabulary(const fs::path& model, std::string& mi
       missing = model.string() + " has no tokenizer.model or tokenizer.json";
       return std::nullopt;
     }
-    kind = "gpt2";  // a byte-level BPE tokenizer.json (read_tokenizer_json refuses others by name)
+    kind = "tokenizer.json";  // a BPE tokenizer.json, byte-level or byte-fallback (others are refused by name)
   }
   if (kind == "llama") {
 #ifdef MOE_HAVE_SENTENCEPIECE
@@ -130,12 +130,12 @@ std::optional<Vocabulary> open_vocabulary(const fs::path& model, std::string& mi
     return std::nullopt;
 #endif
   }
-  if (kind == "gpt2") {
+  if (kind == "gpt2" || kind == "tokenizer.json") {
 #ifdef MOE_HAVE_PCRE2
-    const auto bpe = std::make_shared<moe::text::ByteLevelBpe>(
-        g ? moe::io::gguf_bpe_vocab(*g) : moe::text::read_tokenizer_json(model / "tokenizer.json"));
+    const auto bpe = std::make_shared<moe::text::BpeTokenizer>(g ? moe::io::gguf_bpe_vocab(*g)
+                                                                 : moe::text::read_tokenizer_folder(model));
     Vocabulary v;
-    v.kind = "byte-level BPE";
+    v.kind = bpe->vocab().byte_fallback ? "byte-fallback BPE" : "byte-level BPE";
     v.bos = bpe->bos_id();
     v.encode = [bpe](const std::string& text, bool add_bos, bool special) {
       return bpe->encode(text, add_bos, special);
@@ -148,7 +148,7 @@ std::optional<Vocabulary> open_vocabulary(const fs::path& model, std::string& mi
     };
     return v;
 #else
-    missing = "this build has no PCRE2 for its byte-level BPE vocabulary (apt-get install libpcre2-dev)";
+    missing = "this build has no PCRE2 for its BPE vocabulary (apt-get install libpcre2-dev)";
     return std::nullopt;
 #endif
   }

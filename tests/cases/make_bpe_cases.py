@@ -92,5 +92,54 @@ def main():
           f"{agree} of {len(cases)} strings")
 
 
+
+
+def write_spm_json_cases():
+    """spm_bpe.model (SentencePiece BPE, byte fallback) as the tokenizer.json
+    transformers 5 saves for it, and the ids HF tokenizers gives a set of
+    strings under that file and under the two older layouts of the same
+    tokenizer (Metaspace with prepend_scheme "first"; Prepend and Replace
+    normalizers), and SentencePiece's own ids."""
+    import tempfile
+    import shutil
+    import sentencepiece as spm
+    import transformers
+    from tokenizers import Tokenizer as Tk
+    model = os.path.join(OUT, "spm_bpe.model")
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copy(model, os.path.join(tmp, "tokenizer.model"))
+        with open(os.path.join(tmp, "config.json"), "w") as f:
+            json.dump({"model_type": "llama"}, f)
+        transformers.AutoTokenizer.from_pretrained(tmp).save_pretrained(os.path.join(tmp, "out"))
+        with open(os.path.join(tmp, "out", "tokenizer.json")) as f:
+            saved = json.load(f)
+    with open(os.path.join(OUT, "spm_bpe.tokenizer.json"), "w") as f:
+        json.dump(saved, f, ensure_ascii=False, indent=1)
+        f.write("\n")
+    first = json.loads(json.dumps(saved))
+    first["normalizer"] = None
+    first["pre_tokenizer"] = {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "first", "split": False}
+    legacy = json.loads(json.dumps(saved))
+    legacy["normalizer"] = {"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "\u2581"}, {
+        "type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}]}
+    legacy["pre_tokenizer"] = None
+    layouts = {"saved": saved, "metaspace_first": first, "prepend_replace": legacy}
+    sp = spm.SentencePieceProcessor(model_file=model)
+    strings = STRINGS + ["<s>Hi</s> there", "\nnewline first", " one leading space", "Ünïcödé ⅷ 𝔘"]
+    cases = []
+    for s in strings:
+        c = {"text": s, "sentencepiece": sp.encode(s)}
+        for name, layout in layouts.items():
+            c[name] = Tk.from_str(json.dumps(layout)).encode(s).ids
+        cases.append(c)
+    with open(os.path.join(OUT, "spm_bpe.tokenizer.expected.json"), "w") as f:
+        json.dump({"layouts": {k: {"normalizer": v["normalizer"], "pre_tokenizer": v["pre_tokenizer"]}
+                               for k, v in layouts.items()}, "cases": cases}, f, ensure_ascii=False, indent=1)
+        f.write("\n")
+    same = sum(c["saved"] == c["sentencepiece"] for c in cases)
+    print(f"wrote spm_bpe.tokenizer.json: transformers' layout gives SentencePiece's ids on {same} of {len(cases)}")
+
+
 if __name__ == "__main__":
     main()
+    write_spm_json_cases()

@@ -33,6 +33,20 @@ if(SENTENCEPIECE)
   moe_expect(tokenize-spm 0 "^SentencePiece, 13 tokens: 1,341,75,342," "${MIXTRAL}" tokenize
          --model "${DATA}/cases/gguf/spm_vocab.gguf" --prompt "Hello world")
 endif()
+# A folder with tokenizer.json and no tokenizer.model (what a transformers-5
+# save writes): the same vocabulary as transformers saves it (byte-fallback
+# BPE), the same ids as SentencePiece's.
+if(PCRE2)
+  file(REMOVE_RECURSE "${WORK}/spm-json")
+  file(COPY "${WORK}/spm/" DESTINATION "${WORK}/spm-json")
+  file(REMOVE "${WORK}/spm-json/tokenizer.model")
+  file(COPY_FILE "${DATA}/cases/gguf/spm_bpe.tokenizer.json" "${WORK}/spm-json/tokenizer.json")
+  file(WRITE "${WORK}/spm-json/tokenizer_config.json" [=[{"add_bos_token": true, "bos_token": "<s>", "eos_token": "</s>"}]=])
+  moe_expect(tokenize-tokenizer-json 0 "^byte-fallback BPE, 13 tokens: 1,341,75,342,391,391,345,341,372,345,344,391,363\n$"
+         "${MIXTRAL}" tokenize --model "${WORK}/spm-json" --prompt "Hello world")
+  moe_expect(generate-tokenizer-json 0 "^Hello world.*prefill: 13 tokens" "${MIXTRAL}" generate
+         --model "${WORK}/spm-json" --prompt "Hello world" --max-new 2)
+endif()
 # A byte-level BPE (`gpt2`) vocabulary: digits one by one (the smollm
 # pre-tokenizer), and chat markers read as control tokens only with
 # --special (llama.cpp's ids: bpe_vocab.expected.json).

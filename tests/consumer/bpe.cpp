@@ -12,7 +12,7 @@ int main() {
       "\xC4\xA0"
       "a");
   v.merges = {"\xC4\xA0 a"};
-  const moe::text::ByteLevelBpe bpe(v);
+  const moe::text::BpeTokenizer bpe(v);
   const auto ids = bpe.encode("a a", false);
   const bool ok = ids.size() == 2 && ids[0] == 'a' && ids[1] == 256 && bpe.decode(ids) == "a a";
   std::printf("moe::bpe consumer: %s\n", ok ? "PASSED" : "FAILED");

@@ -35,7 +35,7 @@ TEST_CASE("byte-level BPE: a GGUF `gpt2` vocabulary tokenises every string as ll
   // bpe_vocab.expected.json: llama.cpp's ids for each string, plain and
   // with special tokens parsed (tests/cases/make_bpe_cases.py).
   const io::Gguf g(cases / "bpe_vocab.gguf");
-  const text::ByteLevelBpe bpe(io::gguf_bpe_vocab(g));
+  const text::BpeTokenizer bpe(io::gguf_bpe_vocab(g));
   nlohmann::json expected;
   std::ifstream(cases / "bpe_vocab.expected.json") >> expected;
   CHECK(bpe.vocab_size() == expected["vocab_size"].get<int>());
@@ -64,22 +64,22 @@ TEST_CASE("byte-level BPE: a GGUF `gpt2` vocabulary tokenises every string as ll
 TEST_CASE("byte-level BPE: bad vocabularies and text are errors that say what") {
   const io::Gguf g(cases / "bpe_vocab.gguf");
   const text::BpeVocab good = io::gguf_bpe_vocab(g);
-  const text::ByteLevelBpe bpe(good);
+  const text::BpeTokenizer bpe(good);
   test::require_error([&] { (void)bpe.encode("ok \xC3\x28 bad"); }, ErrorCode::invalid_argument,
                       {"not valid UTF-8", "byte 3"});
   test::require_error([&] { (void)bpe.token_bytes(502); }, ErrorCode::invalid_argument, {"token id 502", "[0, 502)"});
   text::BpeVocab v = good;
   v.pre = "tekken";
-  test::require_error([&] { text::ByteLevelBpe{v}; }, ErrorCode::unsupported, {"pre-tokenizer 'tekken'", "smollm"});
+  test::require_error([&] { text::BpeTokenizer{v}; }, ErrorCode::unsupported, {"pre-tokenizer 'tekken'", "smollm"});
   v = good;
   v.merges[7] = "nospace";
-  test::require_error([&] { text::ByteLevelBpe{v}; }, ErrorCode::bad_file, {"merge 7", "'nospace'"});
+  test::require_error([&] { text::BpeTokenizer{v}; }, ErrorCode::bad_file, {"merge 7", "'nospace'"});
   v = good;
   v.types.pop_back();
-  test::require_error([&] { text::ByteLevelBpe{v}; }, ErrorCode::bad_file, {"502 tokens but 501 token types"});
+  test::require_error([&] { text::BpeTokenizer{v}; }, ErrorCode::bad_file, {"502 tokens but 501 token types"});
   v = good;
   v.eos_id = 9999;
-  test::require_error([&] { text::ByteLevelBpe{v}; }, ErrorCode::bad_file, {"special token id 9999"});
+  test::require_error([&] { text::BpeTokenizer{v}; }, ErrorCode::bad_file, {"special token id 9999"});
   // A SentencePiece vocabulary is not byte-level BPE.
   const io::Gguf spm(cases / "spm_vocab.gguf");
   test::require_error([&] { (void)io::gguf_bpe_vocab(spm); }, ErrorCode::unsupported, {"tokenizer model 'llama'"});
@@ -98,7 +98,7 @@ TEST_CASE("Utf8Stream: holds bytes until their character is complete") {
 TEST_CASE("tokenizer.json: HF's byte-level BPE file reads as the GGUF's vocabulary, and is written back") {
   // bpe_vocab.tokenizer.json: the same trained tokenizer as HF saves it;
   // tokenizers_ids: what HF tokenizers itself gives each string.
-  const text::ByteLevelBpe from_json(text::read_tokenizer_json(cases / "bpe_vocab.tokenizer.json"));
+  const text::BpeTokenizer from_json(text::read_tokenizer_json(cases / "bpe_vocab.tokenizer.json"));
   const io::Gguf g(cases / "bpe_vocab.gguf");
   const text::BpeVocab from_gguf = io::gguf_bpe_vocab(g);
   CHECK(from_json.vocab().tokens == from_gguf.tokens);
@@ -108,7 +108,7 @@ TEST_CASE("tokenizer.json: HF's byte-level BPE file reads as the GGUF's vocabula
   // Written as tokenizer.json and read again: the same tokenizer.
   const test::TempDir dir("bpe-json");
   std::ofstream(dir.path / "tokenizer.json") << text::tokenizer_json(from_gguf).dump(1);
-  const text::ByteLevelBpe again(text::read_tokenizer_json(dir.path / "tokenizer.json"));
+  const text::BpeTokenizer again(text::read_tokenizer_json(dir.path / "tokenizer.json"));
   nlohmann::json expected;
   std::ifstream(cases / "bpe_vocab.expected.json") >> expected;
   for (const auto& c : expected["cases"]) {
@@ -124,7 +124,7 @@ TEST_CASE("tokenizer.json: HF's byte-level BPE file reads as the GGUF's vocabula
   with_bos.bos_id = 1;
   with_bos.add_bos = true;
   std::ofstream(dir.path / "bos.json") << text::tokenizer_json(with_bos).dump();
-  const text::ByteLevelBpe bos(text::read_tokenizer_json(dir.path / "bos.json"));
+  const text::BpeTokenizer bos(text::read_tokenizer_json(dir.path / "bos.json"));
   CHECK(bos.adds_bos());
   CHECK(bos.encode("hi").front() == 1);
 
@@ -147,8 +147,37 @@ TEST_CASE("tokenizer.json: HF's byte-level BPE file reads as the GGUF's vocabula
   j = text::tokenizer_json(from_gguf);
   j["decoder"] = {{"type", "Metaspace"}};
   test::require_error([&] { (void)text::read_tokenizer_json(write(j)); }, ErrorCode::unsupported,
-                      {"not a byte-level BPE", "byte-fallback"});
+                      {"neither a byte-level BPE", "byte-fallback"});
   std::ofstream(dir.path / "bad.json") << "{ not json";
   test::require_error([&] { (void)text::read_tokenizer_json(dir.path / "bad.json"); }, ErrorCode::bad_file,
                       {"not valid JSON"});
+}
+
+TEST_CASE("tokenizer.json: byte-fallback BPE (SentencePiece's, as Llama and Mistral folders ship it)") {
+  // spm_bpe.tokenizer.json: spm_bpe.model as transformers 5 saves it; the
+  // expected file has HF tokenizers' ids for that layout and for the two
+  // older layouts of the same tokenizer (Metaspace "first"; Prepend and
+  // Replace normalizers), and SentencePiece's own.
+  nlohmann::json saved, expected;
+  std::ifstream(cases / "spm_bpe.tokenizer.json") >> saved;
+  std::ifstream(cases / "spm_bpe.tokenizer.expected.json") >> expected;
+  const test::TempDir dir("bpe-spm-json");
+  for (const auto& [layout, parts] : expected["layouts"].items()) {
+    CAPTURE(layout);
+    nlohmann::json j = saved;
+    j["normalizer"] = parts["normalizer"];
+    j["pre_tokenizer"] = parts["pre_tokenizer"];
+    std::ofstream(dir.path / "tokenizer.json") << j.dump();
+    const text::BpeTokenizer bpe(text::read_tokenizer_json(dir.path / "tokenizer.json"));
+    CHECK(bpe.vocab().byte_fallback);
+    CHECK(bpe.vocab().unk_id == 0);
+    for (const auto& c : expected["cases"]) {
+      const std::string s = c["text"];
+      CAPTURE(s);
+      const std::vector<std::int32_t> ids = c[layout];
+      CHECK(bpe.encode(s, true, true) == ids);  // HF reads special tokens in text always
+      if (!s.empty() && s.front() != ' ' && s.find("<s>") == std::string::npos && layout != "prepend_replace")
+        CHECK(bpe.decode(ids) == s);
+    }
+  }
 }

@@ -10,7 +10,7 @@
 /// space as `tokenizer.ggml.add_space_prefix` says (default on).
 ///
 /// A GGUF of tokenizer model `gpt2` (byte-level BPE) gives its vocabulary
-/// and merges to text::ByteLevelBpe (gguf_bpe_vocab()).
+/// and merges to text::BpeTokenizer (gguf_bpe_vocab()).
 ///
 /// The other way, read_sentencepiece_model() reads a tokenizer.model for
 /// the GGUF writer. The protobuf is read and written by hand (a few fields
@@ -145,7 +145,7 @@ inline std::string gguf_sentencepiece_model(const Gguf& g) {
 }
 
 /// The GGUF's `gpt2` tokenizer (byte-level BPE: SmolLM, StarCoder, Llama 3,
-/// Qwen...) for text::ByteLevelBpe: tokens, their types, the merges, the
+/// Qwen...) for text::BpeTokenizer: tokens, their types, the merges, the
 /// pre-tokenizer's name and the special ids. BOS is added to text only
 /// where the file says so (tokenizer.ggml.add_bos_token).
 inline text::BpeVocab gguf_bpe_vocab(const Gguf& g) {

@@ -1,7 +1,7 @@
 #pragma once
 /// \file bpe_vocab.hpp
 /// What a byte-level BPE tokenizer is made of, as a GGUF file (tokenizer
-/// model `gpt2`) stores it; text::ByteLevelBpe (byte_bpe.hpp) tokenises
+/// model `gpt2`) stores it; text::BpeTokenizer (byte_bpe.hpp) tokenises
 /// with it. No library beyond the standard one: readers of vocabularies
 /// include this without PCRE2.
 
@@ -23,7 +23,26 @@ struct BpeVocab {
   std::vector<std::string> pre_regexes;  ///< or its regexes themselves (a tokenizer.json's), applied in order
   std::int32_t bos_id = -1, eos_id = -1, unk_id = -1;
   bool add_bos = false;  ///< whether text starts with BOS (tokenizer.ggml.add_bos_token)
-  std::string source;    ///< names the vocabulary in errors
+
+  // SentencePiece-style BPE instead of byte-level (Llama, Mistral as their
+  // tokenizer.json ships them): symbols are characters, a space is "▁",
+  // and a character the vocabulary lacks is spelt in <0xHH> byte tokens.
+  bool byte_fallback = false;
+  /// Text rewrites before merging, in order (tokenizer.json normalizers):
+  /// `pattern` (a literal, or a regex) replaced by `content` everywhere.
+  struct Rewrite {
+    std::string pattern;
+    bool regex = false;
+    std::string content;
+  };
+  std::vector<Rewrite> rewrites;
+  /// Metaspace (tokenizer.json's pre-tokenizer): spaces become "▁", and a
+  /// "▁" is put before a text segment that does not start with one: never,
+  /// only at the start of the text, or before every segment.
+  bool metaspace = false;
+  enum class Prefix { never, first, always } prefix = Prefix::never;
+  bool strip_leading_space = false;  ///< decoding drops one space at the start (the prefix's)
+  std::string source;                ///< names the vocabulary in errors
 };
 
 /// GPT-2's pre-tokenizer regex: contractions, a word with its leading

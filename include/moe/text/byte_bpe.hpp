@@ -32,6 +32,7 @@
 #include <cstdint>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -100,6 +101,30 @@ class Regex {
     match_.reset(pcre2_match_data_create_from_pattern(code_.get(), nullptr));
   }
 
+  /// `text` with every match replaced by `content` (taken literally).
+  std::string replace(std::string_view text, const std::string& content) const {
+    std::string out;
+    std::size_t at = 0;
+    while (at <= text.size()) {
+      const int rc = pcre2_match(code_.get(), reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), at,
+                                 PCRE2_NO_UTF_CHECK, match_.get(), nullptr);
+      if (rc == PCRE2_ERROR_NOMATCH) break;
+      detail::require(rc > 0, ErrorCode::unsupported, "rewrite regex failed (PCRE2 error ", rc, ")");
+      const PCRE2_SIZE* span = pcre2_get_ovector_pointer(match_.get());
+      out.append(text.substr(at, span[0] - at)).append(content);
+      if (span[1] == span[0]) {  // an empty match: keep the character after it, step on
+        if (span[0] == text.size()) return out;
+        const std::size_t n = utf8_length(static_cast<unsigned char>(text[span[0]]));
+        out.append(text.substr(span[0], n));
+        at = span[0] + n;
+      } else {
+        at = span[1];
+      }
+    }
+    if (at < text.size()) out.append(text.substr(at));
+    return out;
+  }
+
   /// Splits `text` (valid UTF-8) into matches and the gaps between them.
   void split(std::string_view text, std::vector<std::string_view>& out) const {
     std::size_t at = 0, gap = 0;
@@ -151,12 +176,12 @@ inline std::size_t invalid_utf8_at(std::string_view s) {
 
 }  // namespace bpe_detail
 
-class ByteLevelBpe {
+class BpeTokenizer {
  public:
-  explicit ByteLevelBpe(BpeVocab vocab) : v_(std::move(vocab)) {
+  explicit BpeTokenizer(BpeVocab vocab) : v_(std::move(vocab)) {
     const auto n = v_.tokens.size();
     detail::require(n > 0 && n < std::size_t(std::numeric_limits<std::int32_t>::max()), ErrorCode::bad_file, v_.source,
-                    ": a byte-level BPE vocabulary needs tokens, got ", n);
+                    ": a BPE vocabulary needs tokens, got ", n);
     detail::require(v_.types.empty() || v_.types.size() == n, ErrorCode::bad_file, v_.source, ": ", n, " tokens but ",
                     v_.types.size(), " token types");
     if (v_.types.empty()) v_.types.assign(n, 1);
@@ -177,9 +202,12 @@ class ByteLevelBpe {
     std::stable_sort(specials_.begin(), specials_.end(), [&](std::int32_t a, std::int32_t b) {
       return v_.tokens[std::size_t(a)].size() > v_.tokens[std::size_t(b)].size();
     });
-    for (const std::string& pattern :
-         v_.pre_regexes.empty() ? pre_tokenizer_regexes(v_.pre, v_.source) : v_.pre_regexes)
-      regexes_.emplace_back(pattern, v_.source);
+    if (!v_.byte_fallback)
+      for (const std::string& pattern :
+           v_.pre_regexes.empty() ? pre_tokenizer_regexes(v_.pre, v_.source) : v_.pre_regexes)
+        regexes_.emplace_back(pattern, v_.source);
+    for (const BpeVocab::Rewrite& r : v_.rewrites)
+      rewrite_regexes_.push_back(r.regex ? std::make_optional<bpe_detail::Regex>(r.pattern, v_.source) : std::nullopt);
     // The byte alphabet back to bytes.
     const auto& chars = bpe_detail::byte_chars();
     for (int b = 0; b < 256; ++b) byte_of_char_.emplace(chars[std::size_t(b)], char(b));
@@ -198,7 +226,7 @@ class ByteLevelBpe {
   std::vector<std::int32_t> encode(std::string_view text, bool add_bos = true, bool parse_special = false) const {
     const std::size_t bad = bpe_detail::invalid_utf8_at(text);
     detail::require(bad == std::string_view::npos, ErrorCode::invalid_argument,
-                    "byte-level BPE: the text is not valid UTF-8 (byte ", bad, ")");
+                    "BPE: the text is not valid UTF-8 (byte ", bad, ")");
     std::vector<std::int32_t> out;
     if (add_bos && adds_bos()) out.push_back(v_.bos_id);
     // 1. Special tokens out first, the longest first.
@@ -232,6 +260,10 @@ class ByteLevelBpe {
         out.push_back(f.special);
         continue;
       }
+      if (v_.byte_fallback) {
+        merge_characters(spelt(f.text, f.text.data() == text.data()), out);
+        continue;
+      }
       pieces.assign(1, f.text);
       for (const bpe_detail::Regex& r : regexes_) {
         split.clear();
@@ -250,6 +282,18 @@ class ByteLevelBpe {
     const std::int32_t type = v_.types[std::size_t(id)];
     if (type == 3) return {};
     if (type == 4) return t;
+    if (v_.byte_fallback) {  // <0xHH> is a byte; "▁" a space
+      if (const int b = byte_token(t); b >= 0) return std::string(1, char(b));
+      std::string out;
+      for (std::size_t i = 0; i < t.size();)
+        if (t.compare(i, 3, "\xE2\x96\x81") == 0) {
+          out += ' ';
+          i += 3;
+        } else {
+          out += t[i++];
+        }
+      return out;
+    }
     std::string bytes;
     for (std::size_t i = 0; i < t.size();) {
       const std::size_t n = bpe_detail::utf8_length(static_cast<unsigned char>(t[i]));
@@ -267,6 +311,7 @@ class ByteLevelBpe {
   std::string decode(std::span<const std::int32_t> ids) const {
     std::string out;
     for (const std::int32_t id : ids) out += token_bytes(id);
+    if (v_.strip_leading_space && !out.empty() && out.front() == ' ') out.erase(0, 1);
     return out;
   }
 
@@ -276,12 +321,77 @@ class ByteLevelBpe {
                     " is outside the vocabulary [0, ", vocab_size(), ")");
   }
 
-  /// A piece's bytes in the byte alphabet, one symbol per byte, merged by rank.
-  void merge_piece(std::string_view piece, std::vector<std::int32_t>& out) const {
-    const auto& chars = bpe_detail::byte_chars();
+  /// "<0xHH>" as the byte it stands for; -1 for any other token.
+  static int byte_token(const std::string& t) {
+    if (t.size() != 6 || t.compare(0, 3, "<0x") != 0 || t[5] != '>') return -1;
+    int b = 0;
+    for (const char c : t.substr(3, 2)) {
+      const int d = c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+      if (d < 0) return -1;
+      b = b * 16 + d;
+    }
+    return b;
+  }
+
+  /// A text segment as SentencePiece-style BPE sees it: the rewrites, then
+  /// Metaspace's spaces as "▁" and its prefix.
+  std::string spelt(std::string_view segment, bool at_start) const {
+    std::string t(segment);
+    for (std::size_t k = 0; k < v_.rewrites.size(); ++k) {
+      const BpeVocab::Rewrite& r = v_.rewrites[k];
+      if (rewrite_regexes_[k]) {
+        t = rewrite_regexes_[k]->replace(t, r.content);
+      } else if (!r.pattern.empty()) {
+        std::string out;
+        for (std::size_t at = 0;;) {
+          const std::size_t hit = t.find(r.pattern, at);
+          out.append(t, at, hit == std::string::npos ? std::string::npos : hit - at);
+          if (hit == std::string::npos) break;
+          out += r.content;
+          at = hit + r.pattern.size();
+        }
+        t = std::move(out);
+      }
+    }
+    if (v_.metaspace) {
+      const std::string mark = "\xE2\x96\x81";
+      std::string out;
+      for (const char c : t) c == ' ' ? out += mark : out += c;
+      const bool prefix = v_.prefix == BpeVocab::Prefix::always || (v_.prefix == BpeVocab::Prefix::first && at_start);
+      if (prefix && !out.empty() && out.compare(0, 3, mark) != 0) out.insert(0, mark);
+      t = std::move(out);
+    }
+    return t;
+  }
+
+  /// SentencePiece-style: one symbol per character, merged by rank; a
+  /// symbol the vocabulary lacks as its bytes' <0xHH> tokens.
+  void merge_characters(const std::string& text, std::vector<std::int32_t>& out) const {
     std::vector<std::string> symbols;
-    symbols.reserve(piece.size());
-    for (const char c : piece) symbols.push_back(chars[static_cast<unsigned char>(c)]);
+    for (std::size_t i = 0; i < text.size();) {
+      const std::size_t n = std::min(text.size() - i, bpe_detail::utf8_length(static_cast<unsigned char>(text[i])));
+      symbols.push_back(text.substr(i, n));
+      i += n;
+    }
+    merge(symbols);
+    for (const std::string& s : symbols) {
+      if (const auto it = ids_.find(s); it != ids_.end()) {
+        out.push_back(it->second);
+        continue;
+      }
+      for (const unsigned char b : s) {
+        static constexpr char hex[] = "0123456789ABCDEF";
+        const std::string name = std::string("<0x") + hex[b >> 4] + hex[b & 15] + ">";
+        const auto it = ids_.find(name);
+        detail::require(it != ids_.end() || v_.unk_id >= 0, ErrorCode::bad_file, v_.source, ": byte token ", name,
+                        " is not in the vocabulary, which has no unknown token");
+        out.push_back(it != ids_.end() ? it->second : v_.unk_id);
+      }
+    }
+  }
+
+  /// Merges adjacent symbols, always the pair that comes first in the merge list.
+  void merge(std::vector<std::string>& symbols) const {
     std::string pair;
     while (symbols.size() > 1) {
       std::int32_t best = std::numeric_limits<std::int32_t>::max();
@@ -295,6 +405,15 @@ class ByteLevelBpe {
       symbols[at] += symbols[at + 1];
       symbols.erase(symbols.begin() + std::ptrdiff_t(at) + 1);
     }
+  }
+
+  /// A piece's bytes in the byte alphabet, one symbol per byte, merged by rank.
+  void merge_piece(std::string_view piece, std::vector<std::int32_t>& out) const {
+    const auto& chars = bpe_detail::byte_chars();
+    std::vector<std::string> symbols;
+    symbols.reserve(piece.size());
+    for (const char c : piece) symbols.push_back(chars[static_cast<unsigned char>(c)]);
+    merge(symbols);
     for (const std::string& s : symbols) {
       const auto it = ids_.find(s);
       if (it != ids_.end()) {
@@ -318,6 +437,7 @@ class ByteLevelBpe {
   std::unordered_map<std::string, char> byte_of_char_;
   std::vector<std::int32_t> specials_;  ///< cut out of text first, longest first
   std::vector<bpe_detail::Regex> regexes_;
+  std::vector<std::optional<bpe_detail::Regex>> rewrite_regexes_;  ///< per rewrite: its regex, if it is one
 };
 
 /// Prints a byte stream by whole UTF-8 characters: bytes that end inside a

@@ -1,17 +1,23 @@
 #pragma once
 /// \file tokenizer_json.hpp
-/// Hugging Face's tokenizer.json for a byte-level BPE (GPT-2's scheme:
-/// SmolLM, StarCoder, Llama 3, Qwen...), read into a text::BpeVocab for
-/// text::ByteLevelBpe, and a BpeVocab written as one (so a folder made
-/// from a GGUF speaks text in transformers too).
+/// Hugging Face's tokenizer.json for a BPE, read into a text::BpeVocab for
+/// text::BpeTokenizer: byte-level (GPT-2's scheme: SmolLM, StarCoder,
+/// Llama 3, Qwen...) or byte-fallback (SentencePiece's, as Llama and
+/// Mistral folders ship it, and all a transformers-5 merge writes); and a
+/// byte-level BpeVocab written as one (so a folder made from a GGUF speaks
+/// text in transformers too).
 ///
 /// What is read: model.vocab and model.merges ("a b" strings or [a, b]
 /// pairs), added_tokens (special ones are control tokens, the others
 /// user-defined), the pre_tokenizer as regexes (ByteLevel's own GPT-2
 /// regex, Digits, Split with a regex, Sequences of them), and a
 /// TemplateProcessing post-processor that puts a special token first (BOS).
-/// Anything else (a normaliser, a prefix space, a model that is not BPE) is
-/// refused by name rather than tokenised differently.
+/// A byte-fallback file: its normalizers (Replace, Prepend) as rewrites,
+/// its Metaspace pre-tokenizer (spaces as "▁", the prefix scheme), the
+/// model's unk_token, and a Strip decoder's leading space.
+/// Anything else (another normaliser or pre-tokenizer, a prefix space, a
+/// model that is not BPE) is refused by name rather than tokenised
+/// differently.
 
 #include <cstdint>
 #include <filesystem>
@@ -53,6 +59,44 @@ inline void pre_tokenizer(const json& p, std::vector<std::string>& regexes, cons
   }
 }
 
+/// A SentencePiece-style file's normalizers as rewrites (Replace, Prepend).
+inline void normalizer(const json& n, BpeVocab& v, const std::string& where) {
+  if (n.is_null()) return;
+  const std::string type = n.value("type", "");
+  if (type == "Sequence") {
+    for (const json& m : n.at("normalizers")) normalizer(m, v, where);
+  } else if (type == "Replace") {
+    const json& p = n.at("pattern");
+    const bool regex = p.contains("Regex");
+    v.rewrites.push_back(
+        {p.at(regex ? "Regex" : "String").get<std::string>(), regex, n.at("content").get<std::string>()});
+  } else if (type == "Prepend") {
+    v.rewrites.push_back({R"(\A(?=[\s\S]))", true, n.at("prepend").get<std::string>()});  // not before an empty text
+  } else {
+    throw Error(ErrorCode::unsupported,
+                detail::cat(where, ": normalizer type '", type, "' is not supported (Replace, Prepend, Sequence)"));
+  }
+}
+
+/// A SentencePiece-style file's pre-tokenizer: Metaspace, or none.
+inline void metaspace(const json& p, BpeVocab& v, const std::string& where) {
+  if (p.is_null()) return;
+  const std::string type = p.value("type", "");
+  if (type == "Sequence") {
+    for (const json& q : p.at("pretokenizers")) metaspace(q, v, where);
+    return;
+  }
+  detail::require(type == "Metaspace" && p.value("replacement", "") == "\xE2\x96\x81" && !p.value("split", true),
+                  ErrorCode::unsupported, where,
+                  ": only a Metaspace pre-tokenizer (replacement \xE2\x96\x81, split false) is supported here; got ",
+                  p.dump());
+  v.metaspace = true;
+  const std::string scheme = p.value("prepend_scheme", "always");
+  v.prefix = scheme == "first"   ? BpeVocab::Prefix::first
+             : scheme == "never" ? BpeVocab::Prefix::never
+                                 : BpeVocab::Prefix::always;
+}
+
 /// The special token a TemplateProcessing puts first, if any (BOS).
 inline std::string first_special(const json& post) {
   if (post.is_null()) return {};
@@ -84,14 +128,21 @@ inline BpeVocab read_tokenizer_json(const std::filesystem::path& file) {
     const json& model = j.at("model");
     detail::require(model.value("type", "") == "BPE", ErrorCode::unsupported, where, ": model type '",
                     model.value("type", "(none)"), "' is not BPE");
-    const json& decoder = j.value("decoder", json());
-    detail::require(!decoder.is_null() && decoder.value("type", "") == "ByteLevel", ErrorCode::unsupported, where,
-                    ": not a byte-level BPE (its decoder is ", decoder.dump(),
-                    "); byte-fallback BPE tokenizer.json files are not read yet");
-    detail::require(j.value("normalizer", json()).is_null(), ErrorCode::unsupported, where,
-                    ": a normalizer is not supported (", j["normalizer"].dump(), ")");
     BpeVocab v;
     v.source = where;
+    v.byte_fallback = model.value("byte_fallback", false);
+    const json& decoder = j.value("decoder", json());
+    if (v.byte_fallback) {  // SentencePiece-style (Llama, Mistral)
+      tokenizer_json_detail::normalizer(j.value("normalizer", json()), v, where);
+      tokenizer_json_detail::metaspace(j.value("pre_tokenizer", json()), v, where);
+      v.strip_leading_space = decoder.dump().find(R"("type":"Strip")") != std::string::npos;
+    } else {
+      detail::require(!decoder.is_null() && decoder.value("type", "") == "ByteLevel", ErrorCode::unsupported, where,
+                      ": neither a byte-level BPE (its decoder is ", decoder.dump(),
+                      ") nor a byte-fallback one (model.byte_fallback)");
+      detail::require(j.value("normalizer", json()).is_null(), ErrorCode::unsupported, where,
+                      ": a normalizer is not supported in a byte-level BPE (", j["normalizer"].dump(), ")");
+    }
     std::size_t n = 0;
     for (const auto& [token, id] : model.at("vocab").items()) n = std::max(n, id.get<std::size_t>() + 1);
     for (const json& a : j.value("added_tokens", json::array())) n = std::max(n, a.at("id").get<std::size_t>() + 1);
@@ -114,10 +165,15 @@ inline BpeVocab read_tokenizer_json(const std::filesystem::path& file) {
     for (const json& m : model.at("merges"))
       v.merges.push_back(m.is_string() ? m.get<std::string>()
                                        : m.at(0).get<std::string>() + " " + m.at(1).get<std::string>());
-    tokenizer_json_detail::pre_tokenizer(j.value("pre_tokenizer", json()), v.pre_regexes, where);
-    detail::require(!v.pre_regexes.empty(), ErrorCode::unsupported, where,
-                    ": no pre-tokenizer regex (a byte-level BPE splits text first)");
+    if (!v.byte_fallback) {
+      tokenizer_json_detail::pre_tokenizer(j.value("pre_tokenizer", json()), v.pre_regexes, where);
+      detail::require(!v.pre_regexes.empty(), ErrorCode::unsupported, where,
+                      ": no pre-tokenizer regex (a byte-level BPE splits text first)");
+    }
     v.pre = "tokenizer.json";
+    if (model.contains("unk_token") && model["unk_token"].is_string())
+      for (std::size_t i = 0; i < n; ++i)
+        if (v.tokens[i] == model["unk_token"].get<std::string>()) v.unk_id = std::int32_t(i);
     if (const std::string bos = tokenizer_json_detail::first_special(j.value("post_processor", json())); !bos.empty()) {
       for (std::size_t i = 0; i < n; ++i)
         if (v.tokens[i] == bos) v.bos_id = std::int32_t(i);
@@ -127,6 +183,36 @@ inline BpeVocab read_tokenizer_json(const std::filesystem::path& file) {
   } catch (const json::exception& e) {
     throw Error(ErrorCode::bad_file, detail::cat(where, ": not a tokenizer.json as expected (", e.what(), ")"));
   }
+}
+
+/// A folder's tokenizer.json, with what its tokenizer_config.json adds
+/// (transformers keeps them there, not in tokenizer.json): the BOS and EOS
+/// tokens, and whether text starts with BOS (add_bos_token).
+inline BpeVocab read_tokenizer_folder(const std::filesystem::path& dir) {
+  using nlohmann::json;
+  BpeVocab v = read_tokenizer_json(dir / "tokenizer.json");
+  const std::filesystem::path config_file = dir / "tokenizer_config.json";
+  if (!std::filesystem::exists(config_file)) return v;
+  json config;
+  try {
+    std::ifstream(config_file) >> config;
+  } catch (const json::exception& e) {
+    throw Error(ErrorCode::bad_file, detail::cat(config_file.string(), ": not valid JSON (", e.what(), ")"));
+  }
+  const auto id_of = [&](const char* key) -> std::int32_t {  // a token as a string, or {"content": ...}
+    if (!config.contains(key) || config[key].is_null()) return -1;
+    const json& t = config[key];
+    const std::string text = t.is_string() ? t.get<std::string>() : t.value("content", "");
+    for (std::size_t i = 0; i < v.tokens.size(); ++i)
+      if (v.tokens[i] == text) return std::int32_t(i);
+    throw Error(ErrorCode::bad_file,
+                detail::cat(config_file.string(), ": ", key, " '", text, "' is not a token of tokenizer.json"));
+  };
+  if (const std::int32_t bos = id_of("bos_token"); bos >= 0) v.bos_id = bos;
+  if (const std::int32_t eos = id_of("eos_token"); eos >= 0) v.eos_id = eos;
+  if (config.contains("add_bos_token") && config["add_bos_token"].is_boolean())
+    v.add_bos = config["add_bos_token"].get<bool>() && v.bos_id >= 0;
+  return v;
 }
 
 /// `v` as a tokenizer.json that Hugging Face's tokenizers reads and that
