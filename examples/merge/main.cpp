@@ -10,6 +10,9 @@
 // so a command line written for mergekit runs unchanged.
 #include <moe/merge/merge.hpp>
 #include <moe/merge/yaml_config.hpp>
+#ifdef MOE_HAVE_PCRE2
+#include <moe/merge/bpe_prompts.hpp>
+#endif
 #ifdef MOE_HAVE_SENTENCEPIECE
 #include <moe/merge/sentencepiece_prompts.hpp>
 #endif
@@ -142,13 +145,21 @@ int main(int argc, char** argv) try {
   const bool prompts =
       mode == mg::GateMode::hidden || mode == mg::GateMode::hidden_avg || mode == mg::GateMode::cheap_embed;
   if (prompts && !options.router_weights && fs::is_directory(yaml.config.base_model)) {
+    const fs::path base(yaml.config.base_model);
+    // The base model's tokenizer.model, or (a transformers-5 save, a
+    // byte-level BPE model) its tokenizer.json.
+#ifdef MOE_HAVE_PCRE2
+    if (!fs::exists(base / "tokenizer.model") && fs::exists(base / "tokenizer.json"))
+      options.tokenizer = mg::tokenizer_json_prompts(base);
+#endif
 #ifdef MOE_HAVE_SENTENCEPIECE
-    options.tokenizer = mg::sentencepiece_prompts(fs::path(yaml.config.base_model));
+    if (!options.tokenizer.encode) options.tokenizer = mg::sentencepiece_prompts(base);
 #else
-    throw moe::Error(moe::ErrorCode::unsupported,
-                     std::string("gate_mode ") + mg::name(mode) +
-                         " tokenises the prompts, and this moe-merge was built without SentencePiece "
-                         "(apt-get install libsentencepiece-dev and rebuild), or use random / uniform_random");
+    if (!options.tokenizer.encode)
+      throw moe::Error(moe::ErrorCode::unsupported,
+                       std::string("gate_mode ") + mg::name(mode) +
+                           " tokenises the prompts, and this moe-merge was built without SentencePiece "
+                           "(apt-get install libsentencepiece-dev and rebuild), or use random / uniform_random");
 #endif
   }
   const mg::MergeReport r = mg::merge(yaml.config, out_dir, options);

@@ -6,6 +6,9 @@
 #include "test_support.hpp"
 
 #include <moe/merge/sentencepiece_prompts.hpp>
+#ifdef MOE_HAVE_PCRE2
+#include <moe/merge/bpe_prompts.hpp>
+#endif
 
 #include <sentencepiece_trainer.h>
 
@@ -102,3 +105,40 @@ TEST_CASE("prompt ids: the prefix after BOS as transformers 5 builds the tokeniz
   test::require_error([&] { (void)mg::sentencepiece_prompts(dir.path / "llama"); }, ErrorCode::bad_file,
                       {"no tokenizer.model", "random or uniform_random"});
 }
+
+#ifdef MOE_HAVE_PCRE2
+TEST_CASE("tokenizer_json_prompts: a folder with only tokenizer.json gives the ids tokenizer.model gives") {
+  // spm_bpe.model and the tokenizer.json transformers saves of it (Metaspace
+  // "always"), and the same file with the "first" scheme: the BPE engine on
+  // tokenizer.json must give mergekit's ids exactly as SentencePiece does on
+  // tokenizer.model (two implementations, one answer).
+  const fs::path cases = fs::path(MOE_TEST_DATA_DIR) / "cases" / "gguf";
+  const test::TempDir dir("prompts-json");
+  nlohmann::json saved;
+  std::ifstream(cases / "spm_bpe.tokenizer.json") >> saved;
+  for (const std::string scheme : {"always", "first"}) {
+    CAPTURE(scheme);
+    const fs::path d = dir.path / scheme;
+    fs::create_directories(d);
+    std::ofstream(d / "config.json") << R"({"model_type": "mistral"})";
+    nlohmann::json j = saved;
+    if (scheme == "first") {
+      j["normalizer"] = nullptr;
+      j["pre_tokenizer"] = {
+          {"type", "Metaspace"}, {"replacement", "\u2581"}, {"prepend_scheme", "first"}, {"split", false}};
+    }
+    std::ofstream(d / "tokenizer.json") << j.dump();
+    std::ofstream(d / "tokenizer_config.json") << R"({"bos_token": "<s>", "eos_token": "</s>", "add_bos_token": true})";
+    fs::copy_file(cases / "spm_bpe.model", d / "tokenizer.model");
+    const mg::PromptTokenizer sp = mg::sentencepiece_prompts(d);
+    fs::remove(d / "tokenizer.model");
+    const mg::PromptTokenizer bpe = mg::tokenizer_json_prompts(d);
+    CHECK(bpe.pad_id == sp.pad_id);
+    for (const std::string prompt :
+         {"chat", "the  assistant", "Numbers: 0 1 2 3", " leading", "Straße 🙂", "code\n  x"}) {
+      CAPTURE(prompt);
+      CHECK(bpe.encode(prompt) == sp.encode(prompt));
+    }
+  }
+}
+#endif

@@ -69,10 +69,11 @@ inline std::vector<std::string> pre_tokenizer_regexes(std::string_view pre, std:
   if (pre == "qwen2" || pre == "deepseek-r1-qwen")
     return {R"((?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N})"
             R"(| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)"};
-  throw Error(ErrorCode::unsupported,
-              detail::cat(source, ": pre-tokenizer '", pre,
-                          "' is not known here (known: default/gpt2, smollm, starcoder, refact, command-r, llama3, "
-                          "llama-bpe, qwen2)"));
+  throw Error(
+      ErrorCode::unsupported,
+      moe::detail::cat(source, ": pre-tokenizer '", pre,
+                       "' is not known here (known: default/gpt2, smollm, starcoder, refact, command-r, llama3, "
+                       "llama-bpe, qwen2)"));
 }
 
 }  // namespace moe::text

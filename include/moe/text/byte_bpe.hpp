@@ -95,8 +95,8 @@ class Regex {
     if (!code_) {
       PCRE2_UCHAR message[256];
       pcre2_get_error_message(error, message, sizeof message);
-      throw Error(ErrorCode::unsupported, detail::cat(source, ": pre-tokenizer regex does not compile at ", offset,
-                                                      ": ", reinterpret_cast<const char*>(message)));
+      throw Error(ErrorCode::unsupported, moe::detail::cat(source, ": pre-tokenizer regex does not compile at ", offset,
+                                                           ": ", reinterpret_cast<const char*>(message)));
     }
     match_.reset(pcre2_match_data_create_from_pattern(code_.get(), nullptr));
   }
@@ -109,7 +109,7 @@ class Regex {
       const int rc = pcre2_match(code_.get(), reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), at,
                                  PCRE2_NO_UTF_CHECK, match_.get(), nullptr);
       if (rc == PCRE2_ERROR_NOMATCH) break;
-      detail::require(rc > 0, ErrorCode::unsupported, "rewrite regex failed (PCRE2 error ", rc, ")");
+      moe::detail::require(rc > 0, ErrorCode::unsupported, "rewrite regex failed (PCRE2 error ", rc, ")");
       const PCRE2_SIZE* span = pcre2_get_ovector_pointer(match_.get());
       out.append(text.substr(at, span[0] - at)).append(content);
       if (span[1] == span[0]) {  // an empty match: keep the character after it, step on
@@ -132,7 +132,7 @@ class Regex {
       const int rc = pcre2_match(code_.get(), reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), at,
                                  PCRE2_NO_UTF_CHECK, match_.get(), nullptr);
       if (rc == PCRE2_ERROR_NOMATCH) break;
-      detail::require(rc > 0, ErrorCode::unsupported, "pre-tokenizer regex failed (PCRE2 error ", rc, ")");
+      moe::detail::require(rc > 0, ErrorCode::unsupported, "pre-tokenizer regex failed (PCRE2 error ", rc, ")");
       const PCRE2_SIZE* span = pcre2_get_ovector_pointer(match_.get());
       if (span[1] == span[0]) {  // an empty match: step one character on
         at = span[0] + utf8_length(static_cast<unsigned char>(text[span[0]]));
@@ -180,22 +180,22 @@ class BpeTokenizer {
  public:
   explicit BpeTokenizer(BpeVocab vocab) : v_(std::move(vocab)) {
     const auto n = v_.tokens.size();
-    detail::require(n > 0 && n < std::size_t(std::numeric_limits<std::int32_t>::max()), ErrorCode::bad_file, v_.source,
-                    ": a BPE vocabulary needs tokens, got ", n);
-    detail::require(v_.types.empty() || v_.types.size() == n, ErrorCode::bad_file, v_.source, ": ", n, " tokens but ",
-                    v_.types.size(), " token types");
+    moe::detail::require(n > 0 && n < std::size_t(std::numeric_limits<std::int32_t>::max()), ErrorCode::bad_file,
+                         v_.source, ": a BPE vocabulary needs tokens, got ", n);
+    moe::detail::require(v_.types.empty() || v_.types.size() == n, ErrorCode::bad_file, v_.source, ": ", n,
+                         " tokens but ", v_.types.size(), " token types");
     if (v_.types.empty()) v_.types.assign(n, 1);
     for (std::size_t i = 0; i < n; ++i) ids_.emplace(v_.tokens[i], std::int32_t(i));
     for (std::size_t r = 0; r < v_.merges.size(); ++r) {
       const std::string& m = v_.merges[r];
       const std::size_t space = m.find(' ');  // symbols hold no space: the byte alphabet spells it "Ġ"
-      detail::require(space != std::string::npos && space + 1 < m.size(), ErrorCode::bad_file, v_.source, ": merge ", r,
-                      " is '", m, "'; expected two symbols separated by a space");
+      moe::detail::require(space != std::string::npos && space + 1 < m.size(), ErrorCode::bad_file, v_.source,
+                           ": merge ", r, " is '", m, "'; expected two symbols separated by a space");
       ranks_.emplace(m, std::int32_t(r));
     }
     for (const std::int32_t id : {v_.bos_id, v_.eos_id, v_.unk_id})
-      detail::require(id >= -1 && id < std::int32_t(n), ErrorCode::bad_file, v_.source, ": special token id ", id,
-                      " is outside the vocabulary [0, ", n, ")");
+      moe::detail::require(id >= -1 && id < std::int32_t(n), ErrorCode::bad_file, v_.source, ": special token id ", id,
+                           " is outside the vocabulary [0, ", n, ")");
     for (std::size_t i = 0; i < n; ++i)  // control, user-defined and unknown tokens are cut out of text whole
       if ((v_.types[i] == 2 || v_.types[i] == 3 || v_.types[i] == 4) && !v_.tokens[i].empty())
         specials_.push_back(std::int32_t(i));
@@ -225,8 +225,8 @@ class BpeTokenizer {
   /// with `parse_special` (a chat template's markers), else as plain text.
   std::vector<std::int32_t> encode(std::string_view text, bool add_bos = true, bool parse_special = false) const {
     const std::size_t bad = bpe_detail::invalid_utf8_at(text);
-    detail::require(bad == std::string_view::npos, ErrorCode::invalid_argument,
-                    "BPE: the text is not valid UTF-8 (byte ", bad, ")");
+    moe::detail::require(bad == std::string_view::npos, ErrorCode::invalid_argument,
+                         "BPE: the text is not valid UTF-8 (byte ", bad, ")");
     std::vector<std::int32_t> out;
     if (add_bos && adds_bos()) out.push_back(v_.bos_id);
     // 1. Special tokens out first, the longest first.
@@ -317,8 +317,8 @@ class BpeTokenizer {
 
  private:
   void check_id(std::int32_t id) const {
-    detail::require(id >= 0 && id < vocab_size(), ErrorCode::invalid_argument, v_.source, ": token id ", id,
-                    " is outside the vocabulary [0, ", vocab_size(), ")");
+    moe::detail::require(id >= 0 && id < vocab_size(), ErrorCode::invalid_argument, v_.source, ": token id ", id,
+                         " is outside the vocabulary [0, ", vocab_size(), ")");
   }
 
   /// "<0xHH>" as the byte it stands for; -1 for any other token.
@@ -383,8 +383,8 @@ class BpeTokenizer {
         static constexpr char hex[] = "0123456789ABCDEF";
         const std::string name = std::string("<0x") + hex[b >> 4] + hex[b & 15] + ">";
         const auto it = ids_.find(name);
-        detail::require(it != ids_.end() || v_.unk_id >= 0, ErrorCode::bad_file, v_.source, ": byte token ", name,
-                        " is not in the vocabulary, which has no unknown token");
+        moe::detail::require(it != ids_.end() || v_.unk_id >= 0, ErrorCode::bad_file, v_.source, ": byte token ", name,
+                             " is not in the vocabulary, which has no unknown token");
         out.push_back(it != ids_.end() ? it->second : v_.unk_id);
       }
     }
@@ -424,8 +424,8 @@ class BpeTokenizer {
       for (std::size_t i = 0; i < s.size();) {
         const std::size_t n = bpe_detail::utf8_length(static_cast<unsigned char>(s[i]));
         const auto one = ids_.find(s.substr(i, n));
-        detail::require(one != ids_.end() || v_.unk_id >= 0, ErrorCode::bad_file, v_.source, ": symbol '",
-                        s.substr(i, n), "' is not in the vocabulary, which has no unknown token");
+        moe::detail::require(one != ids_.end() || v_.unk_id >= 0, ErrorCode::bad_file, v_.source, ": symbol '",
+                             s.substr(i, n), "' is not in the vocabulary, which has no unknown token");
         out.push_back(one != ids_.end() ? one->second : v_.unk_id);
         i += n;
       }

@@ -42,20 +42,21 @@ inline void pre_tokenizer(const json& p, std::vector<std::string>& regexes, cons
   if (type == "Sequence") {
     for (const json& q : p.at("pretokenizers")) pre_tokenizer(q, regexes, where);
   } else if (type == "ByteLevel") {
-    detail::require(!p.value("add_prefix_space", false), ErrorCode::unsupported, where,
-                    ": a ByteLevel pre-tokenizer with add_prefix_space is not supported");
+    moe::detail::require(!p.value("add_prefix_space", false), ErrorCode::unsupported, where,
+                         ": a ByteLevel pre-tokenizer with add_prefix_space is not supported");
     if (p.value("use_regex", true)) regexes.emplace_back(gpt2_pre_regex);
   } else if (type == "Digits") {
     regexes.emplace_back(p.value("individual_digits", false) ? R"(\p{N})" : R"(\p{N}+)");
   } else if (type == "Split") {
     const json& pattern = p.at("pattern");
-    detail::require(pattern.contains("Regex") && p.value("behavior", "") == "Isolated" && !p.value("invert", false),
-                    ErrorCode::unsupported, where,
-                    ": only Split pre-tokenizers by a regex, behaviour Isolated, are supported; got ", p.dump());
+    moe::detail::require(
+        pattern.contains("Regex") && p.value("behavior", "") == "Isolated" && !p.value("invert", false),
+        ErrorCode::unsupported, where,
+        ": only Split pre-tokenizers by a regex, behaviour Isolated, are supported; got ", p.dump());
     regexes.push_back(pattern.at("Regex").get<std::string>());
   } else {
-    throw Error(ErrorCode::unsupported, detail::cat(where, ": pre-tokenizer type '", type,
-                                                    "' is not supported (ByteLevel, Digits, Split, Sequence)"));
+    throw Error(ErrorCode::unsupported, moe::detail::cat(where, ": pre-tokenizer type '", type,
+                                                         "' is not supported (ByteLevel, Digits, Split, Sequence)"));
   }
 }
 
@@ -73,8 +74,8 @@ inline void normalizer(const json& n, BpeVocab& v, const std::string& where) {
   } else if (type == "Prepend") {
     v.rewrites.push_back({R"(\A(?=[\s\S]))", true, n.at("prepend").get<std::string>()});  // not before an empty text
   } else {
-    throw Error(ErrorCode::unsupported,
-                detail::cat(where, ": normalizer type '", type, "' is not supported (Replace, Prepend, Sequence)"));
+    throw Error(ErrorCode::unsupported, moe::detail::cat(where, ": normalizer type '", type,
+                                                         "' is not supported (Replace, Prepend, Sequence)"));
   }
 }
 
@@ -86,10 +87,10 @@ inline void metaspace(const json& p, BpeVocab& v, const std::string& where) {
     for (const json& q : p.at("pretokenizers")) metaspace(q, v, where);
     return;
   }
-  detail::require(type == "Metaspace" && p.value("replacement", "") == "\xE2\x96\x81" && !p.value("split", true),
-                  ErrorCode::unsupported, where,
-                  ": only a Metaspace pre-tokenizer (replacement \xE2\x96\x81, split false) is supported here; got ",
-                  p.dump());
+  moe::detail::require(
+      type == "Metaspace" && p.value("replacement", "") == "\xE2\x96\x81" && !p.value("split", true),
+      ErrorCode::unsupported, where,
+      ": only a Metaspace pre-tokenizer (replacement \xE2\x96\x81, split false) is supported here; got ", p.dump());
   v.metaspace = true;
   const std::string scheme = p.value("prepend_scheme", "always");
   v.prefix = scheme == "first"   ? BpeVocab::Prefix::first
@@ -117,17 +118,17 @@ inline BpeVocab read_tokenizer_json(const std::filesystem::path& file) {
   using nlohmann::json;
   const std::string where = file.string();
   std::ifstream in(file);
-  detail::require(bool(in), ErrorCode::bad_file, where, ": cannot open");
+  moe::detail::require(bool(in), ErrorCode::bad_file, where, ": cannot open");
   json j;
   try {
     in >> j;
   } catch (const json::exception& e) {
-    throw Error(ErrorCode::bad_file, detail::cat(where, ": not valid JSON (", e.what(), ")"));
+    throw Error(ErrorCode::bad_file, moe::detail::cat(where, ": not valid JSON (", e.what(), ")"));
   }
   try {
     const json& model = j.at("model");
-    detail::require(model.value("type", "") == "BPE", ErrorCode::unsupported, where, ": model type '",
-                    model.value("type", "(none)"), "' is not BPE");
+    moe::detail::require(model.value("type", "") == "BPE", ErrorCode::unsupported, where, ": model type '",
+                         model.value("type", "(none)"), "' is not BPE");
     BpeVocab v;
     v.source = where;
     v.byte_fallback = model.value("byte_fallback", false);
@@ -137,11 +138,11 @@ inline BpeVocab read_tokenizer_json(const std::filesystem::path& file) {
       tokenizer_json_detail::metaspace(j.value("pre_tokenizer", json()), v, where);
       v.strip_leading_space = decoder.dump().find(R"("type":"Strip")") != std::string::npos;
     } else {
-      detail::require(!decoder.is_null() && decoder.value("type", "") == "ByteLevel", ErrorCode::unsupported, where,
-                      ": neither a byte-level BPE (its decoder is ", decoder.dump(),
-                      ") nor a byte-fallback one (model.byte_fallback)");
-      detail::require(j.value("normalizer", json()).is_null(), ErrorCode::unsupported, where,
-                      ": a normalizer is not supported in a byte-level BPE (", j["normalizer"].dump(), ")");
+      moe::detail::require(!decoder.is_null() && decoder.value("type", "") == "ByteLevel", ErrorCode::unsupported,
+                           where, ": neither a byte-level BPE (its decoder is ", decoder.dump(),
+                           ") nor a byte-fallback one (model.byte_fallback)");
+      moe::detail::require(j.value("normalizer", json()).is_null(), ErrorCode::unsupported, where,
+                           ": a normalizer is not supported in a byte-level BPE (", j["normalizer"].dump(), ")");
     }
     std::size_t n = 0;
     for (const auto& [token, id] : model.at("vocab").items()) n = std::max(n, id.get<std::size_t>() + 1);
@@ -160,15 +161,15 @@ inline BpeVocab read_tokenizer_json(const std::filesystem::path& file) {
       seen[id] = true;
     }
     for (std::size_t i = 0; i < n; ++i)
-      detail::require(seen[i], ErrorCode::bad_file, where, ": token id ", i, " is missing (ids must run 0 to ", n - 1,
-                      ")");
+      moe::detail::require(seen[i], ErrorCode::bad_file, where, ": token id ", i, " is missing (ids must run 0 to ",
+                           n - 1, ")");
     for (const json& m : model.at("merges"))
       v.merges.push_back(m.is_string() ? m.get<std::string>()
                                        : m.at(0).get<std::string>() + " " + m.at(1).get<std::string>());
     if (!v.byte_fallback) {
       tokenizer_json_detail::pre_tokenizer(j.value("pre_tokenizer", json()), v.pre_regexes, where);
-      detail::require(!v.pre_regexes.empty(), ErrorCode::unsupported, where,
-                      ": no pre-tokenizer regex (a byte-level BPE splits text first)");
+      moe::detail::require(!v.pre_regexes.empty(), ErrorCode::unsupported, where,
+                           ": no pre-tokenizer regex (a byte-level BPE splits text first)");
     }
     v.pre = "tokenizer.json";
     if (model.contains("unk_token") && model["unk_token"].is_string())
@@ -181,7 +182,7 @@ inline BpeVocab read_tokenizer_json(const std::filesystem::path& file) {
     }
     return v;
   } catch (const json::exception& e) {
-    throw Error(ErrorCode::bad_file, detail::cat(where, ": not a tokenizer.json as expected (", e.what(), ")"));
+    throw Error(ErrorCode::bad_file, moe::detail::cat(where, ": not a tokenizer.json as expected (", e.what(), ")"));
   }
 }
 
@@ -197,7 +198,7 @@ inline BpeVocab read_tokenizer_folder(const std::filesystem::path& dir) {
   try {
     std::ifstream(config_file) >> config;
   } catch (const json::exception& e) {
-    throw Error(ErrorCode::bad_file, detail::cat(config_file.string(), ": not valid JSON (", e.what(), ")"));
+    throw Error(ErrorCode::bad_file, moe::detail::cat(config_file.string(), ": not valid JSON (", e.what(), ")"));
   }
   const auto id_of = [&](const char* key) -> std::int32_t {  // a token as a string, or {"content": ...}
     if (!config.contains(key) || config[key].is_null()) return -1;
@@ -206,7 +207,7 @@ inline BpeVocab read_tokenizer_folder(const std::filesystem::path& dir) {
     for (std::size_t i = 0; i < v.tokens.size(); ++i)
       if (v.tokens[i] == text) return std::int32_t(i);
     throw Error(ErrorCode::bad_file,
-                detail::cat(config_file.string(), ": ", key, " '", text, "' is not a token of tokenizer.json"));
+                moe::detail::cat(config_file.string(), ": ", key, " '", text, "' is not a token of tokenizer.json"));
   };
   if (const std::int32_t bos = id_of("bos_token"); bos >= 0) v.bos_id = bos;
   if (const std::int32_t eos = id_of("eos_token"); eos >= 0) v.eos_id = eos;
