@@ -28,17 +28,6 @@ namespace moe::quant {
 
 namespace detail {
 
-/// The value of largest magnitude, signed (the first of equals), for the symmetric 4- and 5-bit types.
-inline float signed_max(const float* x, int n) noexcept {
-  float amax = 0, max = 0;
-  for (int j = 0; j < n; ++j)
-    if (std::fabs(x[j]) > amax) {
-      amax = std::fabs(x[j]);
-      max = x[j];
-    }
-  return max;
-}
-
 /// trunc(v) as a small unsigned integer clamped to [0, top] (numpy: trunc, astype(uint8), clip).
 inline int truncated(float v, int top) noexcept {
   const int q = v > 0 ? int(v) : 0;

@@ -35,6 +35,20 @@
 
 namespace moe::quant {
 
+namespace detail {
+/// The value of largest magnitude, signed (the first of equals): what the
+/// symmetric types scale by (Q4_0, Q5_0, Q3_K, Q6_K).
+inline float signed_max(const float* x, int n) noexcept {
+  float amax = 0, max = 0;
+  for (int j = 0; j < n; ++j)
+    if (std::fabs(x[j]) > amax) {
+      amax = std::fabs(x[j]);
+      max = x[j];
+    }
+  return max;
+}
+}  // namespace detail
+
 namespace kq {
 
 /// Round to nearest, ties to even (ggml's nearest_int, for |v| < 2^22).
@@ -50,13 +64,8 @@ inline constexpr float group_max_eps = 1e-15f;
 /// maximises (Σ w·x·l)² / Σ w·l² (least weighted squared error) is kept.
 /// L gets the levels + nmax. (ggml: make_qx_quants with rmse_type 1.)
 inline float fit_symmetric(int n, int nmax, const float* x, std::int8_t* L) noexcept {
-  float max = 0, amax = 0;
-  for (int i = 0; i < n; ++i)
-    if (std::fabs(x[i]) > amax) {
-      amax = std::fabs(x[i]);
-      max = x[i];
-    }
-  if (amax < group_max_eps) {
+  const float max = detail::signed_max(x, n);
+  if (std::fabs(max) < group_max_eps) {
     for (int i = 0; i < n; ++i) L[i] = 0;
     return 0.f;
   }
@@ -95,13 +104,8 @@ inline float fit_symmetric(int n, int nmax, const float* x, std::int8_t* L) noex
 /// up to 5 rounds of moving single levels while that lowers the x²-weighted
 /// error. L gets the levels + nmax. (ggml: make_q3_quants with rmse.)
 inline float fit_q3(int n, int nmax, const float* x, std::int8_t* L) noexcept {
-  float max = 0, amax = 0;
-  for (int i = 0; i < n; ++i)
-    if (std::fabs(x[i]) > amax) {
-      amax = std::fabs(x[i]);
-      max = x[i];
-    }
-  if (amax < group_max_eps) {
+  const float max = detail::signed_max(x, n);
+  if (std::fabs(max) < group_max_eps) {
     for (int i = 0; i < n; ++i) L[i] = 0;
     return 0.f;
   }
@@ -303,14 +307,8 @@ inline void quantize_q2_k(const float* x, unsigned char* b) noexcept {
 inline void quantize_q3_k(const float* x, unsigned char* b) noexcept {
   std::int8_t L[256];
   float scales[16];
-  float max_scale = 0, amax = 0;
-  for (int j = 0; j < 16; ++j) {
-    scales[j] = kq::fit_q3(16, 4, x + 16 * j, L + 16 * j);
-    if (std::fabs(scales[j]) > amax) {
-      amax = std::fabs(scales[j]);
-      max_scale = scales[j];
-    }
-  }
+  for (int j = 0; j < 16; ++j) scales[j] = kq::fit_q3(16, 4, x + 16 * j, L + 16 * j);
+  const float max_scale = detail::signed_max(scales, 16);
   unsigned char *hmask = b, *qs = b + 32, *sc = b + 96;
   std::memset(sc, 0, 12);
   if (max_scale != 0) {
@@ -378,16 +376,10 @@ inline void quantize_q5_k(const float* x, unsigned char* b) noexcept {
 inline void quantize_q6_k(const float* x, unsigned char* b) noexcept {
   std::int8_t L[256];
   float scales[16];
-  float max_scale = 0, max_abs_scale = 0;
-  for (int j = 0; j < 16; ++j) {
-    scales[j] = kq::fit_symmetric(16, 32, x + 16 * j, L + 16 * j);
-    if (std::fabs(scales[j]) > max_abs_scale) {
-      max_abs_scale = std::fabs(scales[j]);
-      max_scale = scales[j];
-    }
-  }
+  for (int j = 0; j < 16; ++j) scales[j] = kq::fit_symmetric(16, 32, x + 16 * j, L + 16 * j);
+  const float max_scale = detail::signed_max(scales, 16);
   std::memset(b, 0, 210);
-  if (max_abs_scale < kq::group_max_eps) return;  // all zero: d = 0
+  if (std::fabs(max_scale) < kq::group_max_eps) return;  // all zero: d = 0
   unsigned char *ql = b, *qh = b + 128;
   auto* sc = reinterpret_cast<std::int8_t*>(b + 192);
   const float iscale = -128.f / max_scale;
