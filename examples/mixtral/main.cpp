@@ -79,7 +79,7 @@ std::string join(const std::vector<std::int32_t>& ids) {
 
 /// Text in and out of the model, whichever tokenizer its vocabulary needs:
 /// SentencePiece (a folder's tokenizer.model, a GGUF's `llama` vocabulary)
-/// or byte-level BPE (a GGUF's `gpt2` vocabulary).
+/// or BPE (a GGUF's `gpt2` vocabulary, a folder's tokenizer.json).
 struct Vocabulary {
   std::string kind;
   std::int32_t bos = -1;

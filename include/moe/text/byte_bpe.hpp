@@ -19,6 +19,12 @@
 /// Decoding spells each token back into bytes; a character may span
 /// tokens, so a stream is printed by whole characters (Utf8Stream).
 ///
+/// The same engine runs SentencePiece's BPE as a tokenizer.json describes
+/// it (BpeVocab::byte_fallback: Llama, Mistral): no regex split; the text
+/// rewritten as its normalizers say, spaces as "▁" and a "▁" prefix
+/// (Metaspace); characters, not bytes, as the symbols merged; and a symbol
+/// the vocabulary lacks spelt as <0xHH> byte tokens.
+///
 /// Optional: this header needs libpcre2-8 (Debian libpcre2-dev) at link
 /// time; in CMake, link moe::bpe.
 
