@@ -399,6 +399,33 @@ TEST_CASE("ggml blocks: dequantisation bit for bit as the gguf package's, every 
                       {"IQ2_XXS", "cannot dequantise"});
 }
 
+namespace {
+/// `x` quantised by quant::quantize as ggml type `code`, beside the blocks
+/// the case file holds for it (TYPE.blocks).
+struct QuantCase {
+  io::gguf::TypeTraits traits;
+  std::vector<std::uint8_t> ours, expected;
+};
+QuantCase quantise_case(const io::SafeTensors& cases, const std::vector<float>& x, const std::string& name,
+                        std::uint32_t code) {
+  REQUIRE(quant::can_quantize(code));
+  QuantCase q{*io::gguf::traits(code), {}, cases.tensor(name + ".blocks").to_vector<std::uint8_t>()};
+  REQUIRE(index_t(q.expected.size()) * q.traits.block == index_t(x.size()) * q.traits.bytes);
+  q.ours.assign(q.expected.size(), 0xAB);
+  quant::quantize(code, q.traits.name, x.data(), index_t(x.size()), q.ours.data());
+  return q;
+}
+
+/// The blocks where ours and the expected bytes differ.
+std::vector<index_t> differing_blocks(const QuantCase& q) {
+  std::vector<index_t> differing;
+  const auto bytes = std::size_t(q.traits.bytes);
+  for (std::size_t b = 0; b < q.ours.size() / bytes; ++b)
+    if (std::memcmp(&q.ours[b * bytes], &q.expected[b * bytes], bytes)) differing.push_back(index_t(b));
+  return differing;
+}
+}  // namespace
+
 TEST_CASE("ggml blocks: fp16 to fp32 is exact on every half") {
   // Against Eigen's conversion, on all 65536 bit patterns (NaNs compared as NaNs).
   for (std::uint32_t h = 0; h < 65536; ++h) {
@@ -423,16 +450,10 @@ TEST_CASE("ggml blocks: quantisation bit for bit as the gguf package's") {
                                                                     {"Q5_0", 6}, {"Q5_1", 7},  {"Q8_0", 8}};
   for (const auto& [name, code] : types) {
     CAPTURE(name);
-    REQUIRE(quant::can_quantize(code));
-    const std::vector<std::uint8_t> expected = cases.tensor(name + ".blocks").to_vector<std::uint8_t>();
-    const io::gguf::TypeTraits t = *io::gguf::traits(code);
-    REQUIRE(index_t(expected.size()) * t.block == index_t(x.size()) * t.bytes);
-    std::vector<std::uint8_t> ours(expected.size(), 0xAB);
-    quant::quantize(code, t.name, x.data(), index_t(x.size()), ours.data());
-    index_t first_block = -1;
-    for (std::size_t k = 0; k < ours.size() && first_block < 0; ++k)
-      if (ours[k] != expected[k]) first_block = index_t(k) / t.bytes;
-    CHECK_MESSAGE(first_block == -1, "first differing block: ", first_block);
+    const QuantCase q = quantise_case(cases, x, name, code);
+    const std::vector<index_t> differing = differing_blocks(q);
+    CHECK_MESSAGE(differing.empty(), differing.size(), " blocks differ, the first ",
+                  differing.empty() ? -1 : differing.front());
   }
   test::require_error([] { quant::quantize(16, "IQ2_XXS", nullptr, 256, nullptr); }, ErrorCode::unsupported,
                       {"IQ2_XXS", "cannot quantise"});
@@ -449,16 +470,10 @@ TEST_CASE("ggml blocks: k-quant quantisation byte for byte as llama.cpp's own qu
   for (const auto& [name, code] : std::vector<std::pair<std::string, std::uint32_t>>{
            {"Q2_K", 10}, {"Q3_K", 11}, {"Q4_K", 12}, {"Q5_K", 13}, {"Q6_K", 14}}) {
     CAPTURE(name);
-    REQUIRE(quant::can_quantize(code));
-    const std::vector<std::uint8_t> expected = cases.tensor(name + ".blocks").to_vector<std::uint8_t>();
-    const io::gguf::TypeTraits t = *io::gguf::traits(code);
-    REQUIRE(index_t(expected.size()) * t.block == index_t(x.size()) * t.bytes);
-    std::vector<std::uint8_t> ours(expected.size(), 0xAB);
-    quant::quantize(code, t.name, x.data(), index_t(x.size()), ours.data());
-    std::vector<index_t> differing;
-    for (index_t b = 0; b < index_t(ours.size()) / t.bytes; ++b)
-      if (std::memcmp(&ours[std::size_t(b * t.bytes)], &expected[std::size_t(b * t.bytes)], std::size_t(t.bytes)))
-        differing.push_back(b);
+    const QuantCase q = quantise_case(cases, x, name, code);
+    const std::vector<std::uint8_t>& ours = q.ours;
+    const io::gguf::TypeTraits& t = q.traits;
+    const std::vector<index_t> differing = differing_blocks(q);
     CHECK_MESSAGE(differing.empty(), differing.size(), " blocks differ, the first ",
                   differing.empty() ? -1 : differing.front());
     // And they decode to values near the input (the fit is a fit), where the

@@ -73,10 +73,10 @@ inline std::string convert_gguf(const Gguf& g, const std::filesystem::path& out_
                                                       t.source->type_name(), ", which moe cannot dequantise yet"));
   // The tokenizer too is built before anything is written: a bad vocabulary leaves no half-written folder.
   const std::string kind = g.get_string_or("tokenizer.ggml.model").value_or("");
-  const std::optional<std::string> tokenizer =
-      kind == "llama"  ? std::optional<std::string>(gguf_sentencepiece_model(g))
-      : kind == "gpt2" ? std::optional<std::string>(text::tokenizer_json(gguf_bpe_vocab(g)).dump(1))
-                       : std::nullopt;
+  const std::optional<text::BpeVocab> bpe = kind == "gpt2" ? std::optional(gguf_bpe_vocab(g)) : std::nullopt;
+  const std::optional<std::string> tokenizer = kind == "llama" ? std::optional<std::string>(gguf_sentencepiece_model(g))
+                                               : bpe ? std::optional<std::string>(text::tokenizer_json(*bpe).dump(1))
+                                                     : std::nullopt;
   config["torch_dtype"] = dtype == DType::F32 ? "float32" : "bfloat16";
   ShardedWriter w(shard_bytes);
   for (const HfTensorFromGguf& t : tensors)
@@ -88,8 +88,8 @@ inline std::string convert_gguf(const Gguf& g, const std::filesystem::path& out_
   if (!tokenizer) return {};
   const std::string file = kind == "llama" ? "tokenizer.model" : "tokenizer.json";
   std::ofstream(out_dir / file, std::ios::binary).write(tokenizer->data(), std::streamsize(tokenizer->size()));
-  if (kind == "gpt2") {  // what transformers' AutoTokenizer needs beside it: the special tokens, no added BOS
-    const text::BpeVocab v = gguf_bpe_vocab(g);
+  if (bpe) {  // what transformers' AutoTokenizer needs beside it: the special tokens, no added BOS
+    const text::BpeVocab& v = *bpe;
     const auto token = [&](std::int32_t id) {
       return id >= 0 && std::size_t(id) < v.tokens.size() ? nlohmann::json(v.tokens[std::size_t(id)])
                                                           : nlohmann::json();
