@@ -10,11 +10,14 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <random>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "moe/backend/cpu/q8_dot.hpp"
 #include "moe/io/safetensors.hpp"
+#include "moe/quant/ggml_blocks.hpp"
 #include "moe/quant/block_formats.hpp"
 #include "moe/quant/q8_activations.hpp"
 
@@ -138,6 +141,102 @@ TEST_CASE("q8 dot: block integers are the block's values") {
                                  : double(bi.d) * bi.scale[g] * bi.q[e] - double(bi.dmin) * bi.min[g];
         CHECK(std::fabs(v - y[std::size_t(e)]) <= 1e-6 * (std::fabs(v) + std::fabs(double(bi.dmin) * 64)) + 1e-30);
       }
+    }
+  }
+}
+
+namespace {
+
+/// Calls f(I{}) for every ISA this unit carries that this CPU runs.
+template <class F, class... I>
+void for_each(F&& f, isa::List<I...>) {
+  (
+      [&] {
+        if (int(isa::cpu_level()) >= I::level) f(I{});
+      }(),
+      ...);
+}
+
+/// `rows` rows of `cols` values of format f, quantised from seeded normals
+/// at a few scales by quant::quantize.
+std::vector<std::uint8_t> random_weights(DType f, std::uint32_t code, index_t rows, index_t cols, std::uint64_t seed) {
+  std::mt19937 rng{std::uint32_t(seed)};
+  std::normal_distribution<float> normal;
+  std::vector<float> x(std::size_t(rows * cols));
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = normal(rng) * (i % 3 == 0 ? 0.02f : 0.5f);
+  std::vector<std::uint8_t> out(std::size_t(rows * bytes_of(f, cols)));
+  quant::quantize(code, name(f), x.data(), index_t(x.size()), out.data());
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("q8 dot: the CPU kernels of every ISA as the reference") {
+  const Activations cases_x = activations();
+  const std::vector<std::uint32_t> codes = {2, 3, 6, 7, 8, 10, 11, 12, 13, 14};
+  for (std::size_t t = 0; t < weight_types.size(); ++t) {
+    const auto& [type_name, f] = weight_types[t];
+    CAPTURE(std::string(type_name));
+    // The llama.cpp cases (K = 512: whole groups of 16 legacy blocks), then
+    // K = 576 (a legacy row's last two blocks past the groups) and 768,
+    // with 1 … 6 activation rows (every tile height and a remainder).
+    struct Case {
+      index_t K, rows;
+      std::vector<float> x;
+      std::vector<std::uint8_t> w;
+    };
+    std::vector<Case> all;
+    all.push_back(
+        {512, cases_x.rows, cases_x.x, cases().tensor(std::string(type_name) + ".weights").to_vector<std::uint8_t>()});
+    std::mt19937 rng{std::uint32_t(40 + t)};
+    std::normal_distribution<float> normal;
+    for (index_t K : {index_t(576), index_t(768)}) {
+      if (K % block_size(f) != 0) continue;
+      for (index_t rows : {1, 2, 3, 5, 6}) {
+        Case c{K, rows, std::vector<float>(std::size_t(rows * K)), random_weights(f, codes[t], 7, K, 60 + t)};
+        for (float& v : c.x) v = normal(rng) * 2.0f;
+        all.push_back(std::move(c));
+      }
+    }
+    for (const Case& c : all) {
+      CAPTURE(c.K);
+      CAPTURE(c.rows);
+      const index_t W = index_t(c.w.size()) / bytes_of(f, c.K);
+      quant::Q8Rows q;
+      quant::quantize_activations(c.x.data(), c.K, c.rows, c.K, quant::activation_blocks(f), q);
+      const WeightMatrix w{c.w.data(), f, W, c.K};
+      std::vector<float> dequantised(std::size_t(W * c.K));
+      widen_to_float(c.w.data(), f, 0, W * c.K, dequantised.data());
+      for_each(
+          [&](auto isa_tag) {
+            using I = decltype(isa_tag);
+            CAPTURE(I::name);
+            std::vector<float> out(std::size_t(c.rows * W), -1.0f);
+            // Rows [1, W) of W from activation row 1 on, then row 0 and activation row 0: offsets both ways.
+            const index_t m0 = c.rows > 1 ? 1 : 0;
+            backend::cpu::q8_gemm_nt<I>({&q, m0}, c.rows - m0, w, 1, W - 1, out.data() + m0 * W + 1, W);
+            backend::cpu::q8_gemm_nt<I>({&q, 0}, c.rows, w, 0, 1, out.data(), W);
+            if (m0 == 1) backend::cpu::q8_gemm_nt<I>({&q, 0}, 1, w, 1, W - 1, out.data() + 1, W);
+            index_t bad = 0;
+            for (index_t i = 0; i < c.rows; ++i)
+              for (index_t r = 0; r < W; ++r) {
+                const float ours = out[std::size_t(i * W + r)];
+                const float ref = quant::q8_dot(f, c.w.data() + r * bytes_of(f, c.K), q, i);
+                if (!std::isfinite(ref)) {
+                  if (std::isfinite(ours)) ++bad;
+                  continue;
+                }
+                double magnitude = 0;
+                for (index_t k = 0; k < c.K; ++k)
+                  magnitude += std::fabs(double(dequantised[std::size_t(r * c.K + k)]) * c.x[std::size_t(i * c.K + k)]);
+                if (!(std::fabs(double(ours) - ref) <= 1e-5 * magnitude + 1e-30)) {
+                  if (bad == 0) MESSAGE("first: activation row ", i, " weight row ", r, ": ", ours, " vs ", ref);
+                  ++bad;
+                }
+              }
+            CHECK(bad == 0);
+          },
+          isa::Carried{});
     }
   }
 }

@@ -165,74 +165,96 @@ struct BlockIntegers {
   bool has_min = false;  ///< Q4_1, Q5_1 (m), Q2_K, Q4_K, Q5_K (per-group minimums)
 };
 
-/// The integers of one block of weight format `f` (any block-quantised DType).
-inline void block_integers(DType f, const unsigned char* b, BlockIntegers& out) noexcept {
+/// A block's factors without its values: d, dmin, m and the integer scale
+/// and minimum of each group (what a kernel that decodes the values in
+/// vectors reads from the block one by one).
+inline void block_scales(DType f, const unsigned char* b, BlockIntegers& out) noexcept {
   using detail::half_at;
   out.values = int(block_size(f));
-  out.group = 32;
-  out.has_min = false;
+  out.group = out.values == 256 && f != DType::Q4_K && f != DType::Q5_K ? 16 : 32;
+  out.has_min = f == DType::Q4_1 || f == DType::Q5_1 || f == DType::Q2_K || f == DType::Q4_K || f == DType::Q5_K;
   std::fill(out.scale, out.scale + 16, 1);
   std::fill(out.min, out.min + 16, 0);
   out.d = out.dmin = out.m = 0.0f;
   switch (f) {
     case DType::Q8_0:
+    case DType::Q4_0:
+    case DType::Q5_0:
       out.d = half_at(b);
+      return;
+    case DType::Q4_1:
+    case DType::Q5_1:
+      out.d = half_at(b);
+      out.m = half_at(b + 2);
+      return;
+    case DType::Q2_K:
+      out.d = half_at(b + 80);
+      out.dmin = half_at(b + 82);
+      for (int g = 0; g < 16; ++g) out.scale[g] = b[g] & 0xF, out.min[g] = b[g] >> 4;
+      return;
+    case DType::Q3_K: {
+      out.d = half_at(b + 108);
+      const unsigned char* sc = b + 96;
+      for (int g = 0; g < 16; ++g)
+        out.scale[g] = (((sc[g % 8] >> (4 * (g / 8))) & 0xF) | ((sc[8 + g % 4] >> (2 * (g / 4))) & 3) << 4) - 32;
+      return;
+    }
+    case DType::Q4_K:
+    case DType::Q5_K:
+      out.d = half_at(b);
+      out.dmin = half_at(b + 2);
+      for (int g = 0; g < 8; ++g) detail::scale_min_k4(g, b + 4, out.scale[g], out.min[g]);
+      return;
+    case DType::Q6_K:
+      out.d = half_at(b + 208);
+      for (int g = 0; g < 16; ++g) out.scale[g] = std::int8_t(b[192 + g]);
+      return;
+    default:
+      return;
+  }
+}
+
+/// The integers of one block of weight format `f` (any block-quantised DType).
+inline void block_integers(DType f, const unsigned char* b, BlockIntegers& out) noexcept {
+  block_scales(f, b, out);
+  switch (f) {
+    case DType::Q8_0:
       for (int j = 0; j < 32; ++j) out.q[j] = std::int8_t(b[2 + j]);
       return;
     case DType::Q4_0:
     case DType::Q4_1: {
-      const bool one = f == DType::Q4_1;
-      out.d = half_at(b);
-      if (one) out.m = half_at(b + 2), out.has_min = true;
-      const unsigned char* qs = b + (one ? 4 : 2);
+      const int offset = f == DType::Q4_0 ? 8 : 0;
+      const unsigned char* qs = b + (offset ? 2 : 4);
       for (int j = 0; j < 16; ++j) {
-        out.q[j] = std::int8_t((qs[j] & 0xF) - (one ? 0 : 8));
-        out.q[j + 16] = std::int8_t((qs[j] >> 4) - (one ? 0 : 8));
+        out.q[j] = std::int8_t((qs[j] & 0xF) - offset);
+        out.q[j + 16] = std::int8_t((qs[j] >> 4) - offset);
       }
       return;
     }
     case DType::Q5_0:
     case DType::Q5_1: {
-      const bool one = f == DType::Q5_1;
-      out.d = half_at(b);
-      if (one) out.m = half_at(b + 2), out.has_min = true;
-      const std::uint32_t qh = q5_high_bits(b + (one ? 4 : 2));
-      const unsigned char* qs = b + (one ? 8 : 6);
+      const int offset = f == DType::Q5_0 ? 16 : 0;
+      const std::uint32_t qh = q5_high_bits(b + (offset ? 2 : 4));
+      const unsigned char* qs = b + (offset ? 6 : 8);
       for (int j = 0; j < 16; ++j) {
-        out.q[j] = std::int8_t(((qs[j] & 0xF) | ((qh >> j) & 1) << 4) - (one ? 0 : 16));
-        out.q[j + 16] = std::int8_t(((qs[j] >> 4) | ((qh >> (j + 16)) & 1) << 4) - (one ? 0 : 16));
+        out.q[j] = std::int8_t(((qs[j] & 0xF) | ((qh >> j) & 1) << 4) - offset);
+        out.q[j + 16] = std::int8_t(((qs[j] >> 4) | ((qh >> (j + 16)) & 1) << 4) - offset);
       }
       return;
     }
-    case DType::Q2_K: {
-      out.group = 16;
-      out.has_min = true;
-      out.d = half_at(b + 80);
-      out.dmin = half_at(b + 82);
-      for (int g = 0; g < 16; ++g) out.scale[g] = b[g] & 0xF, out.min[g] = b[g] >> 4;
+    case DType::Q2_K:
       for (int e = 0; e < 256; ++e)
         out.q[e] = std::int8_t((b[16 + 32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3);
       return;
-    }
-    case DType::Q3_K: {
-      out.group = 16;
-      out.d = half_at(b + 108);
-      const unsigned char *hmask = b, *qs = b + 32, *sc = b + 96;
-      for (int g = 0; g < 16; ++g)
-        out.scale[g] = (((sc[g % 8] >> (4 * (g / 8))) & 0xF) | ((sc[8 + g % 4] >> (2 * (g / 4))) & 3) << 4) - 32;
+    case DType::Q3_K:
       for (int e = 0; e < 256; ++e) {
-        const int low = (qs[32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3;
-        out.q[e] = std::int8_t(low - (((hmask[e % 32] >> (e / 32)) & 1) ^ 1) * 4);
+        const int low = (b[32 + 32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3;
+        out.q[e] = std::int8_t(low - (((b[e % 32] >> (e / 32)) & 1) ^ 1) * 4);
       }
       return;
-    }
     case DType::Q4_K:
     case DType::Q5_K: {
       const bool fifth = f == DType::Q5_K;
-      out.has_min = true;
-      out.d = half_at(b);
-      out.dmin = half_at(b + 2);
-      for (int g = 0; g < 8; ++g) detail::scale_min_k4(g, b + 4, out.scale[g], out.min[g]);
       const unsigned char *qh = b + 16, *qs = b + (fifth ? 48 : 16);
       for (int e = 0; e < 256; ++e) {
         const int low = (qs[32 * (e / 64) + e % 32] >> (4 * ((e % 64) / 32))) & 0xF;
@@ -241,10 +263,7 @@ inline void block_integers(DType f, const unsigned char* b, BlockIntegers& out) 
       return;
     }
     case DType::Q6_K: {
-      out.group = 16;
-      out.d = half_at(b + 208);
       const unsigned char *ql = b, *qh = b + 128;
-      for (int g = 0; g < 16; ++g) out.scale[g] = std::int8_t(b[192 + g]);
       for (int e = 0; e < 256; ++e) {
         const int h = e / 128, r = e % 128;
         const int low = (ql[64 * h + r % 64] >> (4 * (r / 64))) & 0xF,

@@ -1,0 +1,516 @@
+#pragma once
+/// \file q8_dot.hpp
+/// Integer dot products of block-quantised weight rows with activations
+/// quantised per block (moe/quant/q8_activations.hpp, numerics::BlockQ8):
+/// the kernels behind llama.cpp-style arithmetic on a GGUF's weights.
+///
+/// Every weight format's values become unsigned bytes u = q + offset
+/// (offset 8 for Q4_0, 16 for Q5_0, 128 for Q8_0, 32 for Q6_K, 4 for Q3_K,
+/// 0 where q is unsigned already), multiplied with the signed activation
+/// bytes four at a time into int32 lanes (vpdpbusd on AVX512-VNNI, else
+/// vpmaddubsw + vpmaddwd); the offset comes back out exactly through the
+/// activations' sums per 16 values, Σ q·a = Σ u·a − offset · Σ a.
+///
+///   legacy (32-value blocks), 16 blocks at a time on AVX-512: the 16 weight
+///     scales gathered into one vector, times the 16 activation scales; each
+///     pair of blocks' int32 lanes converted and multiplied by its two
+///     scales (vpermps picks them): one fused multiply-add per 64 values.
+///   k-quants (256-value super-blocks): the sub-block scales multiply the
+///     int16 pair sums (vpdpwssd), so a super-block's sum stays an exact
+///     integer until one multiply by d_a · d_w; the minimums are the scales'
+///     dot product with the activation sums.
+///
+/// Integer sums are exact; the per-block floats are those of the reference
+/// (q8_dot) but added in another order, so results agree with it to a few
+/// ulps of the sum of magnitudes (test-q8-dot). AVX2 decodes each 32-value
+/// chunk with block_rows.hpp's quants() and applies scales per block;
+/// other ISAs run the reference.
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+#include "moe/backend/cpu/block_rows.hpp"
+#include "moe/backend/cpu/simd.hpp"
+#include "moe/core/types.hpp"
+#include "moe/core/view.hpp"
+#include "moe/quant/q8_activations.hpp"
+
+namespace moe::backend::cpu {
+
+/// Rows of a Q8Rows from `first`: what a kernel tile reads.
+struct Q8Tile {
+  const quant::Q8Rows* rows;
+  index_t first;
+  const std::int8_t* q(index_t i) const noexcept { return rows->row(first + i); }
+  const float* d(index_t i) const noexcept {
+    return rows->d.data() + (first + i) * rows->cols / quant::activation_block(rows->blocks);
+  }
+  const float* s(index_t i) const noexcept { return rows->s.data() + (first + i) * rows->cols / 32; }
+  const std::int16_t* sums(index_t i) const noexcept { return rows->sums.data() + (first + i) * rows->cols / 16; }
+};
+
+namespace q8 {
+
+/// The reference for blocks [b0, b1) of one row: what the SIMD kernels
+/// leave to it (a legacy row's last blocks short of 16; every block on
+/// ISAs without kernels). Legacy minimums go to `mins`.
+inline void reference_blocks(DType f, const unsigned char* w, const Q8Tile& a, index_t i, index_t b0, index_t b1,
+                             float& sum, float& mins) noexcept {
+  const index_t n = block_size(f);
+  const std::int8_t* x = a.q(i);
+  quant::BlockIntegers bi;
+  for (index_t b = b0; b < b1; ++b) {
+    quant::block_integers(f, w + b * size_of(f), bi);
+    if (n == 32) {
+      int dot = 0;
+      for (int j = 0; j < 32; ++j) dot += bi.q[j] * x[b * 32 + j];
+      sum += (bi.d * a.d(i)[b]) * float(dot);
+      if (bi.has_min) mins += bi.m * a.s(i)[b];
+      continue;
+    }
+    int dot = 0, min_dot = 0;
+    for (int g = 0; g < 256 / bi.group; ++g) {
+      int group_dot = 0, group_sum = 0;
+      for (int j = g * bi.group; j < (g + 1) * bi.group; ++j) group_dot += bi.q[j] * x[b * 256 + j];
+      for (int h = g * bi.group / 16; h < (g + 1) * bi.group / 16; ++h) group_sum += a.sums(i)[b * 16 + h];
+      dot += bi.scale[g] * group_dot;
+      min_dot += bi.min[g] * group_sum;
+    }
+    sum += (a.d(i)[b] * bi.d) * float(dot);
+    if (bi.has_min) sum -= (a.d(i)[b] * bi.dmin) * float(min_dot);
+  }
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+
+// ---------------------------------------------------------------------------
+// AVX-512: the formats' values as unsigned bytes, 64 at a time.
+// ---------------------------------------------------------------------------
+
+/// Legacy formats: blocks b and b + 1 (at `b`, `bytes` apart) as 64
+/// unsigned bytes in value order, u = q + offset; `d` at byte 0 of a block,
+/// Q4_1/Q5_1's `m` at byte 2.
+struct Q8_0x {
+  static constexpr index_t bytes = 34;
+  static constexpr int offset = 128;
+  static constexpr bool has_m = false;
+  static __m512i pair(const unsigned char* b) noexcept {
+    const __m512i v =
+        _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 2))),
+                           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + bytes + 2)), 1);
+    return _mm512_xor_si512(v, _mm512_set1_epi8(char(0x80)));
+  }
+};
+
+/// The 32 nibbles of blocks b and b + 1 (16 bytes each at b + at, b + bytes
+/// + at) in value order: low nibbles of a block are its values 0–15.
+template <index_t Bytes, index_t At>
+inline __m512i nibble_pair(const unsigned char* b) noexcept {
+  const __m256i x =
+      _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + At))),
+                              _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + Bytes + At)), 1);
+  const __m512i z = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(x), _mm256_srli_epi16(x, 4), 1),
+                                     _mm512_set1_epi8(0xF));
+  // [lo b, lo b+1, hi b, hi b+1] → [lo b, hi b, lo b+1, hi b+1]
+  return _mm512_shuffle_i64x2(z, z, _MM_SHUFFLE(3, 1, 2, 0));
+}
+
+struct Q4_0x {
+  static constexpr index_t bytes = 18;
+  static constexpr int offset = 8;
+  static constexpr bool has_m = false;
+  static __m512i pair(const unsigned char* b) noexcept { return nibble_pair<bytes, 2>(b); }
+};
+struct Q4_1x {
+  static constexpr index_t bytes = 20;
+  static constexpr int offset = 0;
+  static constexpr bool has_m = true;
+  static __m512i pair(const unsigned char* b) noexcept { return nibble_pair<bytes, 4>(b); }
+};
+template <bool One>
+struct Q5x {
+  static constexpr index_t bytes = One ? 24 : 22;
+  static constexpr int offset = One ? 0 : 16;
+  static constexpr bool has_m = One;
+  static __m512i pair(const unsigned char* b) noexcept {
+    constexpr index_t qh = One ? 4 : 2;
+    const std::uint64_t fifth = quant::q5_high_bits(b + qh) | std::uint64_t(quant::q5_high_bits(b + bytes + qh)) << 32;
+    return _mm512_or_si512(nibble_pair<bytes, qh + 4>(b), _mm512_maskz_mov_epi8(fifth, _mm512_set1_epi8(16)));
+  }
+};
+
+/// k-quants: sub-block scales and minimums as 16 int16 (one per 16 values),
+/// the super-block's d and dmin, and values [64p, 64p + 64) as unsigned bytes.
+struct KScales {
+  __m256i scale, min;
+  float d, dmin;
+};
+
+/// Bits [shift, shift + width) of each byte, the 32 bytes at p taken twice:
+/// at shift s0 for the low 32 results and s1 for the high 32.
+inline __m512i two_fields(const unsigned char* p, int s0, int s1, int mask) noexcept {
+  const __m512i x = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  const __m512i shifts = _mm512_inserti64x4(_mm512_set1_epi16(short(s0)), _mm256_set1_epi16(short(s1)), 1);
+  return _mm512_and_si512(_mm512_srlv_epi16(x, shifts), _mm512_set1_epi8(char(mask)));
+}
+
+/// Q4_K / Q5_K's 8 scales and 8 mins (6 bits each, packed in 12 bytes) as
+/// bytes 0–7 and 8–15: scale j < 4 is q[j] & 63, min j < 4 q[j + 4] & 63;
+/// for j ≥ 4 the low nibble (scale) or high nibble (min) of q[j + 4] under
+/// the top two bits of q[j − 4] (scale) or q[j] (min).
+inline __m128i k4_scale_bytes(const unsigned char* q) noexcept {
+  __m128i x = _mm_setzero_si128();
+  std::memcpy(&x, q, 12);
+  const __m128i a = _mm_shuffle_epi8(x, _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11));
+  const __m128i low = _mm_or_si128(
+      _mm_and_si128(a, _mm_setr_epi8(63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 0, 0, 0, 0)),
+      _mm_and_si128(_mm_srli_epi16(a, 4), _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 15, 15, 15)));
+  const __m128i top = _mm_shuffle_epi8(x, _mm_setr_epi8(-1, -1, -1, -1, 0, 1, 2, 3, -1, -1, -1, -1, 4, 5, 6, 7));
+  return _mm_or_si128(low, _mm_srli_epi16(_mm_and_si128(top, _mm_set1_epi8(char(0xC0))), 2));
+}
+
+/// Each of 8 bytes twice, as 16 int16.
+inline __m256i doubled(__m128i bytes8) noexcept {
+  return _mm256_cvtepu8_epi16(_mm_shuffle_epi8(bytes8, _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7)));
+}
+
+template <bool Fifth>
+struct QK45x {
+  static constexpr index_t bytes = Fifth ? 176 : 144;
+  static constexpr int offset = 0;
+  static constexpr bool has_min = true;
+  static KScales scales(const unsigned char* b) noexcept {
+    const __m128i sm = k4_scale_bytes(b + 4);
+    return {doubled(sm), doubled(_mm_srli_si128(sm, 8)), quant::detail::half_at(b), quant::detail::half_at(b + 2)};
+  }
+  static __m512i quants(const unsigned char* b, int p) noexcept {
+    const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + (Fifth ? 48 : 16) + 32 * p));
+    __m512i u = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(x), _mm256_srli_epi16(x, 4), 1),
+                                 _mm512_set1_epi8(0xF));
+    if constexpr (Fifth) u = _mm512_or_si512(u, _mm512_slli_epi16(two_fields(b + 16, 2 * p, 2 * p + 1, 1), 4));
+    return u;
+  }
+};
+
+struct Q6_Kx {
+  static constexpr index_t bytes = 210;
+  static constexpr int offset = 32;
+  static constexpr bool has_min = false;
+  static KScales scales(const unsigned char* b) noexcept {
+    return {_mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 192))), _mm256_setzero_si256(),
+            quant::detail::half_at(b + 208), 0.0f};
+  }
+  /// Values 128h + r for r in [64·odd, 64·odd + 64), p = 2h + odd: nibble
+  /// `odd` of ql[64h + r % 64], bit pair r / 32 of qh[32h + r % 32].
+  static __m512i quants(const unsigned char* b, int p) noexcept {
+    const int h = p / 2, odd = p % 2;
+    const __m512i l = _mm512_loadu_si512(b + 64 * h);
+    const __m512i low = _mm512_and_si512(odd ? _mm512_srli_epi16(l, 4) : l, _mm512_set1_epi8(0xF));
+    return _mm512_or_si512(low, _mm512_slli_epi16(two_fields(b + 128 + 32 * h, 4 * odd, 4 * odd + 2, 3), 4));
+  }
+};
+
+struct Q2_Kx {
+  static constexpr index_t bytes = 84;
+  static constexpr int offset = 0;
+  static constexpr bool has_min = true;
+  static KScales scales(const unsigned char* b) noexcept {
+    const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b));
+    const __m128i f = _mm_set1_epi8(0xF);
+    return {_mm256_cvtepu8_epi16(_mm_and_si128(x, f)), _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(x, 4), f)),
+            quant::detail::half_at(b + 80), quant::detail::half_at(b + 82)};
+  }
+  /// Value 128h + 32s + l is bits 2s of qs[32h + l]; p = 2h + s / 2.
+  static __m512i quants(const unsigned char* b, int p) noexcept {
+    return two_fields(b + 16 + 32 * (p / 2), 4 * (p % 2), 4 * (p % 2) + 2, 3);
+  }
+};
+
+struct Q3_Kx {
+  static constexpr index_t bytes = 110;
+  static constexpr int offset = 4;
+  static constexpr bool has_min = false;
+  static KScales scales(const unsigned char* b) noexcept {
+    quant::BlockIntegers bi;
+    quant::block_scales(DType::Q3_K, b, bi);
+    alignas(32) std::int16_t s[16];
+    for (int g = 0; g < 16; ++g) s[g] = std::int16_t(bi.scale[g]);
+    return {_mm256_load_si256(reinterpret_cast<const __m256i*>(s)), _mm256_setzero_si256(), bi.d, 0.0f};
+  }
+  /// Q2_K's low bits at b + 32, plus 4 where mask bit e / 32 of hmask[e % 32] is set.
+  static __m512i quants(const unsigned char* b, int p) noexcept {
+    const __m512i low = two_fields(b + 32 + 32 * (p / 2), 4 * (p % 2), 4 * (p % 2) + 2, 3);
+    return _mm512_or_si512(low, _mm512_slli_epi16(two_fields(b, 2 * p, 2 * p + 1, 1), 2));
+  }
+};
+
+/// acc + Σ u·a over each lane's 4 bytes (u unsigned; without VNNI it must
+/// be ≤ 128 so that vpmaddubsw's pair sums cannot saturate).
+template <class Isa>
+inline __m512i dot4(__m512i acc, __m512i u, __m512i a) noexcept {
+  if constexpr (Isa::vnni)
+    return _mm512_dpbusd_epi32(acc, u, a);
+  else
+    return _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_maddubs_epi16(u, a), _mm512_set1_epi16(1)));
+}
+
+/// acc + Σ p·s over each lane's 2 int16.
+template <class Isa>
+inline __m512i dot2(__m512i acc, __m512i p, __m512i s) noexcept {
+  if constexpr (Isa::vnni)
+    return _mm512_dpwssd_epi32(acc, p, s);
+  else
+    return _mm512_add_epi32(acc, _mm512_madd_epi16(p, s));
+}
+
+/// Prefetches each cache line of [p, p + n) `prefetch_ahead` bytes on (a
+/// mapped file's pages: see blocks::prefetch_ahead).
+inline void prefetch_lines(const unsigned char* p, index_t n) noexcept {
+  for (index_t o = 0; o < n; o += 64) __builtin_prefetch(p + o + blocks::prefetch_ahead);
+}
+
+/// C[i] = activation row i · weight row w for MR rows, a legacy format on
+/// AVX-512: 16 blocks at a time, the reference for the rest.
+template <class Isa, class F, int MR>
+void legacy_rows(DType f, const unsigned char* w, index_t K, const Q8Tile& a, float* c, index_t ldc) noexcept {
+  const index_t blocks = K / 32, groups = blocks / 16;
+  __m512 acc[MR];
+  for (int i = 0; i < MR; ++i) acc[i] = _mm512_setzero_ps();
+  const __m512i at = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                        _mm512_set1_epi32(int(F::bytes)));
+  const __m512i pair_lanes = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+  for (index_t g = 0; g < groups; ++g) {
+    const unsigned char* wb = w + g * 16 * F::bytes;
+    prefetch_lines(wb, 16 * F::bytes);
+    const __m512i fields = _mm512_i32gather_epi32(at, wb, 1);  // d in the low half, m in the high
+    const __m512 dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(fields));
+    __m512 scale[MR];
+    for (int i = 0; i < MR; ++i) {
+      scale[i] = _mm512_mul_ps(dw, _mm512_loadu_ps(a.d(i) + g * 16));
+      if constexpr (F::offset != 0 && !(F::offset == 128 && !Isa::vnni)) {
+        // − offset · Σa of each block, times its scale.
+        const __m512i sums = _mm512_madd_epi16(_mm512_loadu_si512(a.sums(i) + g * 32), _mm512_set1_epi16(1));
+        acc[i] = _mm512_fmadd_ps(scale[i], _mm512_cvtepi32_ps(_mm512_mullo_epi32(sums, _mm512_set1_epi32(-F::offset))),
+                                 acc[i]);
+      }
+      if constexpr (F::has_m) {
+        const __m512 m = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(fields, 16)));
+        acc[i] = _mm512_fmadd_ps(m, _mm512_loadu_ps(a.s(i) + g * 16), acc[i]);
+      }
+    }
+    for (int p = 0; p < 8; ++p) {
+      const __m512i u = F::pair(wb + 2 * p * F::bytes);
+      const __m512i lanes = _mm512_add_epi32(pair_lanes, _mm512_set1_epi32(2 * p));
+      for (int i = 0; i < MR; ++i) {
+        const __m512i x = _mm512_loadu_si512(a.q(i) + g * 512 + 64 * p);
+        __m512i s;
+        if constexpr (F::offset == 128 && !Isa::vnni) {
+          // Q8_0 without VNNI: |q| · (a with q's sign), as bytes of q ≤ 128 in magnitude.
+          const __m512i q = _mm512_xor_si512(u, _mm512_set1_epi8(char(0x80)));
+          const __m512i signed_x = _mm512_mask_sub_epi8(x, _mm512_movepi8_mask(q), _mm512_setzero_si512(), x);
+          s = dot4<Isa>(_mm512_setzero_si512(), _mm512_abs_epi8(q), signed_x);
+        } else {
+          s = dot4<Isa>(_mm512_setzero_si512(), u, x);
+        }
+        acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_permutexvar_ps(lanes, scale[i]), acc[i]);
+      }
+    }
+  }
+  for (int i = 0; i < MR; ++i) {
+    float rest = 0.0f, mins = 0.0f;
+    reference_blocks(f, w, a, i, groups * 16, blocks, rest, mins);
+    c[i * ldc] = _mm512_reduce_add_ps(acc[i]) + rest + mins;
+  }
+}
+
+/// The same for a k-quant: per super-block, Σ_g scale_g · (Σ u·a)_g in
+/// int32 lanes (pair sums times the scales, vpdpwssd), the offset and the
+/// minimums from the activation sums, one multiply by d_a · d_w.
+template <class Isa, class F, int MR>
+void kquant_rows(const unsigned char* w, index_t K, const Q8Tile& a, float* c, index_t ldc) noexcept {
+  __m512 acc[MR];
+  __m256 mins[MR];
+  for (int i = 0; i < MR; ++i) acc[i] = _mm512_setzero_ps(), mins[i] = _mm256_setzero_ps();
+  for (index_t sb = 0; sb < K / 256; ++sb) {
+    const unsigned char* b = w + sb * F::bytes;
+    prefetch_lines(b, F::bytes);
+    const KScales s = F::scales(b);
+    // Pair-sum lane k of values [64p, 64p + 64) belongs to group 4p + k / 8.
+    __m512i scale[4], u[4];
+    for (int p = 0; p < 4; ++p) {
+      const __m512i lanes = _mm512_add_epi16(
+          _mm512_set1_epi16(short(4 * p)),
+          _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_setr_epi16(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1)),
+                             _mm256_setr_epi16(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3), 1));
+      scale[p] = _mm512_permutexvar_epi16(lanes, _mm512_castsi256_si512(s.scale));
+      u[p] = F::quants(b, p);
+    }
+    for (int i = 0; i < MR; ++i) {
+      const std::int8_t* x = a.q(i) + sb * 256;
+      __m512i sum = _mm512_setzero_si512();
+      for (int p = 0; p < 4; ++p)
+        sum = dot2<Isa>(sum, _mm512_maddubs_epi16(u[p], _mm512_loadu_si512(x + 64 * p)), scale[p]);
+      const __m256i bsums = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.sums(i) + sb * 16));
+      if constexpr (F::offset != 0) {
+        const __m256i off = _mm256_mullo_epi32(_mm256_madd_epi16(s.scale, bsums), _mm256_set1_epi32(F::offset));
+        sum = _mm512_sub_epi32(sum, _mm512_zextsi256_si512(off));
+      }
+      const float da = a.d(i)[sb];
+      acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(da * s.d), _mm512_cvtepi32_ps(sum), acc[i]);
+      if constexpr (F::has_min)
+        mins[i] =
+            _mm256_fmadd_ps(_mm256_set1_ps(da * s.dmin), _mm256_cvtepi32_ps(_mm256_madd_epi16(s.min, bsums)), mins[i]);
+    }
+  }
+  for (int i = 0; i < MR; ++i) {
+    const __m128 m = _mm_add_ps(_mm256_castps256_ps128(mins[i]), _mm256_extractf128_ps(mins[i], 1));
+    const __m128 m2 = _mm_add_ps(m, _mm_movehl_ps(m, m));
+    c[i * ldc] = _mm512_reduce_add_ps(acc[i]) - _mm_cvtss_f32(_mm_add_ss(m2, _mm_movehdup_ps(m2)));
+  }
+}
+
+// ---------------------------------------------------------------------------
+// AVX2: 32 values at a time, signed, through block_rows.hpp's decoding.
+// ---------------------------------------------------------------------------
+
+/// C[i] = activation row i · weight row w for MR rows: each chunk's 32
+/// signed values (F::quants) times the activations as |q| · (a with q's
+/// sign) in int16 pair sums, multiplied by the integer scales of its two
+/// halves (vpmaddwd); legacy blocks scaled per block, k-quant super-blocks
+/// summed in int32 first.
+template <class Isa, class F, int MR>
+void avx2_rows(DType f, const unsigned char* w, index_t K, const Q8Tile& a, float* c, index_t ldc) noexcept {
+  constexpr bool legacy = F::chunks == 1;
+  __m256 acc[MR];
+  float mins[MR] = {};
+  for (int i = 0; i < MR; ++i) acc[i] = _mm256_setzero_ps();
+  quant::BlockIntegers bi;
+  for (index_t blk = 0; blk < K / (32 * F::chunks); ++blk) {
+    const unsigned char* b = w + blk * F::bytes;
+    __builtin_prefetch(b + blocks::prefetch_ahead);
+    quant::block_scales(f, b, bi);
+    __m256i sum[MR];
+    for (int i = 0; i < MR; ++i) sum[i] = _mm256_setzero_si256();
+    for (index_t ch = 0; ch < F::chunks; ++ch) {
+      __m128i q[2];
+      F::template quants<Isa>(b, ch, q);
+      const __m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(q[0]), q[1], 1);
+      const __m256i magnitude = _mm256_sign_epi8(v, v);
+      // Scales of the chunk's two halves of 16 (groups of 16 or 32).
+      const int g0 = int(ch * 32) / bi.group, g1 = int(ch * 32 + 16) / bi.group;
+      const __m256i scales = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_set1_epi16(short(bi.scale[g0]))),
+                                                     _mm_set1_epi16(short(bi.scale[g1])), 1);
+      for (int i = 0; i < MR; ++i) {
+        const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q(i) + blk * 32 * F::chunks + ch * 32));
+        const __m256i pairs = _mm256_maddubs_epi16(magnitude, _mm256_sign_epi8(x, v));
+        sum[i] = _mm256_add_epi32(sum[i], _mm256_madd_epi16(pairs, scales));
+      }
+    }
+    for (int i = 0; i < MR; ++i) {
+      if constexpr (legacy) {
+        acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(bi.d * a.d(i)[blk]), _mm256_cvtepi32_ps(sum[i]), acc[i]);
+        if (bi.has_min) mins[i] += bi.m * a.s(i)[blk];
+      } else {
+        const float da = a.d(i)[blk];
+        acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(da * bi.d), _mm256_cvtepi32_ps(sum[i]), acc[i]);
+        if (bi.has_min) {
+          int min_dot = 0;
+          for (int h = 0; h < 16; ++h) min_dot += bi.min[h * 16 / bi.group] * a.sums(i)[blk * 16 + h];
+          mins[i] -= (da * bi.dmin) * float(min_dot);
+        }
+      }
+    }
+  }
+  for (int i = 0; i < MR; ++i) {
+    const __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc[i]), _mm256_extractf128_ps(acc[i], 1));
+    const __m128 s2 = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    c[i * ldc] = _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2))) + mins[i];
+  }
+}
+
+/// Runs fn.template operator()<AVX-512 format>() for a block dtype.
+template <class Fn>
+inline void with_avx512_format(DType d, Fn&& fn) {
+  switch (d) {
+    case DType::Q8_0:
+      return fn.template operator()<Q8_0x>();
+    case DType::Q4_0:
+      return fn.template operator()<Q4_0x>();
+    case DType::Q4_1:
+      return fn.template operator()<Q4_1x>();
+    case DType::Q5_0:
+      return fn.template operator()<Q5x<false>>();
+    case DType::Q5_1:
+      return fn.template operator()<Q5x<true>>();
+    case DType::Q2_K:
+      return fn.template operator()<Q2_Kx>();
+    case DType::Q3_K:
+      return fn.template operator()<Q3_Kx>();
+    case DType::Q4_K:
+      return fn.template operator()<QK45x<false>>();
+    case DType::Q5_K:
+      return fn.template operator()<QK45x<true>>();
+    case DType::Q6_K:
+      return fn.template operator()<Q6_Kx>();
+    default:
+      return;
+  }
+}
+
+#endif
+
+/// Up to MR activation rows · one weight row, by the best kernel of the ISA.
+template <class Isa, int MR>
+void rows_dot(DType f, const unsigned char* w, index_t K, const Q8Tile& a, float* c, index_t ldc) noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  if constexpr (Isa::avx512) {
+    return with_avx512_format(f, [&]<class F>() {
+      if constexpr (requires { F::has_m; })
+        legacy_rows<Isa, F, MR>(f, w, K, a, c, ldc);
+      else
+        kquant_rows<Isa, F, MR>(w, K, a, c, ldc);
+    });
+  } else if constexpr (Isa::avx2) {
+    return blocks::with_format(f, [&]<class F>() { avx2_rows<Isa, F, MR>(f, w, K, a, c, ldc); });
+  }
+#endif
+  for (int i = 0; i < MR; ++i) {
+    float sum = 0.0f, mins = 0.0f;
+    reference_blocks(f, w, a, i, 0, K / block_size(f), sum, mins);
+    c[i * ldc] = sum + mins;
+  }
+}
+
+}  // namespace q8
+
+/// C[m, n] = A[m] · W[r0 + n] for m quantised activation rows (a tile of a
+/// Q8Rows, quantised for W's format) and rows [r0, r0 + N) of a
+/// block-quantised W: weight row by weight row, each decoded once per four
+/// activation rows while it sits in L1.
+template <class Isa>
+void q8_gemm_nt(const Q8Tile& A, index_t M, const WeightMatrix& w, index_t r0, index_t N, float* C,
+                index_t ldc) noexcept {
+  for (index_t n = 0; n < N; ++n) {
+    const unsigned char* row = w.row_bytes(r0 + n);
+    for (index_t m = 0; m < M; m += 4) {
+      const Q8Tile a{A.rows, A.first + m};
+      float* c = C + m * ldc + n;
+      switch (std::min<index_t>(4, M - m)) {
+        case 4:
+          q8::rows_dot<Isa, 4>(w.dtype, row, w.cols, a, c, ldc);
+          break;
+        case 3:
+          q8::rows_dot<Isa, 3>(w.dtype, row, w.cols, a, c, ldc);
+          break;
+        case 2:
+          q8::rows_dot<Isa, 2>(w.dtype, row, w.cols, a, c, ldc);
+          break;
+        default:
+          q8::rows_dot<Isa, 1>(w.dtype, row, w.cols, a, c, ldc);
+      }
+    }
+  }
+}
+
+}  // namespace moe::backend::cpu
