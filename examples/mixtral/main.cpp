@@ -256,9 +256,11 @@ struct RunOptions {
   int threads = 0;
   bool pack = false;
   bool no_bos = false;
-  bool special = false;   ///< read control tokens in the prompt text (chat markers)
-  bool populate = false;  ///< read every weight page in at load (generate, logits)
-  fs::path routing_svg;   ///< generate: where to draw the routing picture (empty: none)
+  bool special = false;                ///< read control tokens in the prompt text (chat markers)
+  bool populate = false;               ///< read every weight page in at load (generate, logits)
+  bool no_mmap = false;                ///< copy the files into memory on huge pages (MappedFile::read_into_memory)
+  std::string numerics = "as-stored";  ///< cpu: as-stored, or block-q8 (llama.cpp's arithmetic on block weights)
+  fs::path routing_svg;                ///< generate: where to draw the routing picture (empty: none)
 };
 
 /// "cpu@avx512-bf16", "reference": the backend and, for the CPU one, its instruction set.
@@ -274,22 +276,33 @@ template <class Fn>
 int with_model(const RunOptions& o, Fn&& fn) {
   if (o.backend == "reference") {
     const mx::Model<moe::backend::Reference> model(o.model);
-    if (o.populate) model.checkpoint().populate();
+    if (o.no_mmap)
+      model.checkpoint().read_into_memory();
+    else if (o.populate)
+      model.checkpoint().populate();
     return fn(model);
   }
   moe::detail::require(o.backend == "cpu", moe::ErrorCode::invalid_argument,
                        "--backend: expected cpu or reference, got '", o.backend, "'");
+  moe::detail::require(o.numerics == "as-stored" || o.numerics == "block-q8", moe::ErrorCode::invalid_argument,
+                       "--numerics: expected as-stored or block-q8, got '", o.numerics, "'");
   // The kernels' instruction set: the best this program carries that the CPU runs, or a lower one asked for.
   return moe::isa::with_isa(
       moe::isa::parse(o.isa),
       [&]<class I>() {
-        using Cpu = moe::backend::Cpu<moe::numerics::AsStored, I>;
-        mx::Model<Cpu> model(o.model, o.threads > 0 ? Cpu(o.threads) : Cpu());
-        // Every weight page read in before the clock starts, as llama.cpp's
-        // MAP_POPULATE does: generation then meets no page faults.
-        if (o.populate) model.checkpoint().populate();
-        if (o.pack) std::fprintf(stderr, "packed experts: %.1f MiB\n", double(model.pack_experts()) / (1 << 20));
-        return fn(model);
+        const auto run = [&]<class Cpu>() {
+          mx::Model<Cpu> model(o.model, o.threads > 0 ? Cpu(o.threads) : Cpu());
+          // Every weight page read in before the clock starts, as llama.cpp's
+          // MAP_POPULATE does: generation then meets no page faults.
+          if (o.no_mmap)
+            model.checkpoint().read_into_memory();
+          else if (o.populate)
+            model.checkpoint().populate();
+          if (o.pack) std::fprintf(stderr, "packed experts: %.1f MiB\n", double(model.pack_experts()) / (1 << 20));
+          return fn(model);
+        };
+        if (o.numerics == "block-q8") return run.template operator()<moe::backend::Cpu<moe::numerics::BlockQ8, I>>();
+        return run.template operator()<moe::backend::Cpu<moe::numerics::AsStored, I>>();
       },
       moe::isa::Offered{});
 }
@@ -446,6 +459,12 @@ int main(int argc, char** argv) try {
                     "avx2");
     cmd->add_flag("--pack", run.pack,
                   "cpu: pack the experts into panels first (the fast kernel; costs a copy of the expert weights)");
+    cmd->add_option("--numerics", run.numerics,
+                    "cpu: as-stored (default: weights as stored, fp32 arithmetic) or block-q8 (a GGUF's block "
+                    "weights times activations quantised per block, integer dot products: llama.cpp's arithmetic)");
+    cmd->add_flag("--no-mmap", run.no_mmap,
+                  "read the weights into memory on huge pages instead of reading them through the file's map "
+                  "(faster kernels; costs a read of the file and its size in memory)");
   };
 
   std::string tiny_out, dtype = "bf16", family = "mixtral";

@@ -9,6 +9,7 @@
 #include "test_support.hpp"
 
 #include <moe/io/gguf_convert.hpp>
+#include <moe/quant/q8_activations.hpp>
 #include <moe/io/gguf_from_hf.hpp>
 #include <moe/io/gguf_writer.hpp>
 #include <moe/layer/presets.hpp>
@@ -74,6 +75,80 @@ TEST_CASE("block-quantised experts: down projections in another block format, as
                       ErrorCode::dtype_mismatch, {"expert 1 weights", "up is Q4_K but down is F32"});
 }
 
+namespace {
+
+/// One expert's SwiGLU on row x the way numerics::BlockQ8 defines it, scalar:
+/// x quantised for gate/up's format, each output a reference q8_dot, the
+/// hidden row quantised for down's format, each output a q8_dot again.
+std::vector<float> q8_expert(const ExpertWeights& e, const float* x) {
+  const index_t d_model = e.up.cols, d_ff = e.up.rows;
+  const auto dot_rows = [](const WeightMatrix& w, const float* in) {
+    quant::Q8Rows q;
+    quant::quantize_activations(in, w.cols, 1, w.cols, quant::activation_blocks(w.dtype), q);
+    std::vector<float> y(static_cast<std::size_t>(w.rows));
+    for (index_t r = 0; r < w.rows; ++r) y[std::size_t(r)] = quant::q8_dot(w.dtype, w.row_bytes(r), q, 0);
+    return y;
+  };
+  const std::vector<float> gate = dot_rows(e.gate, x), up = dot_rows(e.up, x);
+  std::vector<float> h(static_cast<std::size_t>(d_ff));
+  for (index_t f = 0; f < d_ff; ++f) {
+    const float g = gate[std::size_t(f)];
+    h[std::size_t(f)] = g / (1.0f + std::exp(-g)) * up[std::size_t(f)];
+  }
+  std::vector<float> y = dot_rows(e.down, h.data());
+  (void)d_model;
+  return y;
+}
+
+}  // namespace
+
+TEST_CASE("numerics::BlockQ8: llama.cpp's arithmetic on block weights, every ISA, decode and prefill") {
+  // Expected: the scalar emulation above, combined with the layer's own
+  // routing weights (routing is fp32 in every numerics).
+  for (const auto& [d, down] : std::vector<std::pair<DType, DType>>{{DType::Q4_0, DType::Q4_0},
+                                                                    {DType::Q4_1, DType::Q4_1},
+                                                                    {DType::Q8_0, DType::Q8_0},
+                                                                    {DType::Q5_1, DType::Q5_0},
+                                                                    {DType::Q4_K, DType::Q6_K},
+                                                                    {DType::Q5_K, DType::Q3_K},
+                                                                    {DType::Q2_K, DType::Q4_0}}) {
+    CAPTURE(name(d));
+    CAPTURE(name(down));
+    const BlockLayer w(d, 512, 256, down);
+    for (const index_t T : {1, 3, 40}) {
+      CAPTURE(T);
+      const Matrix x = random_normal_matrix(T, 512, std::uint64_t(20 + T));
+      const auto check = [&]<class I>() {
+        CAPTURE(I::name);
+        using B = backend::Cpu<numerics::BlockQ8, I>;
+        auto layer = make_layer<presets::Mixtral, B>(w.config, w.quantised, B(2));
+        CHECK(layer.pack_weights() == 0);
+        const Output out = layer.forward(x);
+        Matrix want = Matrix::Zero(T, 512);
+        for (index_t t = 0; t < T; ++t)
+          for (int j = 0; j < out.routing.k; ++j) {
+            const std::vector<float> y =
+                q8_expert(w.quantised.experts[std::size_t(out.routing.expert_at(t, j))], x.row(t).data());
+            for (index_t c = 0; c < 512; ++c) want(t, c) += out.routing.weight_at(t, j) * y[std::size_t(c)];
+          }
+        CHECK(relative_error(out.y, want) <= 1e-5);
+        // And near the fp32 layer on the same weights: the activations'
+        // 8-bit rounding, and Q8_1's fp16 sums times the Q4_1/Q5_1 minimums
+        // (random blocks have minimums as large as their steps: 4e-2 seen).
+        const Matrix fp32 = make_layer<presets::Mixtral, backend::Reference>(w.config, w.widened).forward(x).y;
+        CHECK(relative_error(out.y, fp32) <= 6e-2);
+      };
+      check.template operator()<isa::Native>();
+#if defined(__x86_64__)
+      if constexpr (!std::is_same_v<isa::Native, isa::Baseline>) check.template operator()<isa::Baseline>();
+#endif
+#if XSIMD_WITH_AVX2 && XSIMD_WITH_FMA3_AVX2
+      if constexpr (!std::is_same_v<isa::Native, isa::Avx2>) check.template operator()<isa::Avx2>();
+#endif
+    }
+  }
+}
+
 TEST_CASE("block-quantised weights: sizes, element access, non-finite scales, ragged rows") {
   CHECK(bytes_of(DType::Q8_0, 64) == 68);
   CHECK(bytes_of(DType::Q4_K, 512) == 288);
@@ -116,7 +191,15 @@ TEST_CASE("the decoder on a GGUF file: the Hugging Face checkpoint's logits, q a
   CHECK(direct.checkpoint().gguf() != nullptr);
   auto c1 = direct.new_cache();
   // The same weights; only the order of each head's dot products differs.
-  CHECK(relative_error(direct.forward(ids, c1).logits, want) <= 1e-6);
+  const Matrix mapped = direct.forward(ids, c1).logits;
+  CHECK(relative_error(mapped, want) <= 1e-6);
+  // Read into memory (--no-mmap): the views keep their addresses, the bytes theirs.
+  const void* embedding = direct.checkpoint().gguf()->tensor("token_embd.weight").data;
+  direct.checkpoint().read_into_memory();
+  direct.checkpoint().read_into_memory();  // twice: no-op
+  CHECK(direct.checkpoint().gguf()->tensor("token_embd.weight").data == embedding);
+  auto c2 = direct.new_cache();
+  CHECK((direct.forward(ids, c2).logits.array() == mapped.array()).all());
 
   // Quantised by moe-quantize's writer: the GGUF run in its blocks gives
   // the logits of its own dequantised conversion (the same weights in fp32).

@@ -214,9 +214,9 @@ TEST_CASE("q8 dot: the CPU kernels of every ISA as the reference") {
             std::vector<float> out(std::size_t(c.rows * W), -1.0f);
             // Rows [1, W) of W from activation row 1 on, then row 0 and activation row 0: offsets both ways.
             const index_t m0 = c.rows > 1 ? 1 : 0;
-            backend::cpu::q8_gemm_nt<I>({&q, m0}, c.rows - m0, w, 1, W - 1, out.data() + m0 * W + 1, W);
-            backend::cpu::q8_gemm_nt<I>({&q, 0}, c.rows, w, 0, 1, out.data(), W);
-            if (m0 == 1) backend::cpu::q8_gemm_nt<I>({&q, 0}, 1, w, 1, W - 1, out.data() + 1, W);
+            backend::cpu::q8_gemm_nt<I>({q, m0}, c.rows - m0, w, 1, W - 1, out.data() + m0 * W + 1, W);
+            backend::cpu::q8_gemm_nt<I>({q, 0}, c.rows, w, 0, 1, out.data(), W);
+            if (m0 == 1) backend::cpu::q8_gemm_nt<I>({q, 0}, 1, w, 1, W - 1, out.data() + 1, W);
             index_t bad = 0;
             for (index_t i = 0; i < c.rows; ++i)
               for (index_t r = 0; r < W; ++r) {

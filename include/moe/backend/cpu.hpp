@@ -68,6 +68,13 @@ struct Kernels<numerics::Int8, Isa> {
   static constexpr bool runs_on_views = false;
   static constexpr std::string_view name = "cpu-int8";
 };
+
+template <class Isa>
+struct Kernels<numerics::BlockQ8, Isa> {
+  using packed = PanelFfn<Isa, false>;  // weights that are not block-quantised run as AsStored
+  static constexpr bool runs_on_views = true;
+  static constexpr std::string_view name = "cpu-q8";
+};
 }  // namespace cpu
 
 template <numerics::Numerics N = numerics::AsStored, isa::Isa I = isa::Native>
@@ -124,6 +131,7 @@ class Cpu : public HostStages {
 
   /// out = x · Wᵀ for the dense layers, on the weight view.
   void linear(MatrixView<const float> x, const WeightMatrix& w, MatrixView<float> out) const {
+    if constexpr (std::is_same_v<N, numerics::BlockQ8>) return cpu::ViewFfn<I>::linear_q8(*pool_, x, w, out);
     cpu::ViewFfn<I>::linear(*pool_, x, w, out);
   }
 
@@ -143,8 +151,11 @@ class Cpu : public HostStages {
     ws.train.rows = -1;  // nothing kept unless this is a training call on the views
     if (plan.rows() == 0) return;
     if (drop.active())
-      moe::detail::require(kernels::runs_on_views, ErrorCode::unsupported, "backend::", name(),
-                           ": expert dropout (training) needs fp32 numerics");
+      moe::detail::require(kernels::runs_on_views && !std::is_same_v<N, numerics::BlockQ8>, ErrorCode::unsupported,
+                           "backend::", name(), ": expert dropout (training) needs fp32 numerics");
+    if constexpr (std::is_same_v<N, numerics::BlockQ8>)
+      if (!w.is_packed() && is_block_quantised(w.views[0].up.dtype))
+        return cpu::ViewFfn<I>::template run_q8<F>(*pool_, plan, rows, w.views, out, ws);
     if constexpr (std::is_same_v<N, numerics::AsStored>) {
       if (drop.active() || (drop.for_backward && !w.is_packed())) {
         // Training. With enough rows per expert to pay for packing the

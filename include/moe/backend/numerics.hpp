@@ -13,6 +13,9 @@
 ///   AsStored     ≤ 1e-5   [6e-7]  fp32 rounding only
 ///   Bf16Compute  ≤ 1e-2   [7e-3]  activations rounded to bf16: 8 significant bits
 ///   Int8         ≤ 6e-2   [5e-2]  8-bit weights per row, 7-bit activations per token
+///   BlockQ8      as AsStored on fp weights; on block weights, against the
+///                same weights in fp32: the activations' 8-bit rounding
+///                (≤ 1/254 of each block's largest value per element)
 /// backend::Cuda takes AsStored (fp32 GEMMs on widened weights) and
 /// Bf16Compute (tensor cores) with the same bounds.
 /// Through a whole decoder the errors compound and greedy tokens may differ
@@ -45,6 +48,16 @@ struct Bf16Compute {
 /// instead), int32 accumulation, dequantised in the kernel's epilogue.
 struct Int8 {
   static constexpr const char* name = "int8";
+};
+
+/// Block-quantised weights (a GGUF's Q4_0 … Q6_K) times activations
+/// quantised per block as llama.cpp's CPU backend quantises them (Q8_0,
+/// Q8_1 or Q8_K, whichever the weight format pairs with), integer dot
+/// products scaled per block: llama.cpp's arithmetic, so logits follow
+/// llama.cpp's on the same file (moe/quant/q8_activations.hpp). Weights
+/// that are not block-quantised (F32, F16, BF16) run as AsStored.
+struct BlockQ8 {
+  static constexpr const char* name = "block-q8";
 };
 
 template <class N>

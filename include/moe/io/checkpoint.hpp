@@ -99,6 +99,12 @@ class Checkpoint {
     for (const auto& f : files_) f->populate();
     if (gguf_) gguf_->populate();
   }
+  /// Copies every file into memory on huge pages (MappedFile::read_into_memory):
+  /// tensor views keep their addresses.
+  void read_into_memory() const {
+    for (const auto& f : files_) f->read_into_memory();
+    if (gguf_) gguf_->read_into_memory();
+  }
   /// Throws, naming the file, if a shard was truncated or written since it
   /// was opened: its tensors are views of a map of it (one fstat per file).
   void require_unchanged() const {

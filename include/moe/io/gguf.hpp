@@ -259,6 +259,8 @@ class Gguf {
   void require_unchanged() const { file_.require_unchanged(); }
   /// Reads the whole file into memory now (MappedFile::populate).
   void populate() const noexcept { file_.populate(); }
+  /// Copies the file into memory on huge pages, views unchanged (MappedFile::read_into_memory).
+  void read_into_memory() const { file_.read_into_memory(); }
   std::uint32_t version() const noexcept { return version_; }
   std::uint64_t alignment() const noexcept { return alignment_; }
 

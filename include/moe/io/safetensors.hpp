@@ -122,6 +122,8 @@ class SafeTensors {
   void require_unchanged() const { file_.require_unchanged(); }
   /// Reads the whole file into memory now (MappedFile::populate).
   void populate() const noexcept { file_.populate(); }
+  /// Copies the file into memory on huge pages, views unchanged (MappedFile::read_into_memory).
+  void read_into_memory() const { file_.read_into_memory(); }
   // Tensor views point into the file's mapping: a temporary file has none
   // to give (`SafeTensors(path).tensor("w")` does not compile).
   const std::vector<TensorView>& tensors() const& noexcept { return tensors_; }

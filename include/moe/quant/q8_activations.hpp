@@ -119,10 +119,10 @@ inline void quantize_q8_256(const float* x, std::int8_t* q, float& d) noexcept {
 
 }  // namespace detail
 
-/// Quantises `rows` rows of `cols` fp32 values (row i at x + i · ldx) into
-/// `out` (resized; its storage reused), cols a multiple of the block.
-inline void quantize_activations(const float* x, index_t ldx, index_t rows, index_t cols, ActivationBlocks blocks,
-                                 Q8Rows& out) {
+/// Sizes `out` for `rows` rows of `cols` values (its storage reused), cols
+/// a multiple of the block; quantize_activation_row then fills each row
+/// (rows are independent: a pool may fill them in parallel).
+inline void shape_activations(Q8Rows& out, ActivationBlocks blocks, index_t rows, index_t cols) {
   const index_t block = activation_block(blocks);
   moe::detail::require(cols % block == 0, ErrorCode::shape_mismatch, "quantize_activations: ", cols,
                        " values per row are not whole blocks of ", block);
@@ -133,24 +133,36 @@ inline void quantize_activations(const float* x, index_t ldx, index_t rows, inde
   out.d.resize(std::size_t(rows * cols / block));
   out.s.resize(blocks == ActivationBlocks::q8_1 ? std::size_t(rows * cols / 32) : 0);
   out.sums.resize(std::size_t(rows * cols / 16));
-  for (index_t r = 0; r < rows; ++r)
-    for (index_t b = 0; b < cols / block; ++b) {
-      const index_t at = r * cols + b * block;
-      std::int8_t* q = out.q.data() + at;
-      float& d = out.d[std::size_t(at / block)];
-      if (blocks == ActivationBlocks::q8_k) {
-        detail::quantize_q8_256(x + r * ldx + b * block, q, d);
-      } else {
-        float s = 0.0f;
-        detail::quantize_q8_32(x + r * ldx + b * block, q, d, s);
-        if (blocks == ActivationBlocks::q8_1) out.s[std::size_t(at / 32)] = s;
-      }
-      for (index_t g = 0; g < block / 16; ++g) {
-        int sum = 0;
-        for (int j = 0; j < 16; ++j) sum += q[g * 16 + j];
-        out.sums[std::size_t(at / 16 + g)] = std::int16_t(sum);
-      }
+}
+
+/// Row r of `out` from the out.cols fp32 values at x.
+inline void quantize_activation_row(const float* x, Q8Rows& out, index_t r) noexcept {
+  const index_t block = activation_block(out.blocks), cols = out.cols;
+  for (index_t b = 0; b < cols / block; ++b) {
+    const index_t at = r * cols + b * block;
+    std::int8_t* q = out.q.data() + at;
+    float& d = out.d[std::size_t(at / block)];
+    if (out.blocks == ActivationBlocks::q8_k) {
+      detail::quantize_q8_256(x + b * block, q, d);
+    } else {
+      float s = 0.0f;
+      detail::quantize_q8_32(x + b * block, q, d, s);
+      if (out.blocks == ActivationBlocks::q8_1) out.s[std::size_t(at / 32)] = s;
     }
+    for (index_t g = 0; g < block / 16; ++g) {
+      int sum = 0;
+      for (int j = 0; j < 16; ++j) sum += q[g * 16 + j];
+      out.sums[std::size_t(at / 16 + g)] = std::int16_t(sum);
+    }
+  }
+}
+
+/// Quantises `rows` rows of `cols` fp32 values (row i at x + i · ldx) into
+/// `out` (resized; its storage reused), cols a multiple of the block.
+inline void quantize_activations(const float* x, index_t ldx, index_t rows, index_t cols, ActivationBlocks blocks,
+                                 Q8Rows& out) {
+  shape_activations(out, blocks, rows, cols);
+  for (index_t r = 0; r < rows; ++r) quantize_activation_row(x + r * ldx, out, r);
 }
 
 /// A weight block as integers: values q (signed), an integer scale (and

@@ -14,6 +14,7 @@
 
 #include "moe/backend/cpu/block_rows.hpp"
 #include "moe/backend/cpu/dot_tile.hpp"
+#include "moe/backend/cpu/q8_dot.hpp"
 #include "moe/backend/cpu/simd.hpp"
 #include "moe/backend/cpu/workspace.hpp"
 #include "moe/backend/host_stages.hpp"
@@ -101,6 +102,87 @@ struct ViewFfn {
     });
   }
 
+  /// numerics::BlockQ8 on block-quantised experts: each phase's rows
+  /// quantised once for every activation kind its weights take (Q8_0, Q8_1,
+  /// Q8_K), then tiles of (expert, block of outputs) by q8_gemm_nt; a
+  /// matrix that is not block-quantised runs as AsStored.
+  template <FFN F>
+  static void run_q8(moe::detail::ThreadPool& pool, const RoutingPlan& plan, MatrixView<const float> rows,
+                     std::span<const ExpertWeights> w, MatrixView<float> out, Workspace& ws) {
+    const index_t d_ff = w[0].up.rows, d_model = w[0].up.cols;
+    const MatrixView<float> hidden(grow(ws.hidden, std::size_t(plan.rows() * d_ff)), plan.rows(), d_ff);
+    index_t most_rows = 0;
+    for (index_t e = 0; e < plan.experts; ++e) most_rows = std::max(most_rows, plan.kept(e));
+    const std::size_t widened = std::size_t(block * std::max(d_model, d_ff));
+    for (ThreadScratch& s : ws.per_thread(pool.size())) {
+      grow(s.up, widened);
+      grow(s.gate, widened);
+      grow(s.gated, std::size_t(most_rows * block));
+    }
+    const auto uses = [&](auto matrix) {
+      std::array<bool, 3> kinds{};
+      for (index_t e = 0; e < plan.experts; ++e)
+        if (plan.kept(e) > 0) {
+          const WeightMatrix& m = matrix(w[std::size_t(e)]);
+          if (is_block_quantised(m.dtype)) kinds[std::size_t(quant::activation_blocks(m.dtype))] = true;
+        }
+      return kinds;
+    };
+    // Phase 1: hidden = act(X·W1ᵀ) ⊙ (X·W3ᵀ) (gated) or act(X·Wiᵀ).
+    std::array<bool, 3> in_kinds = uses([](const ExpertWeights& e) -> const WeightMatrix& { return e.up; });
+    if constexpr (F::gated) {
+      const std::array<bool, 3> gate = uses([](const ExpertWeights& e) -> const WeightMatrix& { return e.gate; });
+      for (std::size_t k = 0; k < 3; ++k) in_kinds[k] = in_kinds[k] || gate[k];
+    }
+    quantise_rows(pool, rows, in_kinds, ws.q8_in);
+    const auto gemm = [&](const std::array<quant::Q8Rows, 3>& q, const float* x, index_t ldx, index_t r0, index_t n,
+                          const WeightMatrix& m, index_t o0, index_t no, float* c, index_t ldc, ThreadScratch& s) {
+      if (!is_block_quantised(m.dtype)) return gemm_rows(x, ldx, n, m, o0, no, c, ldc, s.up);
+      q8_gemm_nt<Isa>(Q8Tile(q[std::size_t(quant::activation_blocks(m.dtype))], r0), n, m, o0, no, c, ldc);
+    };
+    run_tiles(pool, plan, d_ff, ws, [&](index_t e, index_t f0, index_t nf, ThreadScratch& s) {
+      const ExpertWeights& we = w[std::size_t(e)];
+      const index_t r0 = plan.first_row(e), n = plan.kept(e);
+      float* h = hidden.row(r0) + f0;
+      gemm(ws.q8_in, rows.row(r0), rows.row_stride, r0, n, we.up, f0, nf, h, d_ff, s);
+      const typename F::activation act{};
+      if constexpr (F::gated) {
+        float* g = grow(s.gated, std::size_t(n * nf));
+        gemm(ws.q8_in, rows.row(r0), rows.row_stride, r0, n, we.gate, f0, nf, g, nf, s);
+        for (index_t i = 0; i < n; ++i) apply_gated(act, g + i * nf, h + i * d_ff, nf);
+      } else {
+        for (index_t i = 0; i < n; ++i) apply_act(act, h + i * d_ff, nf);
+      }
+    });
+    // Phase 2: out = hidden · W2ᵀ.
+    quantise_rows(pool, hidden, uses([](const ExpertWeights& e) -> const WeightMatrix& { return e.down; }),
+                  ws.q8_hidden);
+    run_tiles(pool, plan, d_model, ws, [&](index_t e, index_t o0, index_t no, ThreadScratch& s) {
+      const index_t r0 = plan.first_row(e), n = plan.kept(e);
+      gemm(ws.q8_hidden, hidden.row(r0), d_ff, r0, n, w[std::size_t(e)].down, o0, no, out.row(r0) + o0, out.row_stride,
+           s);
+    });
+  }
+
+  /// out = x · Wᵀ under numerics::BlockQ8: x quantised once for W's format,
+  /// then blocks of output features by q8_gemm_nt (AsStored's linear for a
+  /// W that is not block-quantised).
+  static void linear_q8(moe::detail::ThreadPool& pool, MatrixView<const float> x, const WeightMatrix& w,
+                        MatrixView<float> out) {
+    if (x.rows == 0) return;
+    if (!is_block_quantised(w.dtype)) return linear(pool, x, w, out);
+    thread_local std::array<quant::Q8Rows, 3> q;  // the caller's: read by every task, alive until they end
+    std::array<bool, 3> kinds{};
+    kinds[std::size_t(quant::activation_blocks(w.dtype))] = true;
+    quantise_rows(pool, MatrixView<const float>(x.data, x.rows, x.cols, x.row_stride), kinds, q);
+    const quant::Q8Rows& rows = q[std::size_t(quant::activation_blocks(w.dtype))];
+    const index_t blocks = (w.rows + block - 1) / block;
+    pool.parallel_for(blocks, [&](std::int64_t b, int) {
+      const index_t o0 = index_t(b) * block, n = std::min(block, w.rows - o0);
+      q8_gemm_nt<Isa>(Q8Tile(rows, 0), x.rows, w, o0, n, out.row(0) + o0, out.row_stride);
+    });
+  }
+
   /// out = x · Wᵀ: tasks are blocks of output features, each widened once
   /// and applied to every row of x. Each pool thread widens into a buffer of
   /// its own that lives as long as the thread (grown to the largest block,
@@ -138,6 +220,17 @@ struct ViewFfn {
       const index_t o0 = p0 * width, no = std::min(ld, w.rows - o0);
       for (index_t i = 0; i < x.rows; ++i) std::copy(t + i * ld, t + i * ld + no, out.row(i) + o0);
     });
+  }
+
+  /// The rows of x quantised (in parallel, row by row) into out[k] for each
+  /// activation kind k marked in `kinds`.
+  static void quantise_rows(moe::detail::ThreadPool& pool, MatrixView<const float> x, const std::array<bool, 3>& kinds,
+                            std::array<quant::Q8Rows, 3>& out) {
+    for (std::size_t k = 0; k < 3; ++k) {
+      if (!kinds[k]) continue;
+      quant::shape_activations(out[k], quant::ActivationBlocks(k), x.rows, x.cols);
+      pool.parallel_for(x.rows, [&](std::int64_t r, int) { quant::quantize_activation_row(x.row(r), out[k], r); });
+    }
   }
 
   /// Rows [r0, r0+n) of a weight as fp32: the weight itself when F32,

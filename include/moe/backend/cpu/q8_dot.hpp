@@ -38,16 +38,35 @@
 
 namespace moe::backend::cpu {
 
-/// Rows of a Q8Rows from `first`: what a kernel tile reads.
+/// Rows of a Q8Rows from `first`: what a kernel tile reads, as pointers
+/// and strides (no division in the kernels' loops).
 struct Q8Tile {
-  const quant::Q8Rows* rows;
-  index_t first;
-  const std::int8_t* q(index_t i) const noexcept { return rows->row(first + i); }
-  const float* d(index_t i) const noexcept {
-    return rows->d.data() + (first + i) * rows->cols / quant::activation_block(rows->blocks);
+  const std::int8_t* q_ = nullptr;
+  const float *d_ = nullptr, *s_ = nullptr;
+  const std::int16_t* sums_ = nullptr;
+  index_t cols = 0, d_per_row = 0;
+
+  Q8Tile(const quant::Q8Rows& rows, index_t first)
+      : q_(rows.q.data() + first * rows.cols),
+        d_(rows.d.data() + first * rows.blocks_per_row()),
+        s_(rows.s.empty() ? nullptr : rows.s.data() + first * rows.cols / 32),
+        sums_(rows.sums.data() + first * rows.cols / 16),
+        cols(rows.cols),
+        d_per_row(rows.blocks_per_row()) {}
+
+  /// The tile `m` rows further on.
+  Q8Tile from(index_t m) const noexcept {
+    Q8Tile t = *this;
+    t.q_ += m * cols;
+    t.d_ += m * d_per_row;
+    if (t.s_) t.s_ += m * cols / 32;
+    t.sums_ += m * cols / 16;
+    return t;
   }
-  const float* s(index_t i) const noexcept { return rows->s.data() + (first + i) * rows->cols / 32; }
-  const std::int16_t* sums(index_t i) const noexcept { return rows->sums.data() + (first + i) * rows->cols / 16; }
+  const std::int8_t* q(index_t i) const noexcept { return q_ + i * cols; }
+  const float* d(index_t i) const noexcept { return d_ + i * d_per_row; }
+  const float* s(index_t i) const noexcept { return s_ + i * (cols / 32); }
+  const std::int16_t* sums(index_t i) const noexcept { return sums_ + i * (cols / 16); }
 };
 
 namespace q8 {
@@ -91,6 +110,7 @@ inline void reference_blocks(DType f, const unsigned char* w, const Q8Tile& a, i
 /// Legacy formats: blocks b and b + 1 (at `b`, `bytes` apart) as 64
 /// unsigned bytes in value order, u = q + offset; `d` at byte 0 of a block,
 /// Q4_1/Q5_1's `m` at byte 2.
+template <class Isa>
 struct Q8_0x {
   static constexpr index_t bytes = 34;
   static constexpr int offset = 128;
@@ -103,32 +123,40 @@ struct Q8_0x {
   }
 };
 
-/// The 32 nibbles of blocks b and b + 1 (16 bytes each at b + at, b + bytes
-/// + at) in value order: low nibbles of a block are its values 0–15.
-template <index_t Bytes, index_t At>
-inline __m512i nibble_pair(const unsigned char* b) noexcept {
-  const __m256i x =
-      _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + At))),
-                              _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + Bytes + At)), 1);
-  const __m512i z = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(x), _mm256_srli_epi16(x, 4), 1),
-                                     _mm512_set1_epi8(0xF));
-  // [lo b, lo b+1, hi b, hi b+1] → [lo b, hi b, lo b+1, hi b+1]
-  return _mm512_shuffle_i64x2(z, z, _MM_SHUFFLE(3, 1, 2, 0));
+/// 32 bytes at p in both halves (a broadcast load: no shuffle port, as
+/// every unpacking below avoids cross-lane shuffles, the scarce ones).
+template <class Isa>
+inline __m512i broadcast32(const unsigned char* p) noexcept {
+  return _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+template <class Isa>
+inline __m512i broadcast16(const unsigned char* p) noexcept {
+  return _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }
 
+/// The 32 nibbles of blocks b and b + 1 (16 bytes each at b + at, b + bytes
+/// + at) in value order: [low, high nibbles of b, low, high of b + 1].
+template <class Isa, index_t Bytes, index_t At>
+inline __m512i nibble_pair(const unsigned char* b) noexcept {
+  const __m512i x = _mm512_mask_blend_epi64(0xF0, broadcast16<Isa>(b + At), broadcast16<Isa>(b + Bytes + At));
+  return _mm512_and_si512(_mm512_mask_srli_epi16(x, 0xFF00FF00u, x, 4), _mm512_set1_epi8(0xF));  // 128-bit lanes 1, 3
+}
+
+template <class Isa>
 struct Q4_0x {
   static constexpr index_t bytes = 18;
   static constexpr int offset = 8;
   static constexpr bool has_m = false;
-  static __m512i pair(const unsigned char* b) noexcept { return nibble_pair<bytes, 2>(b); }
+  static __m512i pair(const unsigned char* b) noexcept { return nibble_pair<Isa, bytes, 2>(b); }
 };
+template <class Isa>
 struct Q4_1x {
   static constexpr index_t bytes = 20;
   static constexpr int offset = 0;
   static constexpr bool has_m = true;
-  static __m512i pair(const unsigned char* b) noexcept { return nibble_pair<bytes, 4>(b); }
+  static __m512i pair(const unsigned char* b) noexcept { return nibble_pair<Isa, bytes, 4>(b); }
 };
-template <bool One>
+template <class Isa, bool One>
 struct Q5x {
   static constexpr index_t bytes = One ? 24 : 22;
   static constexpr int offset = One ? 0 : 16;
@@ -136,7 +164,7 @@ struct Q5x {
   static __m512i pair(const unsigned char* b) noexcept {
     constexpr index_t qh = One ? 4 : 2;
     const std::uint64_t fifth = quant::q5_high_bits(b + qh) | std::uint64_t(quant::q5_high_bits(b + bytes + qh)) << 32;
-    return _mm512_or_si512(nibble_pair<bytes, qh + 4>(b), _mm512_maskz_mov_epi8(fifth, _mm512_set1_epi8(16)));
+    return _mm512_or_si512(nibble_pair<Isa, bytes, qh + 4>(b), _mm512_maskz_mov_epi8(fifth, _mm512_set1_epi8(16)));
   }
 };
 
@@ -149,8 +177,9 @@ struct KScales {
 
 /// Bits [shift, shift + width) of each byte, the 32 bytes at p taken twice:
 /// at shift s0 for the low 32 results and s1 for the high 32.
+template <class Isa>
 inline __m512i two_fields(const unsigned char* p, int s0, int s1, int mask) noexcept {
-  const __m512i x = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  const __m512i x = broadcast32<Isa>(p);
   const __m512i shifts = _mm512_inserti64x4(_mm512_set1_epi16(short(s0)), _mm256_set1_epi16(short(s1)), 1);
   return _mm512_and_si512(_mm512_srlv_epi16(x, shifts), _mm512_set1_epi8(char(mask)));
 }
@@ -158,10 +187,10 @@ inline __m512i two_fields(const unsigned char* p, int s0, int s1, int mask) noex
 /// Q4_K / Q5_K's 8 scales and 8 mins (6 bits each, packed in 12 bytes) as
 /// bytes 0–7 and 8–15: scale j < 4 is q[j] & 63, min j < 4 q[j + 4] & 63;
 /// for j ≥ 4 the low nibble (scale) or high nibble (min) of q[j + 4] under
-/// the top two bits of q[j − 4] (scale) or q[j] (min).
+/// the top two bits of q[j − 4] (scale) or q[j] (min). Reads 16 bytes.
+template <class Isa>
 inline __m128i k4_scale_bytes(const unsigned char* q) noexcept {
-  __m128i x = _mm_setzero_si128();
-  std::memcpy(&x, q, 12);
+  const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));  // 12 bytes and 4 of the values after
   const __m128i a = _mm_shuffle_epi8(x, _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11));
   const __m128i low = _mm_or_si128(
       _mm_and_si128(a, _mm_setr_epi8(63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 0, 0, 0, 0)),
@@ -171,35 +200,36 @@ inline __m128i k4_scale_bytes(const unsigned char* q) noexcept {
 }
 
 /// Each of 8 bytes twice, as 16 int16.
+template <class Isa>
 inline __m256i doubled(__m128i bytes8) noexcept {
   return _mm256_cvtepu8_epi16(_mm_shuffle_epi8(bytes8, _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7)));
 }
 
-template <bool Fifth>
+template <class Isa, bool Fifth>
 struct QK45x {
   static constexpr index_t bytes = Fifth ? 176 : 144;
   static constexpr int offset = 0;
   static constexpr bool has_min = true;
   static KScales scales(const unsigned char* b) noexcept {
-    const __m128i sm = k4_scale_bytes(b + 4);
-    return {doubled(sm), doubled(_mm_srli_si128(sm, 8)), quant::detail::half_at(b), quant::detail::half_at(b + 2)};
+    const __m128i sm = k4_scale_bytes<Isa>(b + 4);
+    return {doubled<Isa>(sm), doubled<Isa>(_mm_srli_si128(sm, 8)), blocks::half<Isa>(b), blocks::half<Isa>(b + 2)};
   }
   static __m512i quants(const unsigned char* b, int p) noexcept {
-    const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + (Fifth ? 48 : 16) + 32 * p));
-    __m512i u = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(x), _mm256_srli_epi16(x, 4), 1),
-                                 _mm512_set1_epi8(0xF));
-    if constexpr (Fifth) u = _mm512_or_si512(u, _mm512_slli_epi16(two_fields(b + 16, 2 * p, 2 * p + 1, 1), 4));
+    const __m512i x = broadcast32<Isa>(b + (Fifth ? 48 : 16) + 32 * p);
+    __m512i u = _mm512_and_si512(_mm512_mask_srli_epi16(x, 0xFFFF0000u, x, 4), _mm512_set1_epi8(0xF));
+    if constexpr (Fifth) u = _mm512_or_si512(u, _mm512_slli_epi16(two_fields<Isa>(b + 16, 2 * p, 2 * p + 1, 1), 4));
     return u;
   }
 };
 
+template <class Isa>
 struct Q6_Kx {
   static constexpr index_t bytes = 210;
   static constexpr int offset = 32;
   static constexpr bool has_min = false;
   static KScales scales(const unsigned char* b) noexcept {
     return {_mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 192))), _mm256_setzero_si256(),
-            quant::detail::half_at(b + 208), 0.0f};
+            blocks::half<Isa>(b + 208), 0.0f};
   }
   /// Values 128h + r for r in [64·odd, 64·odd + 64), p = 2h + odd: nibble
   /// `odd` of ql[64h + r % 64], bit pair r / 32 of qh[32h + r % 32].
@@ -207,10 +237,11 @@ struct Q6_Kx {
     const int h = p / 2, odd = p % 2;
     const __m512i l = _mm512_loadu_si512(b + 64 * h);
     const __m512i low = _mm512_and_si512(odd ? _mm512_srli_epi16(l, 4) : l, _mm512_set1_epi8(0xF));
-    return _mm512_or_si512(low, _mm512_slli_epi16(two_fields(b + 128 + 32 * h, 4 * odd, 4 * odd + 2, 3), 4));
+    return _mm512_or_si512(low, _mm512_slli_epi16(two_fields<Isa>(b + 128 + 32 * h, 4 * odd, 4 * odd + 2, 3), 4));
   }
 };
 
+template <class Isa>
 struct Q2_Kx {
   static constexpr index_t bytes = 84;
   static constexpr int offset = 0;
@@ -219,14 +250,15 @@ struct Q2_Kx {
     const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b));
     const __m128i f = _mm_set1_epi8(0xF);
     return {_mm256_cvtepu8_epi16(_mm_and_si128(x, f)), _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(x, 4), f)),
-            quant::detail::half_at(b + 80), quant::detail::half_at(b + 82)};
+            blocks::half<Isa>(b + 80), blocks::half<Isa>(b + 82)};
   }
   /// Value 128h + 32s + l is bits 2s of qs[32h + l]; p = 2h + s / 2.
   static __m512i quants(const unsigned char* b, int p) noexcept {
-    return two_fields(b + 16 + 32 * (p / 2), 4 * (p % 2), 4 * (p % 2) + 2, 3);
+    return two_fields<Isa>(b + 16 + 32 * (p / 2), 4 * (p % 2), 4 * (p % 2) + 2, 3);
   }
 };
 
+template <class Isa>
 struct Q3_Kx {
   static constexpr index_t bytes = 110;
   static constexpr int offset = 4;
@@ -240,8 +272,8 @@ struct Q3_Kx {
   }
   /// Q2_K's low bits at b + 32, plus 4 where mask bit e / 32 of hmask[e % 32] is set.
   static __m512i quants(const unsigned char* b, int p) noexcept {
-    const __m512i low = two_fields(b + 32 + 32 * (p / 2), 4 * (p % 2), 4 * (p % 2) + 2, 3);
-    return _mm512_or_si512(low, _mm512_slli_epi16(two_fields(b, 2 * p, 2 * p + 1, 1), 2));
+    const __m512i low = two_fields<Isa>(b + 32 + 32 * (p / 2), 4 * (p % 2), 4 * (p % 2) + 2, 3);
+    return _mm512_or_si512(low, _mm512_slli_epi16(two_fields<Isa>(b, 2 * p, 2 * p + 1, 1), 2));
   }
 };
 
@@ -266,6 +298,7 @@ inline __m512i dot2(__m512i acc, __m512i p, __m512i s) noexcept {
 
 /// Prefetches each cache line of [p, p + n) `prefetch_ahead` bytes on (a
 /// mapped file's pages: see blocks::prefetch_ahead).
+template <class Isa>
 inline void prefetch_lines(const unsigned char* p, index_t n) noexcept {
   for (index_t o = 0; o < n; o += 64) __builtin_prefetch(p + o + blocks::prefetch_ahead);
 }
@@ -275,33 +308,37 @@ inline void prefetch_lines(const unsigned char* p, index_t n) noexcept {
 template <class Isa, class F, int MR>
 void legacy_rows(DType f, const unsigned char* w, index_t K, const Q8Tile& a, float* c, index_t ldc) noexcept {
   const index_t blocks = K / 32, groups = blocks / 16;
-  __m512 acc[MR];
-  for (int i = 0; i < MR; ++i) acc[i] = _mm512_setzero_ps();
+  // Two accumulators per row (even and odd pairs): the FMA's latency, not
+  // its throughput, would bound a single chain.
+  __m512 acc[MR], acc2[MR];
+  for (int i = 0; i < MR; ++i) acc[i] = acc2[i] = _mm512_setzero_ps();
   const __m512i at = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                                         _mm512_set1_epi32(int(F::bytes)));
-  const __m512i pair_lanes = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
   for (index_t g = 0; g < groups; ++g) {
     const unsigned char* wb = w + g * 16 * F::bytes;
-    prefetch_lines(wb, 16 * F::bytes);
+    prefetch_lines<Isa>(wb, 16 * F::bytes);
     const __m512i fields = _mm512_i32gather_epi32(at, wb, 1);  // d in the low half, m in the high
     const __m512 dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(fields));
-    __m512 scale[MR];
+    // Each block's d_w · d_a, read back per pair by two broadcast loads:
+    // cheaper than a cross-lane permute per pair.
+    alignas(64) float scale[MR][16];
     for (int i = 0; i < MR; ++i) {
-      scale[i] = _mm512_mul_ps(dw, _mm512_loadu_ps(a.d(i) + g * 16));
+      const __m512 both = _mm512_mul_ps(dw, _mm512_loadu_ps(a.d(i) + g * 16));
+      _mm512_store_ps(scale[i], both);
       if constexpr (F::offset != 0 && !(F::offset == 128 && !Isa::vnni)) {
         // − offset · Σa of each block, times its scale.
         const __m512i sums = _mm512_madd_epi16(_mm512_loadu_si512(a.sums(i) + g * 32), _mm512_set1_epi16(1));
-        acc[i] = _mm512_fmadd_ps(scale[i], _mm512_cvtepi32_ps(_mm512_mullo_epi32(sums, _mm512_set1_epi32(-F::offset))),
-                                 acc[i]);
+        acc[i] =
+            _mm512_fmadd_ps(both, _mm512_cvtepi32_ps(_mm512_mullo_epi32(sums, _mm512_set1_epi32(-F::offset))), acc[i]);
       }
       if constexpr (F::has_m) {
         const __m512 m = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(fields, 16)));
         acc[i] = _mm512_fmadd_ps(m, _mm512_loadu_ps(a.s(i) + g * 16), acc[i]);
       }
     }
-    for (int p = 0; p < 8; ++p) {
+    // Pair p's lanes: 8 of block 2p, then 8 of block 2p + 1.
+    const auto pair = [&](int p, __m512* chain) {
       const __m512i u = F::pair(wb + 2 * p * F::bytes);
-      const __m512i lanes = _mm512_add_epi32(pair_lanes, _mm512_set1_epi32(2 * p));
       for (int i = 0; i < MR; ++i) {
         const __m512i x = _mm512_loadu_si512(a.q(i) + g * 512 + 64 * p);
         __m512i s;
@@ -313,14 +350,21 @@ void legacy_rows(DType f, const unsigned char* w, index_t K, const Q8Tile& a, fl
         } else {
           s = dot4<Isa>(_mm512_setzero_si512(), u, x);
         }
-        acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_permutexvar_ps(lanes, scale[i]), acc[i]);
+        const __m512 sp =
+            _mm512_mask_broadcastss_ps(_mm512_set1_ps(scale[i][2 * p]), 0xFF00, _mm_load_ss(&scale[i][2 * p + 1]));
+        chain[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), sp, chain[i]);
       }
+    };
+#pragma GCC unroll 4
+    for (int p = 0; p < 8; p += 2) {
+      pair(p, acc);
+      pair(p + 1, acc2);
     }
   }
   for (int i = 0; i < MR; ++i) {
     float rest = 0.0f, mins = 0.0f;
     reference_blocks(f, w, a, i, groups * 16, blocks, rest, mins);
-    c[i * ldc] = _mm512_reduce_add_ps(acc[i]) + rest + mins;
+    c[i * ldc] = _mm512_reduce_add_ps(_mm512_add_ps(acc[i], acc2[i])) + rest + mins;
   }
 }
 
@@ -334,7 +378,7 @@ void kquant_rows(const unsigned char* w, index_t K, const Q8Tile& a, float* c, i
   for (int i = 0; i < MR; ++i) acc[i] = _mm512_setzero_ps(), mins[i] = _mm256_setzero_ps();
   for (index_t sb = 0; sb < K / 256; ++sb) {
     const unsigned char* b = w + sb * F::bytes;
-    prefetch_lines(b, F::bytes);
+    prefetch_lines<Isa>(b, F::bytes);
     const KScales s = F::scales(b);
     // Pair-sum lane k of values [64p, 64p + 64) belongs to group 4p + k / 8.
     __m512i scale[4], u[4];
@@ -348,9 +392,12 @@ void kquant_rows(const unsigned char* w, index_t K, const Q8Tile& a, float* c, i
     }
     for (int i = 0; i < MR; ++i) {
       const std::int8_t* x = a.q(i) + sb * 256;
-      __m512i sum = _mm512_setzero_si512();
-      for (int p = 0; p < 4; ++p)
+      __m512i sum = _mm512_setzero_si512(), sum2 = _mm512_setzero_si512();  // two chains: latency
+      for (int p = 0; p < 4; p += 2) {
         sum = dot2<Isa>(sum, _mm512_maddubs_epi16(u[p], _mm512_loadu_si512(x + 64 * p)), scale[p]);
+        sum2 = dot2<Isa>(sum2, _mm512_maddubs_epi16(u[p + 1], _mm512_loadu_si512(x + 64 * p + 64)), scale[p + 1]);
+      }
+      sum = _mm512_add_epi32(sum, sum2);
       const __m256i bsums = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.sums(i) + sb * 16));
       if constexpr (F::offset != 0) {
         const __m256i off = _mm256_mullo_epi32(_mm256_madd_epi16(s.scale, bsums), _mm256_set1_epi32(F::offset));
@@ -430,29 +477,29 @@ void avx2_rows(DType f, const unsigned char* w, index_t K, const Q8Tile& a, floa
 }
 
 /// Runs fn.template operator()<AVX-512 format>() for a block dtype.
-template <class Fn>
+template <class Isa, class Fn>
 inline void with_avx512_format(DType d, Fn&& fn) {
   switch (d) {
     case DType::Q8_0:
-      return fn.template operator()<Q8_0x>();
+      return fn.template operator()<Q8_0x<Isa>>();
     case DType::Q4_0:
-      return fn.template operator()<Q4_0x>();
+      return fn.template operator()<Q4_0x<Isa>>();
     case DType::Q4_1:
-      return fn.template operator()<Q4_1x>();
+      return fn.template operator()<Q4_1x<Isa>>();
     case DType::Q5_0:
-      return fn.template operator()<Q5x<false>>();
+      return fn.template operator()<Q5x<Isa, false>>();
     case DType::Q5_1:
-      return fn.template operator()<Q5x<true>>();
+      return fn.template operator()<Q5x<Isa, true>>();
     case DType::Q2_K:
-      return fn.template operator()<Q2_Kx>();
+      return fn.template operator()<Q2_Kx<Isa>>();
     case DType::Q3_K:
-      return fn.template operator()<Q3_Kx>();
+      return fn.template operator()<Q3_Kx<Isa>>();
     case DType::Q4_K:
-      return fn.template operator()<QK45x<false>>();
+      return fn.template operator()<QK45x<Isa, false>>();
     case DType::Q5_K:
-      return fn.template operator()<QK45x<true>>();
+      return fn.template operator()<QK45x<Isa, true>>();
     case DType::Q6_K:
-      return fn.template operator()<Q6_Kx>();
+      return fn.template operator()<Q6_Kx<Isa>>();
     default:
       return;
   }
@@ -465,7 +512,7 @@ template <class Isa, int MR>
 void rows_dot(DType f, const unsigned char* w, index_t K, const Q8Tile& a, float* c, index_t ldc) noexcept {
 #if defined(__x86_64__) || defined(__i386__)
   if constexpr (Isa::avx512) {
-    return with_avx512_format(f, [&]<class F>() {
+    return with_avx512_format<Isa>(f, [&]<class F>() {
       if constexpr (requires { F::has_m; })
         legacy_rows<Isa, F, MR>(f, w, K, a, c, ldc);
       else
@@ -494,7 +541,7 @@ void q8_gemm_nt(const Q8Tile& A, index_t M, const WeightMatrix& w, index_t r0, i
   for (index_t n = 0; n < N; ++n) {
     const unsigned char* row = w.row_bytes(r0 + n);
     for (index_t m = 0; m < M; m += 4) {
-      const Q8Tile a{A.rows, A.first + m};
+      const Q8Tile a = A.from(m);
       float* c = C + m * ldc + n;
       switch (std::min<index_t>(4, M - m)) {
         case 4:

@@ -8,6 +8,7 @@
 /// call (same or smaller shapes) allocates nothing. One workspace serves one
 /// call at a time; two threads calling at once each pass their own.
 
+#include <array>
 #include <cstdint>
 #include <utility>
 #include <vector>
@@ -15,6 +16,7 @@
 #include "moe/backend/cpu/gemm_job.hpp"
 #include "moe/backend/cpu/panels.hpp"
 #include "moe/backend/host_stages.hpp"
+#include "moe/quant/q8_activations.hpp"
 
 namespace moe::backend::cpu {
 
@@ -94,6 +96,7 @@ struct Workspace : HostRows {
   std::vector<float> row_scale;                     ///< int8 path: per-row scales (input rows, then hidden rows)
   std::vector<std::int32_t> row_zero;               ///< int8 path: per-row zero points
   TrainState train;                                 ///< training: the forward's pre-activations, backward buffers
+  std::array<quant::Q8Rows, 3> q8_in, q8_hidden;    ///< BlockQ8: the phases' rows per activation kind (q8_dot.hpp)
 
   std::vector<ThreadScratch>& per_thread(int n) {
     if (threads.size() < std::size_t(n)) threads.resize(std::size_t(n));
