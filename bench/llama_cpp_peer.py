@@ -13,7 +13,9 @@ For each file and each prompt length T: the prefill time of T tokens
 every position so that its one layer runs every row; moe-mixtral generate:
 its reported prefill), and the decode time per token after the
 prompt (16 tokens, one at a time). Both on the same threads, back to back,
-fastest of --repeat runs. Writes a JSON of every figure.
+fastest of --repeat runs, moe-mixtral once per --numerics (as-stored and
+block-q8 by default) and with --no-mmap unless --mmap. Writes a JSON of
+every figure.
 
 This is outside the library's build: llama.cpp comes from PyPI's
 llama-cpp-python (it compiles llama.cpp on install).
@@ -126,12 +128,13 @@ def llama_times(path, T, threads, decode_tokens, repeat):
     return best_prefill, best_decode
 
 
-def moe_times(mixtral, path, T, threads, decode_tokens, repeat):
+def moe_times(mixtral, path, T, threads, decode_tokens, repeat, numerics, mmap):
     ids = ",".join(str(3 + (i * 37) % 390) for i in range(T))
     best_prefill, best_decode = float("inf"), float("inf")
     for _ in range(repeat):
         out = subprocess.run([mixtral, "generate", "--model", path, "--tokens", ids, "--max-new", str(decode_tokens + 1),
-                              "--threads", str(threads), "--stop", "-1"], check=True,
+                              "--threads", str(threads), "--stop", "-1", "--numerics", numerics]
+                             + ([] if mmap else ["--no-mmap"]), check=True,
                              capture_output=True).stdout.decode(errors="replace")  # random text: any bytes
         prefill = float(re.search(r"prefill: \d+ tokens in ([0-9.]+) s", out).group(1))
         m = re.search(r"decode:  (\d+) tokens in ([0-9.]+) s", out)
@@ -151,6 +154,12 @@ def main():
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--out", default="llama_cpp_peer.json")
     ap.add_argument("--prepare-only", action="store_true", help="write and quantise the files, time nothing")
+    ap.add_argument("--numerics", default="as-stored,block-q8",
+                    help="moe-mixtral's numerics to time, each beside llama.cpp (as-stored: fp32 arithmetic on the "
+                         "blocks; block-q8: llama.cpp's, activations quantised per block)")
+    ap.add_argument("--mmap", action="store_true",
+                    help="moe-mixtral reads the weights through the file's map (default: --no-mmap, a copy on huge "
+                         "pages, as llama.cpp's repacked Q4_0/Q4_K weights are its own anonymous memory)")
     a = ap.parse_args()
     import llama_cpp
 
@@ -163,9 +172,11 @@ def main():
               "q4_k_m": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M, "q6_k": llama_cpp.LLAMA_FTYPE_MOSTLY_Q6_K,
               "q5_k_m": llama_cpp.LLAMA_FTYPE_MOSTLY_Q5_K_M}
     mixtral = os.path.join(a.bin, "moe-mixtral")
-    results = {"threads": a.threads, "llama_cpp": llama_cpp.__version__, "rows": []}
-    print(f"{'type':8s} {'T':>4s} {'llama.cpp prefill ms':>21s} {'moe prefill ms':>15s} {'ratio':>6s}"
-          f" {'llama.cpp decode ms':>20s} {'moe decode ms':>14s} {'ratio':>6s}")
+    results = {"threads": a.threads, "llama_cpp": llama_cpp.__version__, "mmap": a.mmap, "rows": []}
+    numerics = a.numerics.split(",")
+    head = f"{'type':8s} {'T':>4s} {'llama.cpp prefill':>17s}" + "".join(f" {n + ' prefill':>18s} {'ratio':>5s}" for n in numerics)
+    head += f" {'llama.cpp decode':>16s}" + "".join(f" {n + ' decode':>17s} {'ratio':>5s}" for n in numerics)
+    print(head + "   (ms; ratio: llama.cpp / moe)")
     for t in a.types.split(","):
         path = os.path.join(a.work, f"mixtral-layer.{t}.gguf")
         if not os.path.exists(path):
@@ -175,11 +186,16 @@ def main():
             continue
         for T in (int(x) for x in a.tokens.split(",")):
             lp, ld = llama_times(path, T, a.threads, a.decode, a.repeat)
-            mp, md = moe_times(mixtral, path, T, a.threads, a.decode, a.repeat)
-            results["rows"].append({"type": t, "T": T, "llama_prefill_s": lp, "moe_prefill_s": mp,
-                                    "llama_decode_s": ld, "moe_decode_s": md, "bytes": os.path.getsize(path)})
-            print(f"{t:8s} {T:4d} {lp * 1e3:21.1f} {mp * 1e3:15.1f} {lp / mp:6.2f} {ld * 1e3:20.2f} {md * 1e3:14.2f}"
-                  f" {ld / md:6.2f}", flush=True)
+            row = {"type": t, "T": T, "llama_prefill_s": lp, "llama_decode_s": ld, "bytes": os.path.getsize(path)}
+            ours = {}
+            for n in numerics:
+                ours[n] = moe_times(mixtral, path, T, a.threads, a.decode, a.repeat, n, a.mmap)
+                row[f"moe_{n}_prefill_s"], row[f"moe_{n}_decode_s"] = ours[n]
+            results["rows"].append(row)
+            line = f"{t:8s} {T:4d} {lp * 1e3:17.1f}" + "".join(
+                f" {ours[n][0] * 1e3:18.1f} {lp / ours[n][0]:5.2f}" for n in numerics)
+            line += f" {ld * 1e3:16.2f}" + "".join(f" {ours[n][1] * 1e3:17.2f} {ld / ours[n][1]:5.2f}" for n in numerics)
+            print(line, flush=True)
     with open(a.out, "w") as f:
         json.dump(results, f, indent=1)
 

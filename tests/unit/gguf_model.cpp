@@ -131,7 +131,11 @@ TEST_CASE("numerics::BlockQ8: llama.cpp's arithmetic on block weights, every ISA
                 q8_expert(w.quantised.experts[std::size_t(out.routing.expert_at(t, j))], x.row(t).data());
             for (index_t c = 0; c < 512; ++c) want(t, c) += out.routing.weight_at(t, j) * y[std::size_t(c)];
           }
-        CHECK(relative_error(out.y, want) <= 1e-5);
+        // The kernels' sums agree with the reference to a few ulps
+        // (test-q8-dot), but an ulp in the hidden units can move one across
+        // an 8-bit rounding boundary when they are quantised for the down
+        // projection: a step of 1/254 of its block's largest value.
+        CHECK(relative_error(out.y, want) <= 2e-3);
         // And near the fp32 layer on the same weights: the activations'
         // 8-bit rounding, and Q8_1's fp16 sums times the Q4_1/Q5_1 minimums
         // (random blocks have minimums as large as their steps: 4e-2 seen).

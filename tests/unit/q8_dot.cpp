@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "moe/backend/cpu/q8_dot.hpp"
+#include "moe/backend/cpu/q8_panels.hpp"
 #include "moe/io/safetensors.hpp"
 #include "moe/quant/ggml_blocks.hpp"
 #include "moe/quant/block_formats.hpp"
@@ -235,6 +236,62 @@ TEST_CASE("q8 dot: the CPU kernels of every ISA as the reference") {
                 }
               }
             CHECK(bad == 0);
+          },
+          isa::Carried{});
+    }
+  }
+}
+
+TEST_CASE("q8 dot: the panel kernel (prefill) as the reference") {
+  const std::vector<std::uint32_t> codes = {2, 3, 6, 7, 8, 10, 11, 12, 13, 14};
+  for (std::size_t t = 0; t < weight_types.size(); ++t) {
+    const auto& [type_name, f] = weight_types[t];
+    CAPTURE(std::string(type_name));
+    for (const index_t K : {index_t(256), index_t(512), index_t(576), index_t(768)}) {
+      if (K % block_size(f) != 0) continue;
+      CAPTURE(K);
+      // 45 weight rows: two whole panels of 16, then 13 (a partial panel);
+      // activation rows from the third on (a tile that starts inside the rows).
+      const index_t W = 45, rows = 9, first = 2;
+      const std::vector<std::uint8_t> w = random_weights(f, codes[t], W, K, 80 + t);
+      std::mt19937 rng{std::uint32_t(90 + t)};
+      std::normal_distribution<float> normal;
+      std::vector<float> x(static_cast<std::size_t>(rows * K));
+      for (float& v : x) v = normal(rng) * 3.0f;
+      quant::Q8Rows q;
+      quant::quantize_activations(x.data(), K, rows, K, quant::activation_blocks(f), q);
+      const WeightMatrix m{w.data(), f, W, K};
+      std::vector<float> dequantised(static_cast<std::size_t>(W * K));
+      widen_to_float(w.data(), f, 0, W * K, dequantised.data());
+      for_each(
+          [&](auto isa_tag) {
+            using I = decltype(isa_tag);
+            if constexpr (backend::cpu::has_q8_panels<I>) {
+              CAPTURE(I::name);
+              if (!backend::cpu::q8_panels_take<I>(m)) return;
+              std::vector<float> out(static_cast<std::size_t>(rows * W), -1.0f);
+              std::vector<std::uint8_t> bytes;
+              std::vector<float> floats;
+              // Outputs [3, 45) then [0, 3): a first row that is no panel's.
+              const backend::cpu::Q8Tile a(q, first);
+              backend::cpu::q8_panel_gemm<I>(a, rows - first, m, 3, W - 3, out.data() + first * W + 3, W, bytes,
+                                             floats);
+              backend::cpu::q8_panel_gemm<I>(a, rows - first, m, 0, 3, out.data() + first * W, W, bytes, floats);
+              index_t bad = 0;
+              for (index_t i = first; i < rows; ++i)
+                for (index_t r = 0; r < W; ++r) {
+                  const float ours = out[std::size_t(i * W + r)];
+                  const float ref = quant::q8_dot(f, w.data() + r * bytes_of(f, K), q, i);
+                  double magnitude = 0;
+                  for (index_t k = 0; k < K; ++k)
+                    magnitude += std::fabs(double(dequantised[std::size_t(r * K + k)]) * x[std::size_t(i * K + k)]);
+                  if (!(std::fabs(double(ours) - ref) <= 1e-5 * magnitude + 1e-30)) {
+                    if (bad == 0) MESSAGE("first: activation row ", i, " weight row ", r, ": ", ours, " vs ", ref);
+                    ++bad;
+                  }
+                }
+              CHECK(bad == 0);
+            }
           },
           isa::Carried{});
     }

@@ -15,6 +15,7 @@
 #include "moe/backend/cpu/block_rows.hpp"
 #include "moe/backend/cpu/dot_tile.hpp"
 #include "moe/backend/cpu/q8_dot.hpp"
+#include "moe/backend/cpu/q8_panels.hpp"
 #include "moe/backend/cpu/simd.hpp"
 #include "moe/backend/cpu/workspace.hpp"
 #include "moe/backend/host_stages.hpp"
@@ -138,7 +139,12 @@ struct ViewFfn {
     const auto gemm = [&](const std::array<quant::Q8Rows, 3>& q, const float* x, index_t ldx, index_t r0, index_t n,
                           const WeightMatrix& m, index_t o0, index_t no, float* c, index_t ldc, ThreadScratch& s) {
       if (!is_block_quantised(m.dtype)) return gemm_rows(x, ldx, n, m, o0, no, c, ldc, s.up);
-      q8_gemm_nt<Isa>(Q8Tile(q[std::size_t(quant::activation_blocks(m.dtype))], r0), n, m, o0, no, c, ldc);
+      const Q8Tile a(q[std::size_t(quant::activation_blocks(m.dtype))], r0);
+      // Many rows: unpack the weights once into int8 panels; few: stream them.
+      if constexpr (has_q8_panels<Isa>)
+        if (n > stream_rows && q8_panels_take<Isa>(m))
+          return q8_panel_gemm<Isa>(a, n, m, o0, no, c, ldc, s.q8_panels, s.q8_scales);
+      q8_gemm_nt<Isa>(a, n, m, o0, no, c, ldc);
     };
     run_tiles(pool, plan, d_ff, ws, [&](index_t e, index_t f0, index_t nf, ThreadScratch& s) {
       const ExpertWeights& we = w[std::size_t(e)];
@@ -177,8 +183,15 @@ struct ViewFfn {
     quantise_rows(pool, MatrixView<const float>(x.data, x.rows, x.cols, x.row_stride), kinds, q);
     const quant::Q8Rows& rows = q[std::size_t(quant::activation_blocks(w.dtype))];
     const index_t blocks = (w.rows + block - 1) / block;
+    const bool panels = x.rows > stream_rows && q8_panels_take<Isa>(w);
     pool.parallel_for(blocks, [&](std::int64_t b, int) {
       const index_t o0 = index_t(b) * block, n = std::min(block, w.rows - o0);
+      if constexpr (has_q8_panels<Isa>)
+        if (panels) {
+          thread_local std::vector<std::uint8_t> bytes;
+          thread_local std::vector<float> floats;
+          return q8_panel_gemm<Isa>(Q8Tile(rows, 0), x.rows, w, o0, n, out.row(0) + o0, out.row_stride, bytes, floats);
+        }
       q8_gemm_nt<Isa>(Q8Tile(rows, 0), x.rows, w, o0, n, out.row(0) + o0, out.row_stride);
     });
   }

@@ -29,9 +29,11 @@ T* grow(std::vector<T>& buffer, std::size_t n) {
 
 /// One pool thread's buffers.
 struct ThreadScratch {
-  std::vector<float> up, gate, gated;  ///< views path: a widened weight block, gate outputs
-  std::vector<float> tile;             ///< panel path: [rows, panels · NR] fp32 results
-  std::vector<std::int32_t> itile;     ///< int8 path: [rows, panels · NR] int32 results
+  std::vector<float> up, gate, gated;   ///< views path: a widened weight block, gate outputs
+  std::vector<float> tile;              ///< panel path: [rows, panels · NR] fp32 results
+  std::vector<std::int32_t> itile;      ///< int8 path: [rows, panels · NR] int32 results
+  std::vector<std::uint8_t> q8_panels;  ///< BlockQ8 prefill: a task's int8 panels (q8_panels.hpp)
+  std::vector<float> q8_scales;         ///< and their scales and minimums
 };
 
 /// A block of one expert's rows, and where its rows sit in the packed
