@@ -114,11 +114,14 @@ struct ViewFfn {
     const MatrixView<float> hidden(grow(ws.hidden, std::size_t(plan.rows() * d_ff)), plan.rows(), d_ff);
     index_t most_rows = 0;
     for (index_t e = 0; e < plan.experts; ++e) most_rows = std::max(most_rows, plan.kept(e));
-    const std::size_t widened = std::size_t(block * std::max(d_model, d_ff));
+    // Decode (few rows): tasks of 128 outputs, long streams of weight rows
+    // that the prefetchers keep ahead of; many rows: 32, the panels' task.
+    const index_t step = most_rows <= stream_rows ? 4 * block : block;
+    const std::size_t widened = std::size_t(step * std::max(d_model, d_ff));
     for (ThreadScratch& s : ws.per_thread(pool.size())) {
       grow(s.up, widened);
       grow(s.gate, widened);
-      grow(s.gated, std::size_t(most_rows * block));
+      grow(s.gated, std::size_t(most_rows * step));
     }
     const auto uses = [&](auto matrix) {
       std::array<bool, 3> kinds{};
@@ -146,28 +149,34 @@ struct ViewFfn {
           return q8_panel_gemm<Isa>(a, n, m, o0, no, c, ldc, s.q8_panels, s.q8_scales);
       q8_gemm_nt<Isa>(a, n, m, o0, no, c, ldc);
     };
-    run_tiles(pool, plan, d_ff, ws, [&](index_t e, index_t f0, index_t nf, ThreadScratch& s) {
-      const ExpertWeights& we = w[std::size_t(e)];
-      const index_t r0 = plan.first_row(e), n = plan.kept(e);
-      float* h = hidden.row(r0) + f0;
-      gemm(ws.q8_in, rows.row(r0), rows.row_stride, r0, n, we.up, f0, nf, h, d_ff, s);
-      const typename F::activation act{};
-      if constexpr (F::gated) {
-        float* g = grow(s.gated, std::size_t(n * nf));
-        gemm(ws.q8_in, rows.row(r0), rows.row_stride, r0, n, we.gate, f0, nf, g, nf, s);
-        for (index_t i = 0; i < n; ++i) apply_gated(act, g + i * nf, h + i * d_ff, nf);
-      } else {
-        for (index_t i = 0; i < n; ++i) apply_act(act, h + i * d_ff, nf);
-      }
-    });
+    run_tiles(
+        pool, plan, d_ff, ws,
+        [&](index_t e, index_t f0, index_t nf, ThreadScratch& s) {
+          const ExpertWeights& we = w[std::size_t(e)];
+          const index_t r0 = plan.first_row(e), n = plan.kept(e);
+          float* h = hidden.row(r0) + f0;
+          gemm(ws.q8_in, rows.row(r0), rows.row_stride, r0, n, we.up, f0, nf, h, d_ff, s);
+          const typename F::activation act{};
+          if constexpr (F::gated) {
+            float* g = grow(s.gated, std::size_t(n * nf));
+            gemm(ws.q8_in, rows.row(r0), rows.row_stride, r0, n, we.gate, f0, nf, g, nf, s);
+            for (index_t i = 0; i < n; ++i) apply_gated(act, g + i * nf, h + i * d_ff, nf);
+          } else {
+            for (index_t i = 0; i < n; ++i) apply_act(act, h + i * d_ff, nf);
+          }
+        },
+        step);
     // Phase 2: out = hidden · W2ᵀ.
     quantise_rows(pool, hidden, uses([](const ExpertWeights& e) -> const WeightMatrix& { return e.down; }),
                   ws.q8_hidden);
-    run_tiles(pool, plan, d_model, ws, [&](index_t e, index_t o0, index_t no, ThreadScratch& s) {
-      const index_t r0 = plan.first_row(e), n = plan.kept(e);
-      gemm(ws.q8_hidden, hidden.row(r0), d_ff, r0, n, w[std::size_t(e)].down, o0, no, out.row(r0) + o0, out.row_stride,
-           s);
-    });
+    run_tiles(
+        pool, plan, d_model, ws,
+        [&](index_t e, index_t o0, index_t no, ThreadScratch& s) {
+          const index_t r0 = plan.first_row(e), n = plan.kept(e);
+          gemm(ws.q8_hidden, hidden.row(r0), d_ff, r0, n, w[std::size_t(e)].down, o0, no, out.row(r0) + o0,
+               out.row_stride, s);
+        },
+        step);
   }
 
   /// out = x · Wᵀ under numerics::BlockQ8: x quantised once for W's format,
@@ -182,10 +191,11 @@ struct ViewFfn {
     kinds[std::size_t(quant::activation_blocks(w.dtype))] = true;
     quantise_rows(pool, MatrixView<const float>(x.data, x.rows, x.cols, x.row_stride), kinds, q);
     const quant::Q8Rows& rows = q[std::size_t(quant::activation_blocks(w.dtype))];
-    const index_t blocks = (w.rows + block - 1) / block;
     const bool panels = x.rows > stream_rows && q8_panels_take<Isa>(w);
+    const index_t step = x.rows <= stream_rows ? 4 * block : block;  // as run_q8's tasks
+    const index_t blocks = (w.rows + step - 1) / step;
     pool.parallel_for(blocks, [&](std::int64_t b, int) {
-      const index_t o0 = index_t(b) * block, n = std::min(block, w.rows - o0);
+      const index_t o0 = index_t(b) * step, n = std::min(step, w.rows - o0);
       if constexpr (has_q8_panels<Isa>)
         if (panels) {
           thread_local std::vector<std::uint8_t> bytes;
@@ -277,15 +287,16 @@ struct ViewFfn {
   /// Runs fn(expert, first, count, scratch) over every (expert with rows,
   /// block of `width` outputs), in parallel.
   template <class Fn>
-  static void run_tiles(moe::detail::ThreadPool& pool, const RoutingPlan& plan, index_t width, Workspace& ws, Fn&& fn) {
+  static void run_tiles(moe::detail::ThreadPool& pool, const RoutingPlan& plan, index_t width, Workspace& ws, Fn&& fn,
+                        index_t step = block) {
     ws.tiles.clear();
     for (index_t e = 0; e < plan.experts; ++e)
       if (plan.kept(e) > 0)
-        for (index_t f = 0; f < width; f += block) ws.tiles.emplace_back(e, f);
+        for (index_t f = 0; f < width; f += step) ws.tiles.emplace_back(e, f);
     std::vector<ThreadScratch>& scratch = ws.per_thread(pool.size());
     pool.parallel_for(std::int64_t(ws.tiles.size()), [&](std::int64_t i, int thread) {
       const auto [e, f0] = ws.tiles[std::size_t(i)];
-      fn(e, f0, std::min(block, width - f0), scratch[std::size_t(thread)]);
+      fn(e, f0, std::min(step, width - f0), scratch[std::size_t(thread)]);
     });
   }
 };

@@ -27,6 +27,7 @@
 /// other ISAs run the reference.
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <cstring>
 
@@ -142,12 +143,45 @@ inline __m512i nibble_pair(const unsigned char* b) noexcept {
   return _mm512_and_si512(_mm512_mask_srli_epi16(x, 0xFF00FF00u, x, 4), _mm512_set1_epi8(0xF));  // 128-bit lanes 1, 3
 }
 
+/// The nibbles of blocks b … b + 3 (16 bytes each at b + At + k · Bytes):
+/// `low` holds their values 0–15 block after block, `high` their values
+/// 16–31. The 64 nibble bytes are picked by one two-source word permute
+/// from a load at the first block's bytes and a masked load (no fault past
+/// the row) at the fourth's: every block's bytes start at an even offset.
+template <class Isa, index_t Bytes, index_t At>
+inline void nibble_quad(const unsigned char* b, __m512i& low, __m512i& high) noexcept {
+  static_assert(At % 2 == 0 && Bytes % 2 == 0 && 2 * Bytes + 16 <= 64, "blocks whose nibbles sit on whole words");
+  // Result word w is word w % 8 of block w / 8: from the first load while
+  // it lies inside it, else from the fourth block's load.
+  static constexpr std::array<short, 32> index = [] {
+    std::array<short, 32> idx{};
+    for (int w = 0; w < 32; ++w) {
+      const int at = int(w / 8 * Bytes) + 2 * (w % 8);
+      idx[std::size_t(w)] = short(at + 2 <= 64 ? at / 2 : 32 + w % 8);
+    }
+    return idx;
+  }();
+  constexpr __mmask32 second = [] {
+    __mmask32 m = 0;
+    for (int k = 0; k < 8; ++k)
+      if (3 * int(Bytes) + 2 * k + 2 > 64) m |= __mmask32(1) << k;
+    return m;
+  }();
+  const __m512i first = _mm512_loadu_si512(b + At), fourth = _mm512_maskz_loadu_epi16(second, b + At + 3 * Bytes);
+  const __m512i x = _mm512_permutex2var_epi16(first, _mm512_loadu_si512(index.data()), fourth);
+  low = _mm512_and_si512(x, _mm512_set1_epi8(0xF));
+  high = _mm512_and_si512(_mm512_srli_epi16(x, 4), _mm512_set1_epi8(0xF));
+}
+
 template <class Isa>
 struct Q4_0x {
   static constexpr index_t bytes = 18;
   static constexpr int offset = 8;
   static constexpr bool has_m = false;
   static __m512i pair(const unsigned char* b) noexcept { return nibble_pair<Isa, bytes, 2>(b); }
+  static void quad(const unsigned char* b, __m512i& low, __m512i& high) noexcept {
+    nibble_quad<Isa, bytes, 2>(b, low, high);
+  }
 };
 template <class Isa>
 struct Q4_1x {
@@ -155,6 +189,9 @@ struct Q4_1x {
   static constexpr int offset = 0;
   static constexpr bool has_m = true;
   static __m512i pair(const unsigned char* b) noexcept { return nibble_pair<Isa, bytes, 4>(b); }
+  static void quad(const unsigned char* b, __m512i& low, __m512i& high) noexcept {
+    nibble_quad<Isa, bytes, 4>(b, low, high);
+  }
 };
 template <class Isa, bool One>
 struct Q5x {
@@ -311,6 +348,7 @@ void legacy_rows(DType f, const unsigned char* w, index_t K, const Q8Tile& a, fl
   // Two accumulators per row (even and odd pairs): the FMA's latency, not
   // its throughput, would bound a single chain.
   __m512 acc[MR], acc2[MR];
+#pragma GCC unroll 4
   for (int i = 0; i < MR; ++i) acc[i] = acc2[i] = _mm512_setzero_ps();
   const __m512i at = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                                         _mm512_set1_epi32(int(F::bytes)));
@@ -322,6 +360,7 @@ void legacy_rows(DType f, const unsigned char* w, index_t K, const Q8Tile& a, fl
     // Each block's d_w · d_a, read back per pair by two broadcast loads:
     // cheaper than a cross-lane permute per pair.
     alignas(64) float scale[MR][16];
+#pragma GCC unroll 4
     for (int i = 0; i < MR; ++i) {
       const __m512 both = _mm512_mul_ps(dw, _mm512_loadu_ps(a.d(i) + g * 16));
       _mm512_store_ps(scale[i], both);
@@ -339,6 +378,7 @@ void legacy_rows(DType f, const unsigned char* w, index_t K, const Q8Tile& a, fl
     // Pair p's lanes: 8 of block 2p, then 8 of block 2p + 1.
     const auto pair = [&](int p, __m512* chain) {
       const __m512i u = F::pair(wb + 2 * p * F::bytes);
+#pragma GCC unroll 4
       for (int i = 0; i < MR; ++i) {
         const __m512i x = _mm512_loadu_si512(a.q(i) + g * 512 + 64 * p);
         __m512i s;
@@ -355,12 +395,37 @@ void legacy_rows(DType f, const unsigned char* w, index_t K, const Q8Tile& a, fl
         chain[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), sp, chain[i]);
       }
     };
+    if constexpr (requires(const unsigned char* b, __m512i& x) { F::quad(b, x, x); }) {
+      // Nibble formats four blocks at a time: one permute picks their
+      // nibbles, the activations' halves are matched by two 128-bit shuffles.
+      const __m512i quad_lanes = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+      const auto quad = [&](int t, __m512* chain) {
+        __m512i low, high;
+        F::quad(wb + 4 * t * F::bytes, low, high);
+        const __m512i lanes = _mm512_add_epi32(quad_lanes, _mm512_set1_epi32(4 * t));
 #pragma GCC unroll 4
-    for (int p = 0; p < 8; p += 2) {
-      pair(p, acc);
-      pair(p + 1, acc2);
+        for (int i = 0; i < MR; ++i) {
+          const std::int8_t* x = a.q(i) + g * 512 + 128 * t;
+          const __m512i x01 = _mm512_loadu_si512(x), x23 = _mm512_loadu_si512(x + 64);
+          __m512i s = dot4<Isa>(_mm512_setzero_si512(), low, _mm512_shuffle_i64x2(x01, x23, _MM_SHUFFLE(2, 0, 2, 0)));
+          s = dot4<Isa>(s, high, _mm512_shuffle_i64x2(x01, x23, _MM_SHUFFLE(3, 1, 3, 1)));
+          chain[i] =
+              _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_permutexvar_ps(lanes, _mm512_load_ps(scale[i])), chain[i]);
+        }
+      };
+      quad(0, acc);
+      quad(1, acc2);
+      quad(2, acc);
+      quad(3, acc2);
+    } else {
+#pragma GCC unroll 4
+      for (int p = 0; p < 8; p += 2) {
+        pair(p, acc);
+        pair(p + 1, acc2);
+      }
     }
   }
+#pragma GCC unroll 4
   for (int i = 0; i < MR; ++i) {
     float rest = 0.0f, mins = 0.0f;
     reference_blocks(f, w, a, i, groups * 16, blocks, rest, mins);
@@ -375,6 +440,7 @@ template <class Isa, class F, int MR>
 void kquant_rows(const unsigned char* w, index_t K, const Q8Tile& a, float* c, index_t ldc) noexcept {
   __m512 acc[MR];
   __m256 mins[MR];
+#pragma GCC unroll 4
   for (int i = 0; i < MR; ++i) acc[i] = _mm512_setzero_ps(), mins[i] = _mm256_setzero_ps();
   for (index_t sb = 0; sb < K / 256; ++sb) {
     const unsigned char* b = w + sb * F::bytes;
@@ -390,6 +456,7 @@ void kquant_rows(const unsigned char* w, index_t K, const Q8Tile& a, float* c, i
       scale[p] = _mm512_permutexvar_epi16(lanes, _mm512_castsi256_si512(s.scale));
       u[p] = F::quants(b, p);
     }
+#pragma GCC unroll 4
     for (int i = 0; i < MR; ++i) {
       const std::int8_t* x = a.q(i) + sb * 256;
       __m512i sum = _mm512_setzero_si512(), sum2 = _mm512_setzero_si512();  // two chains: latency
@@ -410,6 +477,7 @@ void kquant_rows(const unsigned char* w, index_t K, const Q8Tile& a, float* c, i
             _mm256_fmadd_ps(_mm256_set1_ps(da * s.dmin), _mm256_cvtepi32_ps(_mm256_madd_epi16(s.min, bsums)), mins[i]);
     }
   }
+#pragma GCC unroll 4
   for (int i = 0; i < MR; ++i) {
     const __m128 m = _mm_add_ps(_mm256_castps256_ps128(mins[i]), _mm256_extractf128_ps(mins[i], 1));
     const __m128 m2 = _mm_add_ps(m, _mm_movehl_ps(m, m));
@@ -431,6 +499,7 @@ void avx2_rows(DType f, const unsigned char* w, index_t K, const Q8Tile& a, floa
   constexpr bool legacy = F::chunks == 1;
   __m256 acc[MR];
   float mins[MR] = {};
+#pragma GCC unroll 4
   for (int i = 0; i < MR; ++i) acc[i] = _mm256_setzero_ps();
   quant::BlockIntegers bi;
   for (index_t blk = 0; blk < K / (32 * F::chunks); ++blk) {
@@ -438,6 +507,7 @@ void avx2_rows(DType f, const unsigned char* w, index_t K, const Q8Tile& a, floa
     __builtin_prefetch(b + blocks::prefetch_ahead);
     quant::block_scales(f, b, bi);
     __m256i sum[MR];
+#pragma GCC unroll 4
     for (int i = 0; i < MR; ++i) sum[i] = _mm256_setzero_si256();
     for (index_t ch = 0; ch < F::chunks; ++ch) {
       __m128i q[2];
@@ -448,12 +518,14 @@ void avx2_rows(DType f, const unsigned char* w, index_t K, const Q8Tile& a, floa
       const int g0 = int(ch * 32) / bi.group, g1 = int(ch * 32 + 16) / bi.group;
       const __m256i scales = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_set1_epi16(short(bi.scale[g0]))),
                                                      _mm_set1_epi16(short(bi.scale[g1])), 1);
+#pragma GCC unroll 4
       for (int i = 0; i < MR; ++i) {
         const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q(i) + blk * 32 * F::chunks + ch * 32));
         const __m256i pairs = _mm256_maddubs_epi16(magnitude, _mm256_sign_epi8(x, v));
         sum[i] = _mm256_add_epi32(sum[i], _mm256_madd_epi16(pairs, scales));
       }
     }
+#pragma GCC unroll 4
     for (int i = 0; i < MR; ++i) {
       if constexpr (legacy) {
         acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(bi.d * a.d(i)[blk]), _mm256_cvtepi32_ps(sum[i]), acc[i]);
@@ -469,6 +541,7 @@ void avx2_rows(DType f, const unsigned char* w, index_t K, const Q8Tile& a, floa
       }
     }
   }
+#pragma GCC unroll 4
   for (int i = 0; i < MR; ++i) {
     const __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc[i]), _mm256_extractf128_ps(acc[i], 1));
     const __m128 s2 = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -522,6 +595,7 @@ void rows_dot(DType f, const unsigned char* w, index_t K, const Q8Tile& a, float
     return blocks::with_format(f, [&]<class F>() { avx2_rows<Isa, F, MR>(f, w, K, a, c, ldc); });
   }
 #endif
+#pragma GCC unroll 4
   for (int i = 0; i < MR; ++i) {
     float sum = 0.0f, mins = 0.0f;
     reference_blocks(f, w, a, i, 0, K / block_size(f), sum, mins);

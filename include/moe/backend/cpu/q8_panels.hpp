@@ -86,7 +86,6 @@ Panels build_panels(const WeightMatrix& w, index_t r0, index_t count, std::vecto
   const index_t n = block_size(w.dtype), per_block = n / P.group;
   with_avx512_format<Isa>(w.dtype, [&]<class F>() {
     alignas(64) std::uint32_t rows[16][16];  // 16 rows × 64 bytes
-    quant::BlockIntegers bi;
     for (index_t p = 0; p < count; ++p) {
       unsigned char* out = P.bytes + p * w.cols * 16;
       float *S = P.scale + p * P.groups * 16, *M = P.min + p * P.groups * 16;
@@ -102,13 +101,22 @@ Panels build_panels(const WeightMatrix& w, index_t r0, index_t count, std::vecto
           if constexpr (requires { F::has_m; }) {  // legacy: d, and m, at the block's start
             S[blk * 16 + j] = blocks::half<Isa>(block);
             M[blk * 16 + j] = F::has_m ? blocks::half<Isa>(block + 2) : 0.0f;
-            continue;
-          }
-          quant::block_scales(w.dtype, block, bi);
-          for (index_t g = 0; g < per_block; ++g) {
-            const index_t at = (blk * per_block + g) * 16 + j;
-            S[at] = bi.d * float(bi.scale[g]);  // exact: an fp16 times a 6-bit (or int8) integer
-            M[at] = bi.dmin * float(bi.min[g]);
+          } else {
+            // k-quants: d · scale and dmin · min per group (exact: an fp16
+            // times a 6-bit or int8 integer), from the format's 16 int16 per
+            // 16 values (groups of 32 take every other).
+            const KScales ks = F::scales(block);
+            alignas(64) float sc[16], mn[16];
+            _mm512_store_ps(sc,
+                            _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(ks.scale)), _mm512_set1_ps(ks.d)));
+            _mm512_store_ps(mn,
+                            _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(ks.min)), _mm512_set1_ps(ks.dmin)));
+            const index_t step = 16 / per_block;
+            for (index_t g = 0; g < per_block; ++g) {
+              const index_t at = (blk * per_block + g) * 16 + j;
+              S[at] = sc[g * step];
+              M[at] = mn[g * step];
+            }
           }
         }
       }
@@ -138,16 +146,21 @@ Panels build_panels(const WeightMatrix& w, index_t r0, index_t count, std::vecto
 /// broadcast into vpdpbusd.
 template <class Isa, int MR, int NR, int G>
 inline void group_sums(const Q8Tile& a, const Panels& P, index_t p0, index_t k0, __m512i (&sum)[MR][NR]) noexcept {
+#pragma GCC unroll 4
   for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
     for (int r = 0; r < NR; ++r) sum[i][r] = _mm512_setzero_si512();
 #pragma GCC unroll 8
   for (index_t k = k0; k < k0 + G; k += 4) {
     __m512i w[NR];
+#pragma GCC unroll 4
     for (int r = 0; r < NR; ++r) w[r] = _mm512_load_si512(P.panel(p0 + r) + k * 16);
+#pragma GCC unroll 4
     for (int i = 0; i < MR; ++i) {
       std::int32_t four;
       std::memcpy(&four, a.q(i) + k, 4);
       const __m512i x = _mm512_set1_epi32(four);
+#pragma GCC unroll 4
       for (int r = 0; r < NR; ++r) sum[i][r] = dot4<Isa>(sum[i][r], w[r], x);
     }
   }
@@ -156,6 +169,7 @@ inline void group_sums(const Q8Tile& a, const Panels& P, index_t p0, index_t k0,
 /// Σa of rows [0, MR) over values [k0, k0 + G), from the 16-value sums.
 template <int MR, int G>
 inline void group_activation_sums(const Q8Tile& a, index_t k0, int (&out)[MR]) noexcept {
+#pragma GCC unroll 4
   for (int i = 0; i < MR; ++i) {
     int s = 0;
     for (index_t h = k0 / 16; h < (k0 + G) / 16; ++h) s += a.sums(i)[h];
@@ -168,15 +182,19 @@ inline void group_activation_sums(const Q8Tile& a, index_t k0, int (&out)[MR]) n
 template <class Isa, int MR, int NR, int Offset, bool HasM>
 void legacy_panel_tile(const Q8Tile& a, const Panels& P, index_t p0, float* C, index_t ldc) noexcept {
   __m512 acc[MR][NR];
+#pragma GCC unroll 4
   for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
     for (int r = 0; r < NR; ++r) acc[i][r] = _mm512_setzero_ps();
   for (index_t g = 0; g < P.groups; ++g) {
     __m512i sum[MR][NR];
     group_sums<Isa, MR, NR, 32>(a, P, p0, g * 32, sum);
     int asum[MR];
     if constexpr (Offset != 0) group_activation_sums<MR, 32>(a, g * 32, asum);
+#pragma GCC unroll 4
     for (int r = 0; r < NR; ++r) {
       const __m512 S = _mm512_loadu_ps(P.scales(p0 + r) + g * 16);
+#pragma GCC unroll 4
       for (int i = 0; i < MR; ++i) {
         __m512i s = sum[i][r];
         if constexpr (Offset != 0) s = _mm512_sub_epi32(s, _mm512_set1_epi32(Offset * asum[i]));
@@ -186,7 +204,9 @@ void legacy_panel_tile(const Q8Tile& a, const Panels& P, index_t p0, float* C, i
       }
     }
   }
+#pragma GCC unroll 4
   for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
     for (int r = 0; r < NR; ++r) _mm512_storeu_ps(C + i * ldc + 16 * r, acc[i][r]);
 }
 
@@ -196,21 +216,27 @@ void legacy_panel_tile(const Q8Tile& a, const Panels& P, index_t p0, float* C, i
 template <class Isa, int MR, int NR, int G, int Offset, bool KMin>
 void kquant_panel_tile(const Q8Tile& a, const Panels& P, index_t p0, float* C, index_t ldc) noexcept {
   __m512 acc[MR][NR];
+#pragma GCC unroll 4
   for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
     for (int r = 0; r < NR; ++r) acc[i][r] = _mm512_setzero_ps();
   for (index_t sb = 0; sb < P.K / 256; ++sb) {
     __m512 part[MR][NR];
+#pragma GCC unroll 4
     for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
       for (int r = 0; r < NR; ++r) part[i][r] = _mm512_setzero_ps();
     for (index_t g = sb * (256 / G); g < (sb + 1) * (256 / G); ++g) {
       __m512i sum[MR][NR];
       group_sums<Isa, MR, NR, G>(a, P, p0, g * G, sum);
       int asum[MR];
       if constexpr (Offset != 0 || KMin) group_activation_sums<MR, G>(a, g * G, asum);
+#pragma GCC unroll 4
       for (int r = 0; r < NR; ++r) {
         const __m512 S = _mm512_loadu_ps(P.scales(p0 + r) + g * 16);
         __m512 M;
         if constexpr (KMin) M = _mm512_loadu_ps(P.mins(p0 + r) + g * 16);
+#pragma GCC unroll 4
         for (int i = 0; i < MR; ++i) {
           __m512i s = sum[i][r];
           if constexpr (Offset != 0) s = _mm512_sub_epi32(s, _mm512_set1_epi32(Offset * asum[i]));
@@ -219,12 +245,16 @@ void kquant_panel_tile(const Q8Tile& a, const Panels& P, index_t p0, float* C, i
         }
       }
     }
+#pragma GCC unroll 4
     for (int i = 0; i < MR; ++i) {
       const __m512 d = _mm512_set1_ps(a.d(i)[sb]);
+#pragma GCC unroll 4
       for (int r = 0; r < NR; ++r) acc[i][r] = _mm512_fmadd_ps(part[i][r], d, acc[i][r]);
     }
   }
+#pragma GCC unroll 4
   for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
     for (int r = 0; r < NR; ++r) _mm512_storeu_ps(C + i * ldc + 16 * r, acc[i][r]);
 }
 
