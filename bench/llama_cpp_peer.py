@@ -143,6 +143,28 @@ def moe_times(mixtral, path, T, threads, decode_tokens, repeat, numerics, mmap):
     return best_prefill, best_decode
 
 
+def read_limit(bin_dir):
+    """The machine's DRAM read bandwidth now (GB/s), from moe-bench's limit/memory_read."""
+    out = subprocess.run([os.path.join(bin_dir, "moe-bench"), "--benchmark_filter=limit/memory_read"], check=True,
+                         capture_output=True, text=True).stdout
+    return float(re.search(r"GB/s=([0-9.]+)", out).group(1))
+
+
+def token_bytes(path):
+    """Bytes one decode step reads: the two chosen experts' three matrices (of E) and every
+    other matrix of the layer once (the embedding row and the norms are left out)."""
+    import gguf
+
+    r = gguf.GGUFReader(path)
+    experts = other = 0
+    for t in r.tensors:
+        if t.name.endswith("_exps.weight"):
+            experts += int(t.n_bytes) * K // E
+        elif t.name != "token_embd.weight" and len(t.shape) == 2:
+            other += int(t.n_bytes)
+    return experts, other
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bin", default=os.path.join(HERE, "..", "build", "default", "bin"))
@@ -174,6 +196,9 @@ def main():
     mixtral = os.path.join(a.bin, "moe-mixtral")
     results = {"threads": a.threads, "llama_cpp": llama_cpp.__version__, "mmap": a.mmap, "rows": []}
     numerics = a.numerics.split(",")
+    limit = read_limit(a.bin) if not a.prepare_only else 0.0
+    results["read_limit_gbs_before"] = limit
+    print(f"read limit (moe-bench limit/memory_read): {limit:.1f} GB/s", flush=True)
     head = f"{'type':8s} {'T':>4s} {'llama.cpp prefill':>17s}" + "".join(f" {n + ' prefill':>18s} {'ratio':>5s}" for n in numerics)
     head += f" {'llama.cpp decode':>16s}" + "".join(f" {n + ' decode':>17s} {'ratio':>5s}" for n in numerics)
     print(head + "   (ms; ratio: llama.cpp / moe)")
@@ -196,6 +221,17 @@ def main():
                 f" {ours[n][0] * 1e3:18.1f} {lp / ours[n][0]:5.2f}" for n in numerics)
             line += f" {ld * 1e3:16.2f}" + "".join(f" {ours[n][1] * 1e3:17.2f} {ld / ours[n][1]:5.2f}" for n in numerics)
             print(line, flush=True)
+            if T == 1:
+                experts, other = token_bytes(path)
+                for n in numerics:
+                    rate = (experts + other) / ours[n][1] / 1e9
+                    print(f"         {n}: {(experts + other) / 1e6:.0f} MB per token ({experts / 1e6:.0f} MB the two "
+                          f"experts) in {ours[n][1] * 1e3:.2f} ms = {rate:.1f} GB/s, {rate / limit:.0%} of the read "
+                          f"limit", flush=True)
+                row["token_bytes"], row["expert_bytes"] = experts + other, experts
+    if not a.prepare_only:
+        results["read_limit_gbs_after"] = read_limit(a.bin)
+        print(f"read limit after: {results['read_limit_gbs_after']:.1f} GB/s")
     with open(a.out, "w") as f:
         json.dump(results, f, indent=1)
 

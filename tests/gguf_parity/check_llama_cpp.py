@@ -63,6 +63,8 @@ def route_scale(result):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bin", default=os.path.join(HERE, "..", "..", "build", "default", "bin"))
+    ap.add_argument("--numerics", default="as-stored",
+                    help="moe-mixtral's: as-stored (fp32 activations) or block-q8 (llama.cpp's 8-bit activations)")
     a = ap.parse_args()
     convert, quantize, mixtral = (os.path.join(a.bin, n) for n in ("moe-convert", "moe-quantize", "moe-mixtral"))
     failures = 0
@@ -132,9 +134,10 @@ experts:
             # router logits) of every position of llama.cpp's sequence.
             out = os.path.join(tmp, "logits.safetensors")
             run(mixtral, "logits", "--model", path, "--tokens", ",".join(map(str, prompt)), "--greedy", str(GREEDY),
-                "--out", out)
+                "--out", out, "--numerics", a.numerics)
             ours_greedy = [int(t) for t in load_file(out)["greedy_ids"]]
-            run(mixtral, "logits", "--model", path, "--tokens", ",".join(map(str, prompt + greedy)), "--out", out)
+            run(mixtral, "logits", "--model", path, "--tokens", ",".join(map(str, prompt + greedy)), "--out", out,
+                "--numerics", a.numerics)
             result = load_file(out)
             ours = result["logits"]
             scale = float(np.abs(theirs).max())
@@ -169,7 +172,7 @@ experts:
             done = llm.create_completion(STRINGS[1], max_tokens=GREEDY - 4, temperature=0.0)
             theirs_text, n = done["choices"][0]["text"], done["usage"]["completion_tokens"]
             shown = subprocess.run([mixtral, "generate", "--model", path, "--prompt", STRINGS[1], "--max-new", str(n),
-                                    "--stop", "-1"], check=True, capture_output=True).stdout.decode("utf-8", "replace")
+                                    "--stop", "-1", "--numerics", a.numerics], check=True, capture_output=True).stdout.decode("utf-8", "replace")
             ours_text = shown.split(f"\n\n{n} new tokens")[0][len(STRINGS[1]):]
             # llama-cpp-python drops bytes that make no character; moe prints U+FFFD.
             same_text = ours_text.replace("\ufffd", "") == theirs_text

@@ -32,6 +32,11 @@ struct ViewFfn {
   /// Up to this many rows, BF16 and block-quantised weights are widened in
   /// registers as they stream (each weight read once per row group).
   static constexpr index_t stream_rows = 8;
+  /// Output features per task for `rows` rows: decode (few rows) takes 128,
+  /// long streams of weight rows that the prefetchers keep ahead of (32
+  /// measured 20% slower per token on a Mixtral layer); many rows take
+  /// `block`, each task's weights reused by every row.
+  static constexpr index_t task_outputs(index_t rows) noexcept { return rows <= stream_rows ? 4 * block : block; }
 
   /// C[m, n] = A[m, K] · (rows [r0, r0+n) of W)ᵀ on the weight view. For a
   /// few rows of A (decode) BF16 weights are widened in registers as they
@@ -66,41 +71,48 @@ struct ViewFfn {
     // would allocate whenever a thread first meets a larger task.
     index_t most_rows = 0;
     for (index_t e = 0; e < plan.experts; ++e) most_rows = std::max(most_rows, plan.kept(e));
-    const std::size_t widened = std::size_t(block * std::max(d_model, d_ff));
+    const index_t step = task_outputs(most_rows);
+    const std::size_t widened = std::size_t(step * std::max(d_model, d_ff));
     for (ThreadScratch& s : ws.per_thread(pool.size())) {
       grow(s.up, widened);
       grow(s.gate, widened);
-      grow(s.gated, std::size_t(most_rows * block));
+      grow(s.gated, std::size_t(most_rows * step));
     }
 
     // Phase 1: hidden = act(X·W1ᵀ) ⊙ (X·W3ᵀ) (gated) or act(X·Wiᵀ).
-    run_tiles(pool, plan, d_ff, ws, [&](index_t e, index_t f0, index_t nf, ThreadScratch& s) {
-      const ExpertWeights& we = w[std::size_t(e)];
-      const index_t r0 = plan.first_row(e), n = plan.kept(e);
-      float* h = hidden.row(r0) + f0;
-      gemm_rows(rows.row(r0), rows.row_stride, n, we.up, f0, nf, h, d_ff, s.up);
-      const typename F::activation act{};
-      float* g = nullptr;
-      if constexpr (F::gated) {
-        g = grow(s.gated, std::size_t(n * nf));
-        gemm_rows(rows.row(r0), rows.row_stride, n, we.gate, f0, nf, g, nf, s.gate);
-      }
-      for (index_t i = 0; i < n; ++i) {
-        if constexpr (F::gated)
-          apply_gated(act, g + i * nf, h + i * d_ff, nf);
-        else
-          apply_act(act, h + i * d_ff, nf);
-        if (drop.active()) {
-          const std::uint64_t pair = row_pair(plan, r0 + i);
-          for (index_t f = 0; f < nf; ++f) h[i * d_ff + f] *= drop.scale(pair, f0 + f);
-        }
-      }
-    });
+    run_tiles(
+        pool, plan, d_ff, ws,
+        [&](index_t e, index_t f0, index_t nf, ThreadScratch& s) {
+          const ExpertWeights& we = w[std::size_t(e)];
+          const index_t r0 = plan.first_row(e), n = plan.kept(e);
+          float* h = hidden.row(r0) + f0;
+          gemm_rows(rows.row(r0), rows.row_stride, n, we.up, f0, nf, h, d_ff, s.up);
+          const typename F::activation act{};
+          float* g = nullptr;
+          if constexpr (F::gated) {
+            g = grow(s.gated, std::size_t(n * nf));
+            gemm_rows(rows.row(r0), rows.row_stride, n, we.gate, f0, nf, g, nf, s.gate);
+          }
+          for (index_t i = 0; i < n; ++i) {
+            if constexpr (F::gated)
+              apply_gated(act, g + i * nf, h + i * d_ff, nf);
+            else
+              apply_act(act, h + i * d_ff, nf);
+            if (drop.active()) {
+              const std::uint64_t pair = row_pair(plan, r0 + i);
+              for (index_t f = 0; f < nf; ++f) h[i * d_ff + f] *= drop.scale(pair, f0 + f);
+            }
+          }
+        },
+        step);
     // Phase 2: out = hidden · W2ᵀ.
-    run_tiles(pool, plan, d_model, ws, [&](index_t e, index_t o0, index_t no, ThreadScratch& s) {
-      const index_t r0 = plan.first_row(e), n = plan.kept(e);
-      gemm_rows(hidden.row(r0), d_ff, n, w[std::size_t(e)].down, o0, no, out.row(r0) + o0, out.row_stride, s.up);
-    });
+    run_tiles(
+        pool, plan, d_model, ws,
+        [&](index_t e, index_t o0, index_t no, ThreadScratch& s) {
+          const index_t r0 = plan.first_row(e), n = plan.kept(e);
+          gemm_rows(hidden.row(r0), d_ff, n, w[std::size_t(e)].down, o0, no, out.row(r0) + o0, out.row_stride, s.up);
+        },
+        step);
   }
 
   /// numerics::BlockQ8 on block-quantised experts: each phase's rows
@@ -114,10 +126,14 @@ struct ViewFfn {
     const MatrixView<float> hidden(grow(ws.hidden, std::size_t(plan.rows() * d_ff)), plan.rows(), d_ff);
     index_t most_rows = 0;
     for (index_t e = 0; e < plan.experts; ++e) most_rows = std::max(most_rows, plan.kept(e));
-    // Decode (few rows): tasks of 128 outputs, long streams of weight rows
-    // that the prefetchers keep ahead of; many rows: 32, the panels' task.
-    const index_t step = most_rows <= stream_rows ? 4 * block : block;
-    const std::size_t widened = std::size_t(step * std::max(d_model, d_ff));
+    const index_t step = task_outputs(most_rows);
+    // Widening buffers only for a matrix that is not block-quantised (the
+    // AsStored fallback): at 128 outputs they would be megabytes per thread.
+    bool all_blocks = true;
+    for (const ExpertWeights& e : w)
+      all_blocks = all_blocks && is_block_quantised(e.up.dtype) && is_block_quantised(e.down.dtype) &&
+                   (!F::gated || is_block_quantised(e.gate.dtype));
+    const std::size_t widened = all_blocks ? 0 : std::size_t(step * std::max(d_model, d_ff));
     for (ThreadScratch& s : ws.per_thread(pool.size())) {
       grow(s.up, widened);
       grow(s.gate, widened);
@@ -192,7 +208,7 @@ struct ViewFfn {
     quantise_rows(pool, MatrixView<const float>(x.data, x.rows, x.cols, x.row_stride), kinds, q);
     const quant::Q8Rows& rows = q[std::size_t(quant::activation_blocks(w.dtype))];
     const bool panels = x.rows > stream_rows && q8_panels_take<Isa>(w);
-    const index_t step = x.rows <= stream_rows ? 4 * block : block;  // as run_q8's tasks
+    const index_t step = task_outputs(x.rows);
     const index_t blocks = (w.rows + step - 1) / step;
     pool.parallel_for(blocks, [&](std::int64_t b, int) {
       const index_t o0 = index_t(b) * step, n = std::min(step, w.rows - o0);
@@ -215,10 +231,10 @@ struct ViewFfn {
     if (x.rows == 0) return;
     if constexpr (has_block_kernels<Isa>)
       if (is_block_quantised(w.dtype) && x.rows > stream_rows) return block_linear(pool, x, w, out);
-    const index_t blocks = (w.rows + block - 1) / block;
+    const index_t step = task_outputs(x.rows), blocks = (w.rows + step - 1) / step;
     pool.parallel_for(blocks, [&](std::int64_t b, int) {
       thread_local std::vector<float> widened;
-      const index_t o0 = index_t(b) * block, n = std::min(block, w.rows - o0);
+      const index_t o0 = index_t(b) * step, n = std::min(step, w.rows - o0);
       gemm_rows(x.data, x.row_stride, x.rows, w, o0, n, out.row(0) + o0, out.row_stride, widened);
     });
   }
