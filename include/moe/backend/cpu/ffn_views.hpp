@@ -66,18 +66,7 @@ struct ViewFfn {
                   const ExpertDropout& drop = {}) {
     const index_t d_ff = w[0].up.rows, d_model = w[0].up.cols;
     const MatrixView<float> hidden(grow(ws.hidden, std::size_t(plan.rows() * d_ff)), plan.rows(), d_ff);
-    // Every thread's buffers grown here, before the tasks: which thread
-    // runs which task changes from call to call, so growing inside a task
-    // would allocate whenever a thread first meets a larger task.
-    index_t most_rows = 0;
-    for (index_t e = 0; e < plan.experts; ++e) most_rows = std::max(most_rows, plan.kept(e));
-    const index_t step = task_outputs(most_rows);
-    const std::size_t widened = std::size_t(step * std::max(d_model, d_ff));
-    for (ThreadScratch& s : ws.per_thread(pool.size())) {
-      grow(s.up, widened);
-      grow(s.gate, widened);
-      grow(s.gated, std::size_t(most_rows * step));
-    }
+    const index_t step = grow_scratch(pool, plan, ws, std::max(d_model, d_ff), true);
 
     // Phase 1: hidden = act(X·W1ᵀ) ⊙ (X·W3ᵀ) (gated) or act(X·Wiᵀ).
     run_tiles(
@@ -124,21 +113,13 @@ struct ViewFfn {
                      std::span<const ExpertWeights> w, MatrixView<float> out, Workspace& ws) {
     const index_t d_ff = w[0].up.rows, d_model = w[0].up.cols;
     const MatrixView<float> hidden(grow(ws.hidden, std::size_t(plan.rows() * d_ff)), plan.rows(), d_ff);
-    index_t most_rows = 0;
-    for (index_t e = 0; e < plan.experts; ++e) most_rows = std::max(most_rows, plan.kept(e));
-    const index_t step = task_outputs(most_rows);
     // Widening buffers only for a matrix that is not block-quantised (the
     // AsStored fallback): at 128 outputs they would be megabytes per thread.
     bool all_blocks = true;
     for (const ExpertWeights& e : w)
       all_blocks = all_blocks && is_block_quantised(e.up.dtype) && is_block_quantised(e.down.dtype) &&
                    (!F::gated || is_block_quantised(e.gate.dtype));
-    const std::size_t widened = all_blocks ? 0 : std::size_t(step * std::max(d_model, d_ff));
-    for (ThreadScratch& s : ws.per_thread(pool.size())) {
-      grow(s.up, widened);
-      grow(s.gate, widened);
-      grow(s.gated, std::size_t(most_rows * step));
-    }
+    const index_t step = grow_scratch(pool, plan, ws, std::max(d_model, d_ff), !all_blocks);
     const auto uses = [&](auto matrix) {
       std::array<bool, 3> kinds{};
       for (index_t e = 0; e < plan.experts; ++e)
@@ -259,6 +240,25 @@ struct ViewFfn {
       const index_t o0 = p0 * width, no = std::min(ld, w.rows - o0);
       for (index_t i = 0; i < x.rows; ++i) std::copy(t + i * ld, t + i * ld + no, out.row(i) + o0);
     });
+  }
+
+  /// Every thread's buffers grown before the tasks (which thread runs which
+  /// task changes from call to call, so growing inside a task would
+  /// allocate whenever a thread first meets a larger task): gate outputs
+  /// for a task's rows, and with `widen` a task's weights widened to fp32
+  /// (depth up to `depth`). Returns the outputs per task.
+  static index_t grow_scratch(moe::detail::ThreadPool& pool, const RoutingPlan& plan, Workspace& ws, index_t depth,
+                              bool widen) {
+    index_t most_rows = 0;
+    for (index_t e = 0; e < plan.experts; ++e) most_rows = std::max(most_rows, plan.kept(e));
+    const index_t step = task_outputs(most_rows);
+    const std::size_t widened = widen ? std::size_t(step * depth) : 0;
+    for (ThreadScratch& s : ws.per_thread(pool.size())) {
+      grow(s.up, widened);
+      grow(s.gate, widened);
+      grow(s.gated, std::size_t(most_rows * step));
+    }
+    return step;
   }
 
   /// The rows of x quantised (in parallel, row by row) into out[k] for each
