@@ -25,6 +25,9 @@
 //          on AVX512-BF16 also `packed-dot` (vdpbf16ps forced) and `packed-fma`
 //          (fp32 FMAs on bf16 panels forced): `packed` runs what the CPU prefers
 //   int8   int8 weights, 7-bit activations, int32 sums (backend::Cpu<numerics::Int8>)
+//   q8_0, q4_0, q4_k   GGUF block weights (views only, as a GGUF file is run), activations
+//          quantised per block as llama.cpp does (backend::Cpu<numerics::BlockQ8>);
+//          bench/llama_cpp_peer.py times the same types beside llama.cpp itself
 //
 // Counters: GFLOP/s of expert compute (2 · projections · d_model · d_ff per
 // kept row; GOP/s for int8), of_peak (÷ the FP32 FMA peak of limit/fp32_fma,
@@ -36,6 +39,7 @@
 #include <benchmark/benchmark.h>
 
 #include <moe/moe.hpp>
+#include <moe/quant/ggml_blocks.hpp>
 
 #include <chrono>
 #include <cstdint>
@@ -96,6 +100,31 @@ void fill_uniform(std::vector<unsigned char>& bytes, moe::DType dtype, index_t c
   for (auto& p : pool) p.join();
 }
 
+/// GGUF's code of a block dtype the benchmark writes.
+std::uint32_t ggml_code(moe::DType dtype) {
+  switch (dtype) {
+    case moe::DType::Q8_0:
+      return 8;
+    case moe::DType::Q4_0:
+      return 2;
+    default:
+      return 12;  // Q4_K
+  }
+}
+
+/// rows x cols of a block dtype: 64 rows of uniform values (as
+/// fill_uniform) quantised, repeated: the quantiser is too slow for a
+/// Mixtral layer's 1.4 G weights, and the values do not change the speed.
+void fill_blocks(std::vector<unsigned char>& bytes, moe::DType dtype, index_t rows, index_t cols, std::uint64_t seed) {
+  const index_t row_bytes = moe::bytes_of(dtype, cols), distinct = std::min<index_t>(rows, 64);
+  std::vector<unsigned char> floats(std::size_t(distinct * cols) * sizeof(float));
+  fill_uniform(floats, moe::DType::F32, cols, seed);
+  moe::quant::quantize(ggml_code(dtype), moe::name(dtype), reinterpret_cast<const float*>(floats.data()),
+                       distinct * cols, bytes.data());
+  for (index_t r = distinct; r < rows; ++r)
+    std::memcpy(bytes.data() + r * row_bytes, bytes.data() + (r % distinct) * row_bytes, std::size_t(row_bytes));
+}
+
 /// One shape's weights in one dtype, and a Cpu backend that may hold them packed.
 struct Fixture {
   Shape shape;
@@ -108,8 +137,11 @@ struct Fixture {
   Fixture(const Shape& s, moe::DType dt)
       : shape(s), dtype(dt), config{.d_model = s.d_model, .d_ff = s.d_ff, .num_experts = s.experts, .seed = 1} {
     const auto add = [&](moe::DType d, index_t rows, index_t cols) {
-      buffers.emplace_back(std::size_t(rows * cols) * moe::size_of(d));
-      fill_uniform(buffers.back(), d, cols, buffers.size());
+      buffers.emplace_back(std::size_t(rows * moe::bytes_of(d, cols)));
+      if (moe::is_block_quantised(d))
+        fill_blocks(buffers.back(), d, rows, cols, buffers.size());
+      else
+        fill_uniform(buffers.back(), d, cols, buffers.size());
       return moe::WeightMatrix{buffers.back().data(), d, rows, cols};
     };
     weights.router.gate = add(moe::DType::F32, s.experts, s.d_model);
@@ -182,7 +214,7 @@ void set_counters(benchmark::State& state, const Fixture& f, const moe::RoutingP
   }();
 }
 
-enum class Impl { packed, packed_avx2, views, bf16c, bf16c_dot, bf16c_fma, int8, reference, eigengemm };
+enum class Impl { packed, packed_avx2, views, bf16c, bf16c_dot, bf16c_fma, int8, block_q8, reference, eigengemm };
 
 /// MOE_BF16_DOT set for the scope (the bf16 compute rows that force
 /// vdpbf16ps or fp32 FMAs, whatever this CPU prefers), restored after.
@@ -247,7 +279,7 @@ void time_layer(benchmark::State& state, Fixture& f, const Backend& backend, boo
 template <int K>
 void run_layer(benchmark::State& state, const Shape& s, moe::DType dt, Impl impl) {
   Fixture& f = Fixture::get(s, dt);
-  const double stored = double(moe::size_of(dt));
+  const double stored = double(moe::bytes_of(dt, 256)) / 256.0;
   switch (impl) {
     case Impl::packed:
       return time_layer<K>(state, f, moe::backend::Cpu<>(), true, stored, false);
@@ -263,6 +295,8 @@ void run_layer(benchmark::State& state, const Shape& s, moe::DType dt, Impl impl
     }
     case Impl::int8:
       return time_layer<K>(state, f, moe::backend::Cpu<moe::numerics::Int8>(), true, 1.0, true);
+    case Impl::block_q8:
+      return time_layer<K>(state, f, moe::backend::Cpu<moe::numerics::BlockQ8>(), false, stored, true);
     case Impl::reference:
       return time_layer<K>(state, f, moe::backend::Reference{}, false, stored, false);
     case Impl::eigengemm:
@@ -345,6 +379,9 @@ void register_shape(const Shape& s) {
     reg("packed-fma", "bf16c", layer(DType::BF16, Impl::bf16c_fma), 2048);
   }
   reg("packed", "int8", layer(DType::BF16, Impl::int8), 2048);
+  reg("views", "q8_0", layer(DType::Q8_0, Impl::block_q8), 2048);
+  reg("views", "q4_0", layer(DType::Q4_0, Impl::block_q8), 2048);
+  reg("views", "q4_k", layer(DType::Q4_K, Impl::block_q8), 2048);
 }
 
 }  // namespace

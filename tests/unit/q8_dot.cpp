@@ -179,8 +179,9 @@ TEST_CASE("q8 dot: the CPU kernels of every ISA as the reference") {
     const auto& [type_name, f] = weight_types[t];
     CAPTURE(std::string(type_name));
     // The llama.cpp cases (K = 512: whole groups of 16 legacy blocks), then
-    // K = 576 (a legacy row's last two blocks past the groups) and 768,
-    // with 1 … 6 activation rows (every tile height and a remainder).
+    // K = 576 (a legacy row's last two blocks past the groups), 672 (an odd
+    // number of four-block steps and one block past them) and 768, with
+    // 1 … 6 activation rows (every tile height and a remainder).
     struct Case {
       index_t K, rows;
       std::vector<float> x;
@@ -191,7 +192,7 @@ TEST_CASE("q8 dot: the CPU kernels of every ISA as the reference") {
         {512, cases_x.rows, cases_x.x, cases().tensor(std::string(type_name) + ".weights").to_vector<std::uint8_t>()});
     std::mt19937 rng{std::uint32_t(40 + t)};
     std::normal_distribution<float> normal;
-    for (index_t K : {index_t(576), index_t(768)}) {
+    for (index_t K : {index_t(576), index_t(672), index_t(768)}) {
       if (K % block_size(f) != 0) continue;
       for (index_t rows : {1, 2, 3, 5, 6}) {
         Case c{K, rows, std::vector<float>(std::size_t(rows * K)), random_weights(f, codes[t], 7, K, 60 + t)};

@@ -30,6 +30,7 @@
 #include <array>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #include "moe/backend/cpu/block_rows.hpp"
 #include "moe/backend/cpu/simd.hpp"
@@ -75,8 +76,8 @@ namespace q8 {
 /// The reference for blocks [b0, b1) of one row: what the SIMD kernels
 /// leave to it (a legacy row's last blocks short of 16; every block on
 /// ISAs without kernels). Legacy minimums go to `mins`.
-inline void reference_blocks(DType f, const unsigned char* w, const Q8Tile& a, index_t i, index_t b0, index_t b1,
-                             float& sum, float& mins) noexcept {
+MOE_COLD inline void reference_blocks(DType f, const unsigned char* w, const Q8Tile& a, index_t i, index_t b0,
+                                      index_t b1, float& sum, float& mins) noexcept {
   const index_t n = block_size(f);
   const std::int8_t* x = a.q(i);
   quant::BlockIntegers bi;
@@ -143,34 +144,42 @@ inline __m512i nibble_pair(const unsigned char* b) noexcept {
   return _mm512_and_si512(_mm512_mask_srli_epi16(x, 0xFF00FF00u, x, 4), _mm512_set1_epi8(0xF));  // 128-bit lanes 1, 3
 }
 
-/// The nibbles of blocks b … b + 3 (16 bytes each at b + At + k · Bytes):
-/// `low` holds their values 0–15 block after block, `high` their values
-/// 16–31. The 64 nibble bytes are picked by one two-source word permute
-/// from a load at the first block's bytes and a masked load (no fault past
-/// the row) at the fourth's: every block's bytes start at an even offset.
+/// The nibbles of blocks b … b + 3 in quad lane order: 32-bit lane l of
+/// `low` holds block l % 4's values 4(l / 4) … 4(l / 4) + 3, of `high` its
+/// values 16 + the same (what relayout_quads gives the activations). One
+/// two-source word permute picks them from a load at the first block's
+/// start (blocks 0–2) and a 16-byte load of the fourth block's nibbles:
+/// every block's bytes start at an even offset, and nothing past the fourth
+/// block is read.
 template <class Isa, index_t Bytes, index_t At>
-inline void nibble_quad(const unsigned char* b, __m512i& low, __m512i& high) noexcept {
-  static_assert(At % 2 == 0 && Bytes % 2 == 0 && 2 * Bytes + 16 <= 64, "blocks whose nibbles sit on whole words");
-  // Result word w is word w % 8 of block w / 8: from the first load while
-  // it lies inside it, else from the fourth block's load.
+inline void nibble_quad(const unsigned char* b, __m512i first, __m512i& low, __m512i& high) noexcept {
+  static_assert(At % 2 == 0 && Bytes % 2 == 0 && 2 * Bytes + At + 16 <= 64, "blocks whose nibbles sit on whole words");
   static constexpr std::array<short, 32> index = [] {
     std::array<short, 32> idx{};
     for (int w = 0; w < 32; ++w) {
-      const int at = int(w / 8 * Bytes) + 2 * (w % 8);
-      idx[std::size_t(w)] = short(at + 2 <= 64 ? at / 2 : 32 + w % 8);
+      const int lane = w / 2, block = lane % 4, at = int(At) + 4 * (lane / 4) + 2 * (w % 2);  // byte in its block
+      idx[std::size_t(w)] = short(block < 3 ? (block * int(Bytes) + at) / 2 : 32 + (at - int(At)) / 2);
     }
     return idx;
   }();
-  constexpr __mmask32 second = [] {
-    __mmask32 m = 0;
-    for (int k = 0; k < 8; ++k)
-      if (3 * int(Bytes) + 2 * k + 2 > 64) m |= __mmask32(1) << k;
-    return m;
-  }();
-  const __m512i first = _mm512_loadu_si512(b + At), fourth = _mm512_maskz_loadu_epi16(second, b + At + 3 * Bytes);
+  const __m512i fourth = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 3 * Bytes + At)));
   const __m512i x = _mm512_permutex2var_epi16(first, _mm512_loadu_si512(index.data()), fourth);
   low = _mm512_and_si512(x, _mm512_set1_epi8(0xF));
   high = _mm512_and_si512(_mm512_srli_epi16(x, 4), _mm512_set1_epi8(0xF));
+}
+
+/// The fp16 word at byte `At` of blocks b … b + 3 (`first` loaded at b) as
+/// 16 floats in quad lane order (lane l: block l % 4); with Four = false
+/// only lanes 0–3, the rest zero.
+template <class Isa, index_t Bytes, index_t At, bool Four = true>
+inline __m512 quad_halves(__m512i first) noexcept {
+  static constexpr std::array<short, 32> index = [] {
+    std::array<short, 32> idx{};
+    for (int w = 0; w < 32; ++w) idx[std::size_t(w)] = short(((w % 4) * int(Bytes) + int(At)) / 2);
+    return idx;
+  }();
+  const __m512i words = _mm512_maskz_permutexvar_epi16(Four ? 0xFFFF : 0xF, _mm512_loadu_si512(index.data()), first);
+  return _mm512_cvtph_ps(_mm512_castsi512_si256(words));
 }
 
 template <class Isa>
@@ -179,9 +188,7 @@ struct Q4_0x {
   static constexpr int offset = 8;
   static constexpr bool has_m = false;
   static __m512i pair(const unsigned char* b) noexcept { return nibble_pair<Isa, bytes, 2>(b); }
-  static void quad(const unsigned char* b, __m512i& low, __m512i& high) noexcept {
-    nibble_quad<Isa, bytes, 2>(b, low, high);
-  }
+  static constexpr index_t nibbles_at = 2;
 };
 template <class Isa>
 struct Q4_1x {
@@ -189,9 +196,7 @@ struct Q4_1x {
   static constexpr int offset = 0;
   static constexpr bool has_m = true;
   static __m512i pair(const unsigned char* b) noexcept { return nibble_pair<Isa, bytes, 4>(b); }
-  static void quad(const unsigned char* b, __m512i& low, __m512i& high) noexcept {
-    nibble_quad<Isa, bytes, 4>(b, low, high);
-  }
+  static constexpr index_t nibbles_at = 4;
 };
 template <class Isa, bool One>
 struct Q5x {
@@ -343,7 +348,8 @@ inline void prefetch_lines(const unsigned char* p, index_t n) noexcept {
 /// C[i] = activation row i · weight row w for MR rows, a legacy format on
 /// AVX-512: 16 blocks at a time, the reference for the rest.
 template <class Isa, class F, int MR>
-void legacy_rows(DType f, const unsigned char* w, index_t K, const Q8Tile& a, float* c, index_t ldc) noexcept {
+MOE_KERNEL void legacy_rows(DType f, const unsigned char* w, index_t K, const Q8Tile& a, float* c,
+                            index_t ldc) noexcept {
   const index_t blocks = K / 32, groups = blocks / 16;
   // Two accumulators per row (even and odd pairs): the FMA's latency, not
   // its throughput, would bound a single chain.
@@ -395,40 +401,103 @@ void legacy_rows(DType f, const unsigned char* w, index_t K, const Q8Tile& a, fl
         chain[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), sp, chain[i]);
       }
     };
-    if constexpr (requires(const unsigned char* b, __m512i& x) { F::quad(b, x, x); }) {
-      // Nibble formats four blocks at a time: one permute picks their
-      // nibbles, the activations' halves are matched by two 128-bit shuffles.
-      const __m512i quad_lanes = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
-      const auto quad = [&](int t, __m512* chain) {
-        __m512i low, high;
-        F::quad(wb + 4 * t * F::bytes, low, high);
-        const __m512i lanes = _mm512_add_epi32(quad_lanes, _mm512_set1_epi32(4 * t));
 #pragma GCC unroll 4
-        for (int i = 0; i < MR; ++i) {
-          const std::int8_t* x = a.q(i) + g * 512 + 128 * t;
-          const __m512i x01 = _mm512_loadu_si512(x), x23 = _mm512_loadu_si512(x + 64);
-          __m512i s = dot4<Isa>(_mm512_setzero_si512(), low, _mm512_shuffle_i64x2(x01, x23, _MM_SHUFFLE(2, 0, 2, 0)));
-          s = dot4<Isa>(s, high, _mm512_shuffle_i64x2(x01, x23, _MM_SHUFFLE(3, 1, 3, 1)));
-          chain[i] =
-              _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_permutexvar_ps(lanes, _mm512_load_ps(scale[i])), chain[i]);
-        }
-      };
-      quad(0, acc);
-      quad(1, acc2);
-      quad(2, acc);
-      quad(3, acc2);
-    } else {
-#pragma GCC unroll 4
-      for (int p = 0; p < 8; p += 2) {
-        pair(p, acc);
-        pair(p + 1, acc2);
-      }
+    for (int p = 0; p < 8; p += 2) {
+      pair(p, acc);
+      pair(p + 1, acc2);
     }
   }
 #pragma GCC unroll 4
   for (int i = 0; i < MR; ++i) {
     float rest = 0.0f, mins = 0.0f;
-    reference_blocks(f, w, a, i, groups * 16, blocks, rest, mins);
+    if (groups * 16 < blocks) reference_blocks(f, w, a, i, groups * 16, blocks, rest, mins);
+    c[i * ldc] = _mm512_reduce_add_ps(_mm512_add_ps(acc[i], acc2[i])) + rest + mins;
+  }
+}
+
+/// Activation rows re-laid for nibble_rows: per quad of blocks (128
+/// values) 64 bytes whose 32-bit lane l holds block l % 4's values
+/// 4(l / 4) … + 3, then 64 bytes with its values 16 + the same; and per
+/// block −offset · Σa (the weights' offset taken out in the integer sums).
+struct QuadRows {
+  std::vector<std::int8_t> q;
+  std::vector<std::int32_t> offset;
+  index_t cols = 0;
+  const std::int8_t* row(index_t i) const noexcept { return q.data() + i * cols; }
+  const std::int32_t* offsets(index_t i) const noexcept { return offset.data() + i * (cols / 32); }
+};
+
+/// rows [0, m) of `a` into `out` (its buffers grown, then reused).
+template <class Isa>
+void relayout_quads(const Q8Tile& a, index_t m, int offset, QuadRows& out) {
+  const index_t blocks = a.cols / 32, quads = blocks / 4;
+  out.cols = a.cols;
+  if (out.q.size() < std::size_t(m * a.cols)) out.q.resize(std::size_t(m * a.cols));
+  if (out.offset.size() < std::size_t(m * blocks)) out.offset.resize(std::size_t(m * blocks));
+  // Source 4-byte word of lane l: block l % 4's word l / 4 (low), 4 + l / 4 (high).
+  const __m512i low = _mm512_setr_epi32(0, 8, 16, 24, 1, 9, 17, 25, 2, 10, 18, 26, 3, 11, 19, 27);
+  const __m512i high = _mm512_add_epi32(low, _mm512_set1_epi32(4));
+  for (index_t i = 0; i < m; ++i) {
+    const std::int8_t* x = a.q(i);
+    std::int8_t* q = out.q.data() + i * a.cols;
+    for (index_t t = 0; t < quads; ++t) {
+      const __m512i x01 = _mm512_loadu_si512(x + 128 * t), x23 = _mm512_loadu_si512(x + 128 * t + 64);
+      _mm512_storeu_si512(q + 128 * t, _mm512_permutex2var_epi32(x01, low, x23));
+      _mm512_storeu_si512(q + 128 * t + 64, _mm512_permutex2var_epi32(x01, high, x23));
+    }
+    const std::int16_t* sums = a.sums(i);
+    for (index_t b = 0; b < blocks; ++b)
+      out.offset[std::size_t(i * blocks + b)] = -offset * (int(sums[2 * b]) + int(sums[2 * b + 1]));
+  }
+}
+
+/// C[i] = activation row i · weight row w for MR rows, Q4_0 or Q4_1 on
+/// AVX-512, four blocks at a time: their nibbles, scales and minimums all
+/// come from one load at the first block (and 16 bytes of the fourth), the
+/// activations from relayout_quads, so that nothing is gathered or
+/// shuffled per row but the weights' own words. The reference takes the
+/// last blocks short of four.
+template <class Isa, class F, int MR>
+MOE_KERNEL void nibble_rows(DType f, const unsigned char* w, index_t K, const Q8Tile& a, const QuadRows& x, index_t x0,
+                            float* c, index_t ldc) noexcept {
+  const index_t blocks = K / 32, quads = blocks / 4;
+  // Two accumulators per row (even and odd quads): the FMA's latency.
+  __m512 acc[MR], acc2[MR];
+#pragma GCC unroll 4
+  for (int i = 0; i < MR; ++i) acc[i] = acc2[i] = _mm512_setzero_ps();
+  const auto quad = [&](index_t t, __m512* chain) {
+    const unsigned char* wb = w + t * 4 * F::bytes;
+    const __m512i first = _mm512_loadu_si512(wb);
+    __m512i low, high;
+    nibble_quad<Isa, F::bytes, F::nibbles_at>(wb, first, low, high);
+    const __m512 dw = quad_halves<Isa, F::bytes, 0>(first);
+    __m512 mw;
+    if constexpr (F::has_m) mw = quad_halves<Isa, F::bytes, 2, false>(first);
+#pragma GCC unroll 4
+    for (int i = 0; i < MR; ++i) {
+      const std::int8_t* q = x.row(x0 + i) + 128 * t;
+      __m512i s = _mm512_setzero_si512();
+      if constexpr (F::offset != 0)
+        s = _mm512_maskz_broadcast_i32x4(0xF,
+                                         _mm_loadu_si128(reinterpret_cast<const __m128i*>(x.offsets(x0 + i) + 4 * t)));
+      s = dot4<Isa>(dot4<Isa>(s, low, _mm512_loadu_si512(q)), high, _mm512_loadu_si512(q + 64));
+      const __m512 da = _mm512_broadcast_f32x4(_mm_loadu_ps(a.d(i) + 4 * t));
+      chain[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, da), chain[i]);
+      if constexpr (F::has_m)
+        chain[i] = _mm512_fmadd_ps(mw, _mm512_broadcast_f32x4(_mm_loadu_ps(a.s(i) + 4 * t)), chain[i]);
+    }
+  };
+  index_t t = 0;
+  for (; t + 2 <= quads; t += 2) {
+    if (t % 8 == 0) prefetch_lines<Isa>(w + t * 4 * F::bytes, 32 * F::bytes);
+    quad(t, acc);
+    quad(t + 1, acc2);
+  }
+  if (t < quads) quad(t, acc);
+#pragma GCC unroll 4
+  for (int i = 0; i < MR; ++i) {
+    float rest = 0.0f, mins = 0.0f;
+    if (quads * 4 < blocks) reference_blocks(f, w, a, i, quads * 4, blocks, rest, mins);
     c[i * ldc] = _mm512_reduce_add_ps(_mm512_add_ps(acc[i], acc2[i])) + rest + mins;
   }
 }
@@ -437,7 +506,7 @@ void legacy_rows(DType f, const unsigned char* w, index_t K, const Q8Tile& a, fl
 /// int32 lanes (pair sums times the scales, vpdpwssd), the offset and the
 /// minimums from the activation sums, one multiply by d_a · d_w.
 template <class Isa, class F, int MR>
-void kquant_rows(const unsigned char* w, index_t K, const Q8Tile& a, float* c, index_t ldc) noexcept {
+MOE_KERNEL void kquant_rows(const unsigned char* w, index_t K, const Q8Tile& a, float* c, index_t ldc) noexcept {
   __m512 acc[MR];
   __m256 mins[MR];
 #pragma GCC unroll 4
@@ -495,7 +564,7 @@ void kquant_rows(const unsigned char* w, index_t K, const Q8Tile& a, float* c, i
 /// halves (vpmaddwd); legacy blocks scaled per block, k-quant super-blocks
 /// summed in int32 first.
 template <class Isa, class F, int MR>
-void avx2_rows(DType f, const unsigned char* w, index_t K, const Q8Tile& a, float* c, index_t ldc) noexcept {
+MOE_KERNEL void avx2_rows(DType f, const unsigned char* w, index_t K, const Q8Tile& a, float* c, index_t ldc) noexcept {
   constexpr bool legacy = F::chunks == 1;
   __m256 acc[MR];
   float mins[MR] = {};
@@ -605,33 +674,64 @@ void rows_dot(DType f, const unsigned char* w, index_t K, const Q8Tile& a, float
 
 }  // namespace q8
 
+namespace q8 {
+
+/// dot.template operator()<MR>(weight row, first activation row, C there)
+/// for each row of W in [r0, r0 + N) and each tile of up to four of the M
+/// activation rows.
+template <class Dot>
+void row_tiles(index_t M, const WeightMatrix& w, index_t r0, index_t N, float* C, index_t ldc, Dot&& dot) {
+  for (index_t n = 0; n < N; ++n) {
+    const unsigned char* row = w.row_bytes(r0 + n);
+    for (index_t m = 0; m < M; m += 4) {
+      float* c = C + m * ldc + n;
+      switch (std::min<index_t>(4, M - m)) {
+        case 4:
+          dot.template operator()<4>(row, m, c);
+          break;
+        case 3:
+          dot.template operator()<3>(row, m, c);
+          break;
+        case 2:
+          dot.template operator()<2>(row, m, c);
+          break;
+        default:
+          dot.template operator()<1>(row, m, c);
+      }
+    }
+  }
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+/// q8_gemm_nt for Q4_0 / Q4_1 on AVX-512: the activations re-laid once per
+/// call (per thread's buffer, grown once), then nibble_rows.
+template <class Isa, class F>
+void nibble_gemm(const Q8Tile& A, index_t M, const WeightMatrix& w, index_t r0, index_t N, float* C, index_t ldc) {
+  thread_local QuadRows x;
+  relayout_quads<Isa>(A, M, F::offset, x);
+  row_tiles(M, w, r0, N, C, ldc, [&]<int MR>(const unsigned char* row, index_t m, float* c) {
+    nibble_rows<Isa, F, MR>(w.dtype, row, w.cols, A.from(m), x, m, c, ldc);
+  });
+}
+#endif
+
+}  // namespace q8
+
 /// C[m, n] = A[m] · W[r0 + n] for m quantised activation rows (a tile of a
 /// Q8Rows, quantised for W's format) and rows [r0, r0 + N) of a
 /// block-quantised W: weight row by weight row, each decoded once per four
 /// activation rows while it sits in L1.
 template <class Isa>
-void q8_gemm_nt(const Q8Tile& A, index_t M, const WeightMatrix& w, index_t r0, index_t N, float* C,
-                index_t ldc) noexcept {
-  for (index_t n = 0; n < N; ++n) {
-    const unsigned char* row = w.row_bytes(r0 + n);
-    for (index_t m = 0; m < M; m += 4) {
-      const Q8Tile a = A.from(m);
-      float* c = C + m * ldc + n;
-      switch (std::min<index_t>(4, M - m)) {
-        case 4:
-          q8::rows_dot<Isa, 4>(w.dtype, row, w.cols, a, c, ldc);
-          break;
-        case 3:
-          q8::rows_dot<Isa, 3>(w.dtype, row, w.cols, a, c, ldc);
-          break;
-        case 2:
-          q8::rows_dot<Isa, 2>(w.dtype, row, w.cols, a, c, ldc);
-          break;
-        default:
-          q8::rows_dot<Isa, 1>(w.dtype, row, w.cols, a, c, ldc);
-      }
-    }
+void q8_gemm_nt(const Q8Tile& A, index_t M, const WeightMatrix& w, index_t r0, index_t N, float* C, index_t ldc) {
+#if defined(__x86_64__) || defined(__i386__)
+  if constexpr (Isa::avx512) {
+    if (w.dtype == DType::Q4_0) return q8::nibble_gemm<Isa, q8::Q4_0x<Isa>>(A, M, w, r0, N, C, ldc);
+    if (w.dtype == DType::Q4_1) return q8::nibble_gemm<Isa, q8::Q4_1x<Isa>>(A, M, w, r0, N, C, ldc);
   }
+#endif
+  q8::row_tiles(M, w, r0, N, C, ldc, [&]<int MR>(const unsigned char* row, index_t m, float* c) {
+    q8::rows_dot<Isa, MR>(w.dtype, row, w.cols, A.from(m), c, ldc);
+  });
 }
 
 }  // namespace moe::backend::cpu

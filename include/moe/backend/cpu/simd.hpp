@@ -11,6 +11,18 @@
 
 #include "moe/backend/cpu/isa.hpp"
 
+/// On a kernel whose loop must have every helper inlined (the lambdas and
+/// small functions it is written in): GCC's size heuristics otherwise may
+/// outline one, and its accumulators then live in memory, a store-to-load
+/// chain per step. Code the kernel calls rarely is marked MOE_COLD.
+#if defined(__GNUC__) || defined(__clang__)
+#define MOE_KERNEL [[gnu::flatten]]
+#define MOE_COLD [[gnu::noinline, gnu::cold]]
+#else
+#define MOE_KERNEL
+#define MOE_COLD
+#endif
+
 namespace moe::backend::cpu {
 
 /// fp32 vector of an ISA.
