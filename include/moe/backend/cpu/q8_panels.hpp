@@ -98,6 +98,11 @@ Panels build_panels(const WeightMatrix& w, index_t r0, index_t count, std::vecto
         const unsigned char* b = w.row_bytes(row);
         for (index_t blk = 0; blk < w.cols / n; ++blk) {
           const unsigned char* block = b + blk * F::bytes;
+          // The panel's rows are one run of bytes, which this loop is the
+          // first to touch (its scales, a line per block): every line of it
+          // asked for ahead, so that the quants' pass below finds them in
+          // cache and this one does not wait on each block.
+          prefetch_lines<Isa>(block, F::bytes);
           if constexpr (requires { F::has_m; }) {  // legacy: d, and m, at the block's start
             S[blk * 16 + j] = blocks::half<Isa>(block);
             M[blk * 16 + j] = F::has_m ? blocks::half<Isa>(block + 2) : 0.0f;
