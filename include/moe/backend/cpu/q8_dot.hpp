@@ -15,6 +15,10 @@
 ///     scales gathered into one vector, times the 16 activation scales; each
 ///     pair of blocks' int32 lanes converted and multiplied by its two
 ///     scales (vpermps picks them): one fused multiply-add per 64 values.
+///   Q4_0 and Q4_1, four blocks at a time (nibble_rows): the activations
+///     re-laid once per call so that each 32-bit lane holds one block's
+///     values; the four blocks' nibbles, scales and minimums then come from
+///     the weights' own words by two permutes, nothing gathered.
 ///   k-quants (256-value super-blocks): the sub-block scales multiply the
 ///     int16 pair sums (vpdpwssd), so a super-block's sum stays an exact
 ///     integer until one multiply by d_a · d_w; the minimums are the scales'
