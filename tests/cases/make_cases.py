@@ -158,6 +158,10 @@ def main():
     for name in sorted(os.listdir(models)) if os.path.isdir(models) else []:
         cases.append((None, {"kind": "model", "path": "models/" + name,
                              "generator": "tests/cases/make_dense_cases.py (transformers)"}))
+    # chat/ is written by make_chat_cases.py (transformers' apply_chat_template).
+    if os.path.isdir(os.path.join(OUT, "chat")):
+        cases.append((None, {"kind": "chat", "path": "chat/renders.json",
+                             "generator": "tests/cases/make_chat_cases.py (transformers)"}))
     manifest = {"generator": "tests/cases/make_cases.py (numpy float64)", "numpy": np.__version__,
                 "cases": [c for _, c in cases], "sha256": {}}
     for root, _, files in sorted(os.walk(OUT)):
