@@ -18,6 +18,10 @@
 ///     acc −= (M[j, g] · d_a[i]) · Σa                   M = dmin·min (Q2_K, Q4_K, Q5_K)
 ///     acc += M[j, b] · s_a[i, b]                       M = m, s from Q8_1 (Q4_1, Q5_1)
 ///
+///   Q3_K and Q6_K (signed_panels) take the offset out on the weights'
+///   side instead: panels of signed q, activations as a + 128, and per
+///   super-block one vector Σ_g S[j, g] · 128 · Σq built with the panels.
+///
 /// The integers are q8_dot's; the floats differ from the reference only in
 /// rounding (each group's scale applied to its own sum): test-gguf-model.
 /// AVX-512 only; other ISAs run q8_gemm_nt for every row count.
@@ -56,11 +60,22 @@ struct Panels {
   index_t K = 0, count = 0, group = 32, groups = 0;  ///< groups per panel: K / group
   unsigned char* bytes = nullptr;                    ///< count · K/4 · 64
   float *scale = nullptr, *min = nullptr;            ///< count · groups · 16 each
+  float* shift = nullptr;                            ///< k-quants with an offset: count · K/256 · 16 (signed_panels)
 
   const unsigned char* panel(index_t p) const noexcept { return bytes + p * K * 16; }
   const float* scales(index_t p) const noexcept { return scale + p * groups * 16; }
   const float* mins(index_t p) const noexcept { return min + p * groups * 16; }
+  const float* shifts(index_t p) const noexcept { return shift + p * (K / 256) * 16; }
 };
+
+/// Whether a format's panels hold signed values: the k-quants whose values
+/// carry an offset (Q3_K's 4, Q6_K's 32). Their tiles take the activations
+/// as unsigned bytes a + 128 instead, so that Σ q·a = Σ q·(a + 128) − 128·Σq,
+/// and the last term, which depends only on the weights, is summed with
+/// the groups' scales into one vector per super-block when the panels are
+/// built (Panels::shift): the tile then needs no activation sums and no
+/// correction per group.
+inline bool signed_panels(DType f) noexcept { return f == DType::Q3_K || f == DType::Q6_K; }
 
 /// The scale group of a format: 16 where its sub-blocks are 16 values.
 inline index_t scale_group(DType f) noexcept {
@@ -81,8 +96,10 @@ Panels build_panels(const WeightMatrix& w, index_t r0, index_t count, std::vecto
   P.groups = w.cols / P.group;
   P.bytes = reinterpret_cast<unsigned char*>(grow(bytes, std::size_t(count * w.cols * 16 + 64)));
   P.bytes += (64 - reinterpret_cast<std::uintptr_t>(P.bytes) % 64) % 64;
-  P.scale = grow(floats, std::size_t(2 * count * P.groups * 16));
+  const bool shifted = signed_panels(w.dtype);
+  P.scale = grow(floats, std::size_t(2 * count * P.groups * 16 + (shifted ? count * (w.cols / 256) * 16 : 0)));
   P.min = P.scale + count * P.groups * 16;
+  if (shifted) P.shift = P.min + count * P.groups * 16;
   const index_t n = block_size(w.dtype), per_block = n / P.group;
   with_avx512_format<Isa>(w.dtype, [&]<class F>() {
     alignas(64) std::uint32_t rows[16][16];  // 16 rows × 64 bytes
@@ -135,11 +152,25 @@ Panels build_panels(const WeightMatrix& w, index_t r0, index_t count, std::vecto
               u = F::pair(b + k / 32 * F::bytes);
             else
               u = F::quants(b + k / 256 * F::bytes, int(k % 256 / 64));
+            if (shifted) u = _mm512_sub_epi8(u, _mm512_set1_epi8(char(F::offset)));
           }
           _mm512_store_si512(rows[j], u);
         }
         blocks::transpose16<Isa>(reinterpret_cast<const float*>(&rows[0][0]), 16,
                                  reinterpret_cast<float*>(out + k * 16), 16);
+      }
+      if (shifted) {
+        // Per super-block and output: Σ_g scale_g · 128 · Σ_{group g} q.
+        for (index_t sb = 0; sb < w.cols / 256; ++sb) {
+          __m512 c = _mm512_setzero_ps();
+          for (index_t g = sb * (256 / P.group); g < (sb + 1) * (256 / P.group); ++g) {
+            __m512i q = _mm512_setzero_si512();
+            for (index_t k = g * P.group; k < (g + 1) * P.group; k += 4)
+              q = dot4<Isa>(q, _mm512_set1_epi8(1), _mm512_load_si512(out + k * 16));
+            c = _mm512_fmadd_ps(_mm512_loadu_ps(S + g * 16), _mm512_cvtepi32_ps(_mm512_slli_epi32(q, 7)), c);
+          }
+          _mm512_storeu_ps(P.shift + (p * (w.cols / 256) + sb) * 16, c);
+        }
       }
     }
   });
@@ -148,8 +179,9 @@ Panels build_panels(const WeightMatrix& w, index_t r0, index_t count, std::vecto
 
 /// The int32 sums of one scale group (G values) for MR rows × NR panels:
 /// per 4 values, the NR panel vectors loaded once and each row's 4 bytes
-/// broadcast into vpdpbusd.
-template <class Isa, int MR, int NR, int G>
+/// broadcast into vpdpbusd (Shifted: the bytes + 128 as the unsigned side,
+/// the signed panels as the other; see signed_panels).
+template <class Isa, int MR, int NR, int G, bool Shifted = false>
 inline void group_sums(const Q8Tile& a, const Panels& P, index_t p0, index_t k0, __m512i (&sum)[MR][NR]) noexcept {
 #pragma GCC unroll 4
   for (int i = 0; i < MR; ++i)
@@ -162,11 +194,12 @@ inline void group_sums(const Q8Tile& a, const Panels& P, index_t p0, index_t k0,
     for (int r = 0; r < NR; ++r) w[r] = _mm512_load_si512(P.panel(p0 + r) + k * 16);
 #pragma GCC unroll 4
     for (int i = 0; i < MR; ++i) {
-      std::int32_t four;
+      std::uint32_t four;
       std::memcpy(&four, a.q(i) + k, 4);
-      const __m512i x = _mm512_set1_epi32(four);
+      if constexpr (Shifted) four ^= 0x80808080u;  // a + 128 in each byte
+      const __m512i x = _mm512_set1_epi32(std::int32_t(four));
 #pragma GCC unroll 4
-      for (int r = 0; r < NR; ++r) sum[i][r] = dot4<Isa>(sum[i][r], w[r], x);
+      for (int r = 0; r < NR; ++r) sum[i][r] = Shifted ? dot4<Isa>(sum[i][r], x, w[r]) : dot4<Isa>(sum[i][r], w[r], x);
     }
   }
 }
@@ -231,11 +264,14 @@ void kquant_panel_tile(const Q8Tile& a, const Panels& P, index_t p0, float* C, i
     for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 4
       for (int r = 0; r < NR; ++r) part[i][r] = _mm512_setzero_ps();
+    // With an offset the panels are signed and the activations shifted
+    // (signed_panels): no activation sums, one correction per super-block.
+    constexpr bool shifted = Offset != 0;
     for (index_t g = sb * (256 / G); g < (sb + 1) * (256 / G); ++g) {
       __m512i sum[MR][NR];
-      group_sums<Isa, MR, NR, G>(a, P, p0, g * G, sum);
+      group_sums<Isa, MR, NR, G, shifted>(a, P, p0, g * G, sum);
       int asum[MR];
-      if constexpr (Offset != 0 || KMin) group_activation_sums<MR, G>(a, g * G, asum);
+      if constexpr (KMin) group_activation_sums<MR, G>(a, g * G, asum);
 #pragma GCC unroll 4
       for (int r = 0; r < NR; ++r) {
         const __m512 S = _mm512_loadu_ps(P.scales(p0 + r) + g * 16);
@@ -243,9 +279,7 @@ void kquant_panel_tile(const Q8Tile& a, const Panels& P, index_t p0, float* C, i
         if constexpr (KMin) M = _mm512_loadu_ps(P.mins(p0 + r) + g * 16);
 #pragma GCC unroll 4
         for (int i = 0; i < MR; ++i) {
-          __m512i s = sum[i][r];
-          if constexpr (Offset != 0) s = _mm512_sub_epi32(s, _mm512_set1_epi32(Offset * asum[i]));
-          part[i][r] = _mm512_fmadd_ps(S, _mm512_cvtepi32_ps(s), part[i][r]);
+          part[i][r] = _mm512_fmadd_ps(S, _mm512_cvtepi32_ps(sum[i][r]), part[i][r]);
           if constexpr (KMin) part[i][r] = _mm512_fnmadd_ps(M, _mm512_set1_ps(float(asum[i])), part[i][r]);
         }
       }
@@ -254,7 +288,11 @@ void kquant_panel_tile(const Q8Tile& a, const Panels& P, index_t p0, float* C, i
     for (int i = 0; i < MR; ++i) {
       const __m512 d = _mm512_set1_ps(a.d(i)[sb]);
 #pragma GCC unroll 4
-      for (int r = 0; r < NR; ++r) acc[i][r] = _mm512_fmadd_ps(part[i][r], d, acc[i][r]);
+      for (int r = 0; r < NR; ++r) {
+        __m512 p = part[i][r];
+        if constexpr (shifted) p = _mm512_sub_ps(p, _mm512_loadu_ps(P.shifts(p0 + r) + sb * 16));
+        acc[i][r] = _mm512_fmadd_ps(p, d, acc[i][r]);
+      }
     }
   }
 #pragma GCC unroll 4
