@@ -1,15 +1,20 @@
 // text::jinja: chat templates that models ship, rendered byte for byte as
 // transformers' apply_chat_template renders them (tests/data/cases/chat,
 // tests/cases/make_chat_cases.py), the Jinja semantics they lean on, and a
-// clear error for what the subset does not support.
+// clear error for what the subset does not support; text::ChatTemplate:
+// where folders and GGUF files keep a template, and a turn's end marker.
 #include <doctest/doctest.h>
 
+#include <moe/io/gguf_writer.hpp>
+#include <moe/text/chat.hpp>
 #include <moe/text/jinja.hpp>
 
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <string>
+
+#include <unistd.h>
 
 namespace fs = std::filesystem;
 using moe::text::jinja::Template;
@@ -151,4 +156,82 @@ TEST_CASE("a hostile template meets bounds, not a crash") {
   CHECK(refusal("{% for i in range(50) %}abc{% endfor %}").find("over 100 bytes") != std::string::npos);
   CHECK(render("{{ [1, 2, 3][::9223372036854775807] }} {{ range(9223372036854775806, 9223372036854775807, 5) }}") ==
         "[1] [9223372036854775806]");
+}
+
+// ---- text::ChatTemplate: where a checkpoint keeps its template ----------------
+
+namespace {
+
+fs::path fresh_dir(const std::string& name) {
+  const fs::path dir = fs::temp_directory_path() / ("moe-chat-" + name + "-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir;
+}
+
+void write(const fs::path& file, const std::string& text) { std::ofstream(file, std::ios::binary) << text; }
+
+}  // namespace
+
+TEST_CASE("the end of an assistant's turn, found from each real template") {
+  const std::map<std::string, std::string> expected{{"mixtral_instruct", "</s>"},  {"mistral_instruct_v0_1", "</s>"},
+                                                    {"llama2_chat", "</s>"},       {"llama3_instruct", "<|eot_id|>"},
+                                                    {"chatml", "<|im_end|>"},      {"zephyr", "</s>"},
+                                                    {"gemma_it", "<end_of_turn>"}, {"smollm2_instruct", "<|im_end|>"}};
+  const nlohmann::json templates = load("templates.json");
+  for (const auto& t : templates["templates"]) {
+    CAPTURE(t["name"].get<std::string>());
+    const moe::text::ChatTemplate chat(t["template"], t["bos_token"], t["eos_token"], "test");
+    CHECK(chat.end_marker() == expected.at(t["name"].get<std::string>()));
+  }
+  CHECK(moe::text::ChatTemplate("{% for m in messages %}{{ m.content }}{% endfor %}", "", "", "t").end_marker() == "");
+}
+
+TEST_CASE("a folder's chat template: chat_template.jinja, a string, named templates") {
+  const fs::path dir = fresh_dir("folder");
+  CHECK_FALSE(moe::text::read_chat_template(dir).has_value());  // no tokenizer_config.json at all
+  write(dir / "tokenizer_config.json",
+        R"({"bos_token": {"content": "<s>", "lstrip": false}, "eos_token": "</s>",
+            "chat_template": "{{ bos_token }}{% for m in messages %}{{ m.content }}{{ eos_token }}{% endfor %}"})");
+  auto chat = moe::text::read_chat_template(dir);
+  REQUIRE(chat.has_value());
+  const nlohmann::json messages = nlohmann::json::parse(R"([{"role": "user", "content": "hi"}])");
+  CHECK(chat->apply(messages, true) == "<s>hi</s>");
+  write(dir / "tokenizer_config.json",
+        R"({"eos_token": "</s>", "chat_template": [{"name": "tool_use", "template": "T"},
+                                                  {"name": "default", "template": "D{{ eos_token }}"}]})");
+  CHECK(moe::text::read_chat_template(dir)->apply(messages, true) == "D</s>");
+  write(dir / "chat_template.jinja", "J{{ messages[0]['content'] }}");  // transformers >= 4.43 writes this file
+  CHECK(moe::text::read_chat_template(dir)->apply(messages, true) == "Jhi");
+  fs::remove(dir / "chat_template.jinja");
+  write(dir / "tokenizer_config.json", R"({"chat_template": 7})");
+  CHECK_THROWS_WITH_AS(moe::text::read_chat_template(dir), doctest::Contains("neither a string nor a list"),
+                       moe::Error);
+  write(dir / "tokenizer_config.json", R"({"chat_template": "x")");
+  CHECK_THROWS_WITH_AS(moe::text::read_chat_template(dir), doctest::Contains("not JSON"), moe::Error);
+  // Messages are checked before the template sees them.
+  CHECK_THROWS_WITH_AS(chat->apply(nlohmann::json::parse(R"([{"content": "no role"}])"), true),
+                       doctest::Contains("messages[0]: expected an object with a string \"role\""), moe::Error);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("a GGUF's chat template and its special tokens by id") {
+  const fs::path dir = fresh_dir("gguf");
+  moe::io::GgufWriter w;
+  w.add_string("general.architecture", "llama");
+  w.add_strings("tokenizer.ggml.tokens", {"<|endoftext|>", "<|im_start|>", "<|im_end|>", "a"});
+  w.add_u32("tokenizer.ggml.bos_token_id", 1);
+  w.add_u32("tokenizer.ggml.eos_token_id", 2);
+  w.add_string("tokenizer.chat_template",
+               "{% for m in messages %}{{ bos_token + m.role + '\\n' + m.content + eos_token + '\\n' }}{% endfor %}");
+  w.write(dir / "chat.gguf");
+  const moe::io::Gguf g(dir / "chat.gguf");
+  const auto chat = moe::text::gguf_chat_template(g, "chat.gguf");
+  REQUIRE(chat.has_value());
+  CHECK(chat->bos_token() == "<|im_start|>");
+  CHECK(chat->eos_token() == "<|im_end|>");
+  CHECK(chat->apply(nlohmann::json::parse(R"([{"role": "user", "content": "hi"}])"), false) ==
+        "<|im_start|>user\nhi<|im_end|>\n");
+  CHECK(chat->end_marker() == "<|im_end|>");
+  fs::remove_all(dir);
 }
