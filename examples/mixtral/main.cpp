@@ -8,6 +8,7 @@
 //   moe-mixtral generate --model DIR (--prompt TEXT | --tokens 1,2,3) [--max-new N]
 //                        [--temperature T] [--top-k K] [--top-p P] [--seed S]
 //   moe-mixtral logits --model DIR --tokens 1,2,3 --out FILE.safetensors [--greedy N]
+//   moe-mixtral chat --model DIR [--system TEXT] [--messages FILE.json] [--template FILE]
 //   moe-mixtral tokenize --model DIR --prompt TEXT [--special] [--no-bos]
 //   moe-mixtral info --model DIR
 //
@@ -15,7 +16,8 @@
 // own vocabulary: SentencePiece (`llama`: Llama, Mistral, Mixtral) or
 // byte-level BPE (`gpt2`: SmolLM, Llama 3, Qwen...), when there is one and
 // this program was built with its library (SentencePiece, PCRE2); token ids
-// otherwise.
+// otherwise. `chat` builds each prompt with the model's own chat template
+// (tokenizer_config.json's or chat_template.jinja, or the GGUF's).
 #include <moe/models/mixtral/routing_svg.hpp>
 #include <moe/moe.hpp>
 
@@ -33,6 +35,7 @@
 #include <vector>
 
 #include <moe/io/gguf_tokenizer.hpp>
+#include <moe/text/chat.hpp>
 #ifdef MOE_HAVE_PCRE2
 #include <moe/text/byte_bpe.hpp>
 #include <moe/text/tokenizer_json.hpp>
@@ -42,8 +45,8 @@
 #include <sentencepiece_trainer.h>
 
 #include <fcntl.h>
-#include <unistd.h>
 #endif
+#include <unistd.h>
 
 namespace fs = std::filesystem;
 namespace mx = moe::mixtral;
@@ -118,7 +121,12 @@ std::optional<Vocabulary> open_vocabulary(const fs::path& model, std::string& mi
     Vocabulary v;
     v.kind = "SentencePiece";
     v.bos = sp->bos_id();
-    v.encode = [sp](const std::string& text, bool add_bos, bool) { return sp->encode(text, add_bos); };
+    v.encode = [sp](const std::string& text, bool add_bos, bool special) {
+      if (!special) return sp->encode(text, add_bos);
+      std::vector<std::int32_t> ids = sp->encode_special(text);
+      if (add_bos && sp->bos_id() >= 0) ids.insert(ids.begin(), sp->bos_id());
+      return ids;
+    };
     v.decode = [sp](std::span<const std::int32_t> ids) { return sp->decode(ids); };
     v.printer = [sp] {
       auto stream = std::make_shared<moe::text::StreamDecoder>(*sp);
@@ -235,6 +243,25 @@ int make_tiny(const fs::path& out, std::uint64_t seed, const std::string& dtype,
   tokenizer = false;
 #endif
   if (!tokenizer) fs::remove(out / "tokenizer.model");
+  // Mixtral-8x7B-Instruct's chat template, so that `chat` runs on the built-in model.
+  if (tokenizer)
+    std::ofstream(out / "tokenizer_config.json")
+        << nlohmann::
+               json{{"bos_token", "<s>"},
+                    {"eos_token", "</s>"},
+                    {"chat_template",
+                     "{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % "
+                     "2 == 0) "
+                     "%}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% "
+                     "endif "
+                     "%}{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}{% elif "
+                     "message['role'] == 'assistant' %}{{ message['content'] + eos_token}}{% else %}{{ "
+                     "raise_exception('Only "
+                     "user and assistant roles are supported!') }}{% endif %}{% endfor %}"}}
+                   .dump(1)
+        << "\n";
+  else
+    fs::remove(out / "tokenizer_config.json");
   mx::write_random_checkpoint(out, c, seed, shards);
   const std::string ffn =
       c.dense() ? std::string("dense FFN") : moe::detail::cat(c.num_experts, " experts top-", c.experts_per_token);
@@ -442,6 +469,116 @@ int info(const RunOptions& o, bool check_values) {
   });
 }
 
+// ---- chat ---------------------------------------------------------------------------
+
+struct ChatOptions {
+  std::string system;      ///< a system message to start the conversation with
+  fs::path messages;       ///< a JSON file of messages: answer it once and exit
+  fs::path template_file;  ///< a chat template to use in place of the model's
+};
+
+/// The model's chat template, or the one given with its special tokens.
+moe::text::ChatTemplate open_chat_template(const RunOptions& o, const ChatOptions& c) {
+  std::optional<moe::text::ChatTemplate> t =
+      moe::io::Checkpoint::is_gguf(o.model) ? moe::text::gguf_chat_template(moe::io::Gguf(o.model), o.model.string())
+                                            : moe::text::read_chat_template(o.model);
+  if (!c.template_file.empty()) {
+    std::ifstream in(c.template_file, std::ios::binary);
+    moe::detail::require(in.good(), moe::ErrorCode::bad_file, "--template: cannot read ", c.template_file.string());
+    std::ostringstream text;
+    text << in.rdbuf();
+    return {text.str(), t ? t->bos_token() : "", t ? t->eos_token() : "", c.template_file.string()};
+  }
+  moe::detail::require(t.has_value(), moe::ErrorCode::invalid_argument, o.model.string(),
+                       " has no chat template (no chat_template.jinja, no chat_template in tokenizer_config.json, no "
+                       "tokenizer.chat_template in a GGUF); give one with --template FILE");
+  return *t;
+}
+
+int chat(const RunOptions& o, const mx::GenerateOptions& g, const ChatOptions& c) {
+  return with_model(o, [&](const auto& model) {
+    std::string missing;
+    const std::optional<Vocabulary> vocab = open_vocabulary(o.model, missing);
+    moe::detail::require(vocab.has_value(), moe::ErrorCode::invalid_argument,
+                         "chat needs the model's vocabulary: ", missing);
+    const moe::text::ChatTemplate tmpl = open_chat_template(o, c);
+    // A reply ends at EOS, or at the token the template writes after a reply.
+    mx::GenerateOptions opts = g;
+    opts.stop_at_eos = true;
+    if (const std::string marker = tmpl.end_marker(); !marker.empty())
+      if (const std::vector<std::int32_t> ids = vocab->encode(marker, false, true); ids.size() == 1)
+        opts.stop_tokens.push_back(ids[0]);
+    const mx::Config& config = model.config();
+    const auto ends_reply = [&](std::int32_t id) {
+      return (config.eos_token_id && id == *config.eos_token_id) ||
+             std::find(opts.stop_tokens.begin(), opts.stop_tokens.end(), id) != opts.stop_tokens.end();
+    };
+
+    nlohmann::json messages = nlohmann::json::array();
+    if (!c.system.empty()) messages.push_back({{"role", "system"}, {"content", c.system}});
+    // One reply to `messages`: the prompt rebuilt from the whole
+    // conversation, the reply streamed to stdout (its end marker not
+    // printed) and returned.
+    const auto reply = [&] {
+      const std::vector<std::int32_t> prompt = vocab->encode(tmpl.apply(messages, true), false, true);
+      Vocabulary::Printer printer = vocab->printer();
+      std::string text;
+      const mx::GenerateResult r = mx::generate(model, prompt, opts, [&](std::int32_t id) {
+        if (ends_reply(id)) return;
+        const std::string piece = printer.push(id);
+        text += piece;
+        std::fputs(piece.c_str(), stdout);
+        std::fflush(stdout);
+      });
+      const std::string rest = printer.flush();
+      text += rest;
+      std::printf("%s\n", rest.c_str());
+      std::fflush(stdout);
+      const char* why = r.end == mx::GenerateResult::End::stop_token     ? "end of turn"
+                        : r.end == mx::GenerateResult::End::context_full ? "context full"
+                                                                         : "max-new reached";
+      std::fprintf(stderr, "[%lld prompt tokens, %zu new (%s), %.1f tokens/s]\n", (long long)r.prompt_tokens,
+                   r.tokens.size(), why, r.decode_tokens_per_second());
+      return text;
+    };
+
+    if (!c.messages.empty()) {
+      std::ifstream in(c.messages);
+      moe::detail::require(in.good(), moe::ErrorCode::bad_file, "--messages: cannot read ", c.messages.string());
+      try {
+        const nlohmann::json file = nlohmann::json::parse(in);
+        for (const nlohmann::json& m : file) messages.push_back(m);
+        moe::detail::require(file.is_array(), moe::ErrorCode::invalid_argument, "--messages ", c.messages.string(),
+                             ": expected a JSON array of messages");
+      } catch (const nlohmann::json::exception& e) {
+        throw moe::Error(moe::ErrorCode::bad_file,
+                         "--messages " + c.messages.string() + ": not JSON (" + e.what() + ")");
+      }
+      reply();
+      return 0;
+    }
+    // Interactive: a turn per line of input, until its end or /exit;
+    // /reset starts the conversation again.
+    const bool tty = ::isatty(STDIN_FILENO) != 0;
+    if (tty)
+      std::fprintf(stderr, "chat with %s (template: %s); /reset, /exit\n", o.model.string().c_str(),
+                   tmpl.origin().c_str());
+    std::string line;
+    for (;;) {
+      if (tty) std::fputs("> ", stderr);
+      if (!std::getline(std::cin, line) || line == "/exit") break;
+      if (line == "/reset") {
+        messages.erase(messages.begin() + (c.system.empty() ? 0 : 1), messages.end());
+        continue;
+      }
+      if (line.empty()) continue;
+      messages.push_back({{"role", "user"}, {"content", line}});
+      messages.push_back({{"role", "assistant"}, {"content", reply()}});
+    }
+    return 0;
+  });
+}
+
 }  // namespace
 
 int main(int argc, char** argv) try {
@@ -492,8 +629,7 @@ int main(int argc, char** argv) try {
   g->add_option("--stop", gen.stop_tokens, "stop token ids (default: the config's eos)")->delimiter(',');
   g->add_flag("--no-bos", run.no_bos, "do not put BOS before the prompt text");
   g->add_flag("--special", run.special,
-              "read control tokens written in the prompt (a chat template's <|im_start|> ...) as those tokens "
-              "(byte-level BPE vocabularies)");
+              "read control tokens written in the prompt (a chat template's <s>, <|im_start|> ...) as those tokens");
   g->add_option("--routing-svg", run.routing_svg,
                 "draw where each token went (token x layer grid coloured by expert, pairs per expert) as SVG");
 
@@ -506,6 +642,22 @@ int main(int argc, char** argv) try {
                 "output .safetensors (tensors logits [S, V], greedy_ids [N] and, for a MoE, router_logits [L, S, E])")
       ->required();
   l->add_option("--greedy", greedy, "greedy tokens to decode with the KV cache");
+
+  ChatOptions chat_opts;
+  mx::GenerateOptions chat_gen;
+  chat_gen.max_new_tokens = 256;
+  CLI::App* ch = app.add_subcommand("chat", "talk with the model through its chat template (a turn per line)");
+  add_model(ch);
+  ch->add_option("--system", chat_opts.system, "a system message to begin with");
+  ch->add_option("--messages", chat_opts.messages,
+                 "a JSON file of messages ([{\"role\": \"user\", \"content\": \"...\"}, ...]): answer once, exit");
+  ch->add_option("--template", chat_opts.template_file, "a chat template (Jinja) in place of the model's");
+  ch->add_option("--max-new", chat_gen.max_new_tokens, "most tokens per reply (default 256)")
+      ->check(CLI::NonNegativeNumber);
+  ch->add_option("--temperature", chat_gen.sampling.temperature, "0 = greedy (default)");
+  ch->add_option("--top-k", chat_gen.sampling.top_k, "sample among the k most likely (0 = all)");
+  ch->add_option("--top-p", chat_gen.sampling.top_p, "nucleus mass (1 = all)");
+  ch->add_option("--seed", chat_gen.sampling.seed, "sampling seed");
 
   CLI::App* t = app.add_subcommand("tokenize", "print the token ids of a text in the model's vocabulary");
   t->add_option("--model", run.model, "checkpoint folder or GGUF file")->required();
@@ -520,11 +672,12 @@ int main(int argc, char** argv) try {
               "also read every weight and name the first NaN or infinity (one pass over the checkpoint)");
 
   CLI11_PARSE(app, argc, argv);
-  run.populate = g->parsed() || l->parsed();  // info reads the header (or, checking values, every page once)
+  run.populate = g->parsed() || l->parsed() || ch->parsed();  // info reads the header (or every page once)
   if (g->parsed()) {
     if (!run.prompt && !run.tokens) throw CLI::RequiredError("--prompt or --tokens");
     return generate(run, gen);
   }
+  if (ch->parsed()) return chat(run, chat_gen, chat_opts);
   if (l->parsed()) return logits(run, out, greedy);
   if (t->parsed()) return tokenize(run);
   if (i->parsed()) return info(run, check_values);

@@ -59,6 +59,39 @@ expect(generate-packed 0 "${views_ids}.*packed experts: [0-9.]+ MiB" generate --
 expect(reference-backend 0 "backend reference" generate --model "${MODELS}/mixtral_tiny_f32" --tokens 5,6 --max-new 2
        --backend reference)
 
+# Chat through the model's own template (make-tiny writes Mixtral-Instruct's).
+file(WRITE "${WORK}/messages.json" [=[[{"role": "user", "content": "Tell me about experts"}]]=])
+expect(chat-messages 0 "\\[27 prompt tokens, 5 new \\(max-new reached\\)" chat --model "${WORK}/tiny" --messages
+       "${WORK}/messages.json" --max-new 5)
+# Interactive, a turn per line: the second prompt holds the first turn and its reply.
+file(WRITE "${WORK}/turns.txt" "Hello there\nWhat are experts?\n/exit\nnot read\n")
+execute_process(COMMAND "${MIXTRAL}" chat --model "${WORK}/tiny" --max-new 4 INPUT_FILE "${WORK}/turns.txt"
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+string(REGEX MATCHALL "\\[[0-9]+ prompt tokens" turns "${err}")
+string(REGEX REPLACE "\\[([0-9]+) prompt tokens" "\\1" turns "${turns}")
+list(LENGTH turns count)
+if(count EQUAL 2)
+  list(GET turns 0 first)
+  list(GET turns 1 second)
+endif()
+# "Hello there" is 26 tokens in the template; the second turn adds the reply, </s> and "[INST] What are experts? [/INST]".
+if(NOT rc EQUAL 0 OR NOT count EQUAL 2 OR NOT first EQUAL 26 OR second LESS 45)
+  list(APPEND failures "chat-interactive: exit ${rc}, prompt tokens per turn '${turns}' (expected 26, then 45 or more):\n${out}${err}")
+endif()
+file(WRITE "${WORK}/system.json" [=[[{"role": "system", "content": "Be brief"}, {"role": "user", "content": "hi"}]]=])
+expect(chat-template-refuses 1 "chat template refuses the messages: Conversation roles must alternate" chat --model
+       "${WORK}/tiny" --messages "${WORK}/system.json")
+file(WRITE "${WORK}/bad.json" "[{\"role\": ")
+expect(chat-bad-json 1 "--messages .*bad.json: not JSON" chat --model "${WORK}/tiny" --messages "${WORK}/bad.json")
+expect(chat-no-vocabulary 1 "chat needs the model's vocabulary" chat --model "${WORK}/tiny-f32" --messages
+       "${WORK}/messages.json")
+file(WRITE "${WORK}/chatml.jinja" "{% for m in messages %}<s>{{ m.role }}: {{ m.content }}</s>{% endfor %}<s>assistant:")
+expect(chat-template-file 0 "\\[[0-9]+ prompt tokens, 3 new" chat --model "${WORK}/tiny" --template
+       "${WORK}/chatml.jinja" --messages "${WORK}/messages.json" --max-new 3)
+file(REMOVE "${WORK}/tiny/tokenizer_config.json")
+expect(chat-no-template 1 "has no chat template .*give one with --template FILE" chat --model "${WORK}/tiny"
+       --messages "${WORK}/messages.json")
+
 # Errors: each must say what is wrong and where.
 expect(missing-folder 1 "nowhere: not a checkpoint folder \\(does not exist\\)"
        generate --model "${WORK}/nowhere" --tokens 1)

@@ -9,9 +9,12 @@
 #include "temp_dir.hpp"
 #include "test_support.hpp"
 
+#include <moe/text/chat.hpp>
+
 #include <algorithm>
 #include <cstdint>
 #include <filesystem>
+#include <fstream>
 #include <set>
 #include <string>
 #include <vector>
@@ -53,6 +56,23 @@ TEST_CASE("README decoder: load, forward, generate, on a tiny checkpoint at path
       CHECK(result.tokens.size() <= 32);
       (void)cache;
     }
+  });
+}
+
+TEST_CASE("README chat: a folder's chat template applied, and its end marker") {
+  wrapped.insert("chat");
+  const moe::test::TempDir dir("readme-chat");
+  std::filesystem::create_directories(dir.path / "path/to/folder");
+  std::ofstream(dir.path / "path/to/folder/tokenizer_config.json") << nlohmann::json{
+      {"bos_token", "<s>"},
+      {"eos_token", "</s>"},
+      {"chat_template",
+       "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}{{ '[INST] ' + "
+       "message['content'] + ' [/INST]' }}{% else %}{{ message['content'] + eos_token }}{% endif %}{% endfor %}"}};
+  in_directory(dir.path, [] {
+#include "readme/chat.inc"
+    CHECK(prompt == "<s>[INST] Hi [/INST]");
+    CHECK(end == "</s>");
   });
 }
 

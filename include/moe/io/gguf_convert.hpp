@@ -23,6 +23,7 @@
 #include "moe/text/tokenizer_json.hpp"
 #include "moe/io/sharded_writer.hpp"
 #include "moe/quant/ggml_blocks.hpp"
+#include "moe/text/chat.hpp"
 
 namespace moe::io {
 
@@ -58,7 +59,8 @@ inline void gguf_hf_fill(const HfTensorFromGguf& t, DType dtype, unsigned char* 
 /// and safetensors in shards of at most `shard_bytes`, every tensor as
 /// `dtype` (F32 or BF16), and the tokenizer: tokenizer.model when the
 /// GGUF's is SentencePiece's (`llama`; gguf_tokenizer.hpp), tokenizer.json
-/// (with a tokenizer_config.json) when it is byte-level BPE (`gpt2`). Checks
+/// (with a tokenizer_config.json) when it is byte-level BPE (`gpt2`), and
+/// the chat template in tokenizer_config.json when the GGUF has one. Checks
 /// everything (names, types) before writing. Returns the tokenizer file it
 /// wrote ("" for none).
 inline std::string convert_gguf(const Gguf& g, const std::filesystem::path& out_dir, DType dtype,
@@ -88,21 +90,28 @@ inline std::string convert_gguf(const Gguf& g, const std::filesystem::path& out_
   if (!tokenizer) return {};
   const std::string file = kind == "llama" ? "tokenizer.model" : "tokenizer.json";
   std::ofstream(out_dir / file, std::ios::binary).write(tokenizer->data(), std::streamsize(tokenizer->size()));
-  if (bpe) {  // what transformers' AutoTokenizer needs beside it: the special tokens, no added BOS
+  // Beside it, what transformers' AutoTokenizer reads: a byte-level BPE's
+  // special tokens (and no added BOS), and the GGUF's chat template.
+  nlohmann::json tokenizer_config = nlohmann::json::object();
+  if (bpe) {
     const text::BpeVocab& v = *bpe;
     const auto token = [&](std::int32_t id) {
       return id >= 0 && std::size_t(id) < v.tokens.size() ? nlohmann::json(v.tokens[std::size_t(id)])
                                                           : nlohmann::json();
     };
-    const nlohmann::json tokenizer_config = {{"tokenizer_class", "PreTrainedTokenizerFast"},
-                                             {"bos_token", token(v.bos_id)},
-                                             {"eos_token", token(v.eos_id)},
-                                             {"unk_token", token(v.unk_id)},
-                                             {"add_bos_token", v.add_bos},
-                                             {"clean_up_tokenization_spaces", false},
-                                             {"model_max_length", config.value("max_position_embeddings", 8192)}};
-    std::ofstream(out_dir / "tokenizer_config.json") << tokenizer_config.dump(2) << "\n";
+    tokenizer_config = {{"tokenizer_class", "PreTrainedTokenizerFast"},
+                        {"bos_token", token(v.bos_id)},
+                        {"eos_token", token(v.eos_id)},
+                        {"unk_token", token(v.unk_id)},
+                        {"add_bos_token", v.add_bos},
+                        {"clean_up_tokenization_spaces", false},
+                        {"model_max_length", config.value("max_position_embeddings", 8192)}};
   }
+  if (const std::optional<text::ChatTemplate> chat = text::gguf_chat_template(g, g.path().string())) {
+    if (!bpe) tokenizer_config = {{"bos_token", chat->bos_token()}, {"eos_token", chat->eos_token()}};
+    tokenizer_config["chat_template"] = chat->source();
+  }
+  if (!tokenizer_config.empty()) std::ofstream(out_dir / "tokenizer_config.json") << tokenizer_config.dump(2) << "\n";
   return file;
 }
 

@@ -6,8 +6,10 @@
 /// `llama`, its metadata keys, q and k rows permuted per head for ggml's
 /// RoPE, experts stacked per layer into ffn_{gate,down,up}_exps, matrices
 /// in the types llama-quantize gives them for the chosen file type
-/// (gguf_quant_mix.hpp; norms and the router stay F32), and a SentencePiece tokenizer.model as the `llama` tokenizer
-/// fields. Streaming: one tensor in memory at a time.
+/// (gguf_quant_mix.hpp; norms and the router stay F32), a SentencePiece
+/// tokenizer.model as the `llama` tokenizer fields, and the folder's chat
+/// template as tokenizer.chat_template. Streaming: one tensor in memory at
+/// a time.
 
 #include <filesystem>
 #include <functional>
@@ -25,6 +27,7 @@
 #include "moe/io/mapped_file.hpp"
 #include "moe/models/mixtral/config.hpp"
 #include "moe/quant/ggml_blocks.hpp"
+#include "moe/text/chat.hpp"
 
 namespace moe::io {
 
@@ -72,6 +75,8 @@ inline void write_gguf(const std::filesystem::path& hf_dir, const std::filesyste
     if (v.pad_id >= 0) w.add_u32("tokenizer.ggml.padding_token_id", std::uint32_t(v.pad_id));
     w.add_bool("tokenizer.ggml.add_space_prefix", v.add_dummy_prefix);
   }
+  if (const std::optional<text::ChatTemplate> chat = text::read_chat_template(hf_dir))
+    w.add_string("tokenizer.chat_template", chat->source());
 
   std::size_t total = 0, done = 0;
   // One output tensor: `rows` HF rows (several tensors stacked, or one with

@@ -64,7 +64,8 @@ class Template {
     std::size_t at = 0;
     std::string stop;
     std::unique_ptr<detail::Parser> p;
-    body_ = detail::parse_body(seg, at, {"endif", "endfor", "elif", "else"}, stop, p, opt_);
+    body_ = std::make_shared<const detail::Body>(
+        detail::parse_body(seg, at, {"endif", "endfor", "elif", "else"}, stop, p, opt_));
     if (!stop.empty())
       detail::fail(ErrorCode::invalid_argument, seg[at].line,
                    moe::detail::cat("{% ", stop, " %} without its opening tag"));
@@ -75,7 +76,7 @@ class Template {
     Scope scope(1);
     for (const auto& [name, value] : variables) scope[0][name] = value;
     std::string out;
-    run(body_, scope, out);
+    run(*body_, scope, out);
     return out;
   }
 
@@ -408,7 +409,7 @@ class Template {
   }
 
   Options opt_;
-  detail::Body body_;
+  std::shared_ptr<const detail::Body> body_;  ///< shared by copies: never changed after parsing
 };
 
 }  // namespace moe::text::jinja

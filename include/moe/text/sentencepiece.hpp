@@ -15,6 +15,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "moe/core/error.hpp"
@@ -112,6 +113,42 @@ class SentencePiece {
     return {ids.begin(), ids.end()};
   }
 
+  /// Token ids of `text` in which special pieces are written out (<s>,
+  /// </s>, <unk> and any other control piece: a chat template's output),
+  /// as transformers' tokenizer for this model splits it: each special
+  /// piece's text becomes its id (the earliest match, then the longest),
+  /// and every section of text around them is encoded with one "▁" before
+  /// it (the converted tokenizer's "always" prefix scheme: "<s>[INST]" is
+  /// <s>, "▁[", "INST", "]", as Mixtral's prompts are): verbatim, a space
+  /// at its start serving as that "▁", where the model's normaliser changes
+  /// nothing (Llama's, Mistral's); through the normaliser where it does
+  /// (NFKC, collapsed whitespace), as transformers applies it to each
+  /// section too. No BOS is added.
+  std::vector<std::int32_t> encode_special(std::string_view text) const {
+    std::vector<std::int32_t> out;
+    std::size_t at = 0;
+    while (at < text.size()) {
+      std::size_t next = std::string_view::npos, length = 0;
+      std::int32_t id = -1;
+      for (const auto& [piece, piece_id] : specials_) {
+        const std::size_t found = text.find(piece, at);
+        if (found < next || (found == next && found != std::string_view::npos && piece.size() > length))
+          next = found, length = piece.size(), id = piece_id;
+      }
+      const std::string_view section = text.substr(at, next == std::string_view::npos ? next : next - at);
+      if (!section.empty()) {
+        const std::vector<std::int32_t> ids =
+            normalizes_ ? encode(section, false)
+                        : encode_verbatim(section.starts_with(' ') ? std::string(section) : " " + std::string(section));
+        out.insert(out.end(), ids.begin(), ids.end());
+      }
+      if (next == std::string_view::npos) break;
+      out.push_back(id);
+      at = next + length;
+    }
+    return out;
+  }
+
   /// The text of `ids` (special tokens decode to nothing).
   std::string decode(std::span<const std::int32_t> ids) const {
     std::vector<int> v(ids.begin(), ids.end());
@@ -131,10 +168,18 @@ class SentencePiece {
         detail::without_text_normalization(std::string(processor_.serialized_model_proto())));
     moe::detail::require(plain.ok(), ErrorCode::bad_file, what,
                          ": cannot reload the SentencePiece model without normalisation (", plain.ToString(), ")");
+    for (std::int32_t id = 0; id < vocab_size(); ++id)
+      if (processor_.IsControl(id) || processor_.IsUnknown(id)) specials_.emplace_back(processor_.IdToPiece(id), id);
+    // Whether the normaliser changes text: spaces collapsed, tabs and
+    // compatibility characters mapped (a sentencepiece trainer's default).
+    const std::string probe = "a  b\tc \xEF\xAC\x81 ";  // U+FB01, NFKC's "fi"
+    normalizes_ = encode(probe, false) != encode_verbatim(" " + probe);
   }
 
   sentencepiece::SentencePieceProcessor processor_;
-  sentencepiece::SentencePieceProcessor verbatim_;  ///< the same pieces, normaliser off (see above)
+  sentencepiece::SentencePieceProcessor verbatim_;              ///< the same pieces, normaliser off (see above)
+  std::vector<std::pair<std::string, std::int32_t>> specials_;  ///< control and unknown pieces, by text
+  bool normalizes_ = false;  ///< the model's normaliser changes text (see encode_special)
 };
 
 /// Prints a growing token sequence as text without re-printing: pieces
