@@ -9,6 +9,7 @@
 //                        [--temperature T] [--top-k K] [--top-p P] [--seed S]
 //   moe-mixtral logits --model DIR --tokens 1,2,3 --out FILE.safetensors [--greedy N]
 //   moe-mixtral chat --model DIR [--system TEXT] [--messages FILE.json] [--template FILE]
+//   moe-mixtral perplexity --model DIR --text FILE [--context N] [--stride S]
 //   moe-mixtral tokenize --model DIR --prompt TEXT [--special] [--no-bos]
 //   moe-mixtral info --model DIR
 //
@@ -18,11 +19,13 @@
 // this program was built with its library (SentencePiece, PCRE2); token ids
 // otherwise. `chat` builds each prompt with the model's own chat template
 // (tokenizer_config.json's or chat_template.jinja, or the GGUF's).
+#include <moe/models/mixtral/perplexity.hpp>
 #include <moe/models/mixtral/routing_svg.hpp>
 #include <moe/moe.hpp>
 
 #include <CLI/CLI.hpp>
 
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <functional>
@@ -579,6 +582,42 @@ int chat(const RunOptions& o, const mx::GenerateOptions& g, const ChatOptions& c
   });
 }
 
+// ---- perplexity ---------------------------------------------------------------------
+
+int perplexity(const RunOptions& o, const fs::path& text_file, std::optional<moe::index_t> context,
+               std::optional<moe::index_t> stride) {
+  return with_model(o, [&](const auto& model) {
+    std::string missing;
+    const std::optional<Vocabulary> vocab = open_vocabulary(o.model, missing);
+    moe::detail::require(vocab.has_value(), moe::ErrorCode::invalid_argument,
+                         "perplexity needs the model's vocabulary: ", missing);
+    std::ifstream in(text_file, std::ios::binary);
+    moe::detail::require(in.good(), moe::ErrorCode::bad_file, "--text: cannot read ", text_file.string());
+    std::ostringstream text;
+    text << in.rdbuf();
+    const std::vector<std::int32_t> ids = vocab->encode(text.str(), !o.no_bos, false);
+    // Default: windows of the model's length (at most 1024), half overlapping.
+    mx::PerplexityOptions p;
+    p.context = context.value_or(std::min<moe::index_t>(1024, model.config().max_positions));
+    p.stride = stride.value_or(std::max<moe::index_t>(1, p.context / 2));
+    const bool tty = ::isatty(STDERR_FILENO) != 0;
+    const auto t0 = std::chrono::steady_clock::now();
+    const mx::PerplexityResult r = mx::perplexity(model, ids, p, [&](const mx::PerplexityResult& now, moe::index_t n) {
+      if (!tty) return;
+      const int filled = int(30 * now.windows / n);
+      std::fprintf(stderr, "\r[%s%s] %lld/%lld windows, perplexity %.4f", std::string(std::size_t(filled), '=').c_str(),
+                   std::string(std::size_t(30 - filled), ' ').c_str(), (long long)now.windows, (long long)n,
+                   now.perplexity());
+    });
+    if (tty) std::fprintf(stderr, "\n");
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::printf("perplexity %.6f (mean NLL %.6f) over %zu tokens: %lld windows of at most %lld, stride %lld; %.1f s\n",
+                r.perplexity(), r.mean_nll(), ids.size(), (long long)r.windows, (long long)p.context,
+                (long long)p.stride, seconds);
+    return 0;
+  });
+}
+
 }  // namespace
 
 int main(int argc, char** argv) try {
@@ -659,6 +698,15 @@ int main(int argc, char** argv) try {
   ch->add_option("--top-p", chat_gen.sampling.top_p, "nucleus mass (1 = all)");
   ch->add_option("--seed", chat_gen.sampling.seed, "sampling seed");
 
+  fs::path ppl_text;
+  std::optional<moe::index_t> ppl_context, ppl_stride;
+  CLI::App* pp = app.add_subcommand("perplexity", "sliding-window perplexity of a text (transformers' recipe)");
+  add_model(pp);
+  pp->add_option("--text", ppl_text, "the text file to score")->required();
+  pp->add_option("--context", ppl_context, "tokens per window (default: the model's positions, at most 1024)");
+  pp->add_option("--stride", ppl_stride, "tokens between window starts (default: half the context)");
+  pp->add_flag("--no-bos", run.no_bos, "do not put BOS before the text");
+
   CLI::App* t = app.add_subcommand("tokenize", "print the token ids of a text in the model's vocabulary");
   t->add_option("--model", run.model, "checkpoint folder or GGUF file")->required();
   t->add_option("--prompt", run.prompt, "text")->required();
@@ -672,12 +720,14 @@ int main(int argc, char** argv) try {
               "also read every weight and name the first NaN or infinity (one pass over the checkpoint)");
 
   CLI11_PARSE(app, argc, argv);
-  run.populate = g->parsed() || l->parsed() || ch->parsed();  // info reads the header (or every page once)
+  run.populate =
+      g->parsed() || l->parsed() || ch->parsed() || pp->parsed();  // info reads the header (or every page once)
   if (g->parsed()) {
     if (!run.prompt && !run.tokens) throw CLI::RequiredError("--prompt or --tokens");
     return generate(run, gen);
   }
   if (ch->parsed()) return chat(run, chat_gen, chat_opts);
+  if (pp->parsed()) return perplexity(run, ppl_text, ppl_context, ppl_stride);
   if (l->parsed()) return logits(run, out, greedy);
   if (t->parsed()) return tokenize(run);
   if (i->parsed()) return info(run, check_values);

@@ -162,6 +162,10 @@ def main():
     if os.path.isdir(os.path.join(OUT, "chat")):
         cases.append((None, {"kind": "chat", "path": "chat/renders.json",
                              "generator": "tests/cases/make_chat_cases.py (transformers)"}))
+    # perplexity/ is written by make_perplexity_cases.py (transformers and torch).
+    if os.path.isdir(os.path.join(OUT, "perplexity")):
+        cases.append((None, {"kind": "perplexity", "path": "perplexity/cases.json",
+                             "generator": "tests/cases/make_perplexity_cases.py (transformers)"}))
     manifest = {"generator": "tests/cases/make_cases.py (numpy float64)", "numpy": np.__version__,
                 "cases": [c for _, c in cases], "sha256": {}}
     for root, _, files in sorted(os.walk(OUT)):

@@ -92,6 +92,15 @@ file(REMOVE "${WORK}/tiny/tokenizer_config.json")
 expect(chat-no-template 1 "has no chat template .*give one with --template FILE" chat --model "${WORK}/tiny"
        --messages "${WORK}/messages.json")
 
+# Perplexity of a text, windows overlapping by half by default.
+file(WRITE "${WORK}/text.txt" "A mixture of experts routes each token to a few experts. ")
+file(APPEND "${WORK}/text.txt" "The router scores the experts and the top two run.\n")
+expect(perplexity-tiny 0 "perplexity [0-9.]+ \\(mean NLL [0-9.]+\\) over [0-9]+ tokens: [0-9]+ windows of at most 16, stride 8"
+       perplexity --model "${WORK}/tiny" --text "${WORK}/text.txt" --context 16)
+expect(perplexity-stride 1 "1 <= stride <= context" perplexity --model "${WORK}/tiny" --text "${WORK}/text.txt"
+       --context 8 --stride 9)
+expect(perplexity-no-text 1 "--text: cannot read" perplexity --model "${WORK}/tiny" --text "${WORK}/nowhere.txt")
+
 # Errors: each must say what is wrong and where.
 expect(missing-folder 1 "nowhere: not a checkpoint folder \\(does not exist\\)"
        generate --model "${WORK}/nowhere" --tokens 1)
