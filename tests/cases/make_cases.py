@@ -166,6 +166,10 @@ def main():
     if os.path.isdir(os.path.join(OUT, "perplexity")):
         cases.append((None, {"kind": "perplexity", "path": "perplexity/cases.json",
                              "generator": "tests/cases/make_perplexity_cases.py (transformers)"}))
+    # eval/ is written by make_loglikelihood_cases.py (transformers and torch).
+    if os.path.isdir(os.path.join(OUT, "eval")):
+        cases.append((None, {"kind": "loglikelihood", "path": "eval/loglikelihood.json",
+                             "generator": "tests/cases/make_loglikelihood_cases.py (transformers)"}))
     manifest = {"generator": "tests/cases/make_cases.py (numpy float64)", "numpy": np.__version__,
                 "cases": [c for _, c in cases], "sha256": {}}
     for root, _, files in sorted(os.walk(OUT)):

@@ -1,8 +1,11 @@
 // moe::mixtral::perplexity against transformers' documented recipe
 // (tests/cases/make_perplexity_cases.py: the golden tiny checkpoints, seeded
-// token ids, disjoint and overlapping windows), and its argument checks.
+// token ids, disjoint and overlapping windows), loglikelihoods against
+// transformers' scores of the same continuations
+// (tests/cases/make_loglikelihood_cases.py), and their argument checks.
 #include <doctest/doctest.h>
 
+#include <moe/models/mixtral/loglikelihood.hpp>
 #include <moe/models/mixtral/perplexity.hpp>
 
 #include <filesystem>
@@ -57,4 +60,34 @@ TEST_CASE("perplexity refuses what it cannot compute") {
                        doctest::Contains("at least 2 are needed"), moe::Error);
   CHECK_THROWS_WITH_AS(mx::perplexity(model, ids, {.context = 1 << 30, .stride = 2}),
                        doctest::Contains("longer than the model's"), moe::Error);
+}
+
+TEST_CASE("continuation log-likelihoods equal transformers', the context shared by its choices") {
+  std::ifstream in(fs::path(MOE_TEST_DATA_DIR) / "cases" / "eval" / "loglikelihood.json");
+  REQUIRE(in.good());
+  const nlohmann::json items = nlohmann::json::parse(in)["items"];
+  REQUIRE(items.size() == 6);
+  std::map<std::string, std::unique_ptr<mx::Model<>>> models;
+  for (const nlohmann::json& item : items) {
+    const std::string name = item["model"];
+    if (!models.count(name))
+      models[name] = std::make_unique<mx::Model<>>(fs::path(MOE_TEST_DATA_DIR) / "golden/models" / name);
+    const std::vector<std::int32_t> context = item["context"];
+    const std::vector<std::vector<std::int32_t>> choices = item["choices"];
+    const std::vector<mx::LogLikelihood> ll = mx::loglikelihoods(*models[name], context, choices);
+    REQUIRE(ll.size() == choices.size());
+    for (std::size_t c = 0; c < choices.size(); ++c) {
+      CAPTURE(name);
+      CAPTURE(context.size());
+      CAPTURE(c);
+      CHECK(ll[c].sum == doctest::Approx(item["scores"][c]["sum"].get<double>()).epsilon(1e-5));
+      CHECK(ll[c].greedy == item["scores"][c]["greedy"].get<bool>());
+      CHECK(ll[c].tokens == moe::index_t(choices[c].size()));
+    }
+  }
+  const mx::Model<>& model = *models.begin()->second;
+  CHECK_THROWS_WITH_AS(mx::loglikelihoods(model, std::vector<std::int32_t>{}, {{1}}),
+                       doctest::Contains("context is empty"), moe::Error);
+  CHECK_THROWS_WITH_AS(mx::loglikelihoods(model, std::vector<std::int32_t>{1}, {{}}),
+                       doctest::Contains("an empty continuation"), moe::Error);
 }
