@@ -10,6 +10,7 @@
 //   moe-mixtral logits --model DIR --tokens 1,2,3 --out FILE.safetensors [--greedy N]
 //   moe-mixtral chat --model DIR [--system TEXT] [--messages FILE.json] [--template FILE]
 //   moe-mixtral perplexity --model DIR --text FILE [--context N] [--stride S]
+//   moe-mixtral eval --model DIR --tasks FILE.jsonl [--out FILE.json]
 //   moe-mixtral tokenize --model DIR --prompt TEXT [--special] [--no-bos]
 //   moe-mixtral info --model DIR
 //
@@ -19,6 +20,7 @@
 // this program was built with its library (SentencePiece, PCRE2); token ids
 // otherwise. `chat` builds each prompt with the model's own chat template
 // (tokenizer_config.json's or chat_template.jinja, or the GGUF's).
+#include <moe/models/mixtral/loglikelihood.hpp>
 #include <moe/models/mixtral/perplexity.hpp>
 #include <moe/models/mixtral/routing_svg.hpp>
 #include <moe/moe.hpp>
@@ -618,6 +620,106 @@ int perplexity(const RunOptions& o, const fs::path& text_file, std::optional<moe
   });
 }
 
+// ---- eval -----------------------------------------------------------------------------
+
+/// Characters (code points) of UTF-8 text: lm-evaluation-harness's length
+/// for acc_norm (Python's len of the choice).
+std::size_t code_points(const std::string& s) {
+  return std::size_t(
+      std::count_if(s.begin(), s.end(), [](char c) { return (static_cast<unsigned char>(c) & 0xC0) != 0x80; }));
+}
+
+/// Multiple-choice items, one JSON object per line: {"context": "...",
+/// "choices": [" a", " b", ...], "gold": 1}. Each choice is scored by its
+/// log-likelihood after the context, split into tokens as the harness's HF
+/// model splits them (the context's trailing spaces move to the choice; the
+/// choice's tokens are those of context + choice past the context's own).
+int eval(const RunOptions& o, const fs::path& tasks, const fs::path& out_file) {
+  return with_model(o, [&](const auto& model) {
+    std::string missing;
+    const std::optional<Vocabulary> vocab = open_vocabulary(o.model, missing);
+    moe::detail::require(vocab.has_value(), moe::ErrorCode::invalid_argument,
+                         "eval needs the model's vocabulary: ", missing);
+    std::ifstream in(tasks);
+    moe::detail::require(in.good(), moe::ErrorCode::bad_file, "--tasks: cannot read ", tasks.string());
+    std::vector<nlohmann::json> items;
+    std::string line;
+    for (int number = 1; std::getline(in, line); ++number) {
+      if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+      nlohmann::json item;
+      try {
+        item = nlohmann::json::parse(line);
+      } catch (const nlohmann::json::exception& e) {
+        throw moe::Error(moe::ErrorCode::bad_file,
+                         moe::detail::cat(tasks.string(), ":", number, ": not JSON (", e.what(), ")"));
+      }
+      const bool ok = item.is_object() && item.contains("context") && item["context"].is_string() &&
+                      item.contains("choices") && item["choices"].is_array() && !item["choices"].empty() &&
+                      std::all_of(item["choices"].begin(), item["choices"].end(),
+                                  [](const nlohmann::json& c) { return c.is_string(); }) &&
+                      item.contains("gold") && item["gold"].is_number_integer() &&
+                      item["gold"].get<std::int64_t>() >= 0 && item["gold"].get<std::size_t>() < item["choices"].size();
+      moe::detail::require(ok, moe::ErrorCode::invalid_argument, tasks.string(), ":", number,
+                           ": expected {\"context\": string, \"choices\": [strings], \"gold\": index of a choice}");
+      item["line"] = number;
+      items.push_back(std::move(item));
+    }
+    moe::detail::require(!items.empty(), moe::ErrorCode::invalid_argument, "--tasks ", tasks.string(), ": no items");
+    std::size_t correct = 0, correct_norm = 0;
+    nlohmann::json scores = nlohmann::json::array();
+    const bool tty = ::isatty(STDERR_FILENO) != 0;
+    for (std::size_t n = 0; n < items.size(); ++n) {
+      const nlohmann::json& item = items[n];
+      std::string context = item["context"];
+      const std::size_t kept = context.find_last_not_of(" \t\n\r\f\v") + 1;
+      const std::string moved = context.substr(kept);  // trailing whitespace goes with each choice
+      context.resize(kept);
+      std::vector<std::int32_t> context_ids = vocab->encode(context, false, false);
+      if (context_ids.empty()) context_ids.push_back(vocab->bos >= 0 ? vocab->bos : 0);  // the harness's prefix token
+      std::vector<std::vector<std::int32_t>> continuations;
+      for (const auto& choice : item["choices"]) {
+        const std::vector<std::int32_t> whole =
+            vocab->encode(context + moved + choice.get<std::string>(), false, false);
+        const std::size_t skip = context.empty() ? 0 : std::min(whole.size(), context_ids.size());
+        continuations.emplace_back(whole.begin() + std::ptrdiff_t(skip), whole.end());
+        moe::detail::require(!continuations.back().empty(), moe::ErrorCode::invalid_argument, tasks.string(), ":",
+                             item["line"].get<int>(), ": a choice with no tokens of its own");
+      }
+      const std::vector<mx::LogLikelihood> ll = mx::loglikelihoods(model, context_ids, continuations);
+      std::size_t best = 0, best_norm = 0;
+      nlohmann::json item_scores = nlohmann::json::array();
+      for (std::size_t c = 0; c < ll.size(); ++c) {
+        const double norm = ll[c].sum / double(std::max<std::size_t>(1, code_points(item["choices"][c])));
+        const double best_norm_value =
+            ll[best_norm].sum / double(std::max<std::size_t>(1, code_points(item["choices"][best_norm])));
+        if (ll[c].sum > ll[best].sum) best = c;
+        if (norm > best_norm_value) best_norm = c;
+        item_scores.push_back({{"loglikelihood", ll[c].sum}, {"greedy", ll[c].greedy}, {"tokens", ll[c].tokens}});
+      }
+      const std::size_t gold = item["gold"];
+      correct += best == gold;
+      correct_norm += best_norm == gold;
+      scores.push_back(
+          {{"line", item["line"]}, {"choices", item_scores}, {"pred", best}, {"pred_norm", best_norm}, {"gold", gold}});
+      if (tty)
+        std::fprintf(stderr, "\r%zu/%zu items, accuracy %.4f", n + 1, items.size(), double(correct) / double(n + 1));
+    }
+    if (tty) std::fprintf(stderr, "\n");
+    const double N = double(items.size());
+    std::printf("accuracy %.4f (%zu/%zu), acc_norm %.4f (%zu/%zu)\n", double(correct) / N, correct, items.size(),
+                double(correct_norm) / N, correct_norm, items.size());
+    if (!out_file.empty()) {
+      std::ofstream(out_file) << nlohmann::json{{"accuracy", double(correct) / N},
+                                                {"acc_norm", double(correct_norm) / N},
+                                                {"items", scores}}
+                                     .dump(1)
+                              << "\n";
+      std::printf("wrote %s\n", out_file.string().c_str());
+    }
+    return 0;
+  });
+}
+
 }  // namespace
 
 int main(int argc, char** argv) try {
@@ -707,6 +809,13 @@ int main(int argc, char** argv) try {
   pp->add_option("--stride", ppl_stride, "tokens between window starts (default: half the context)");
   pp->add_flag("--no-bos", run.no_bos, "do not put BOS before the text");
 
+  fs::path eval_tasks, eval_out;
+  CLI::App* ev = app.add_subcommand("eval", "multiple-choice accuracy by log-likelihood (lm-evaluation-harness style)");
+  add_model(ev);
+  ev->add_option("--tasks", eval_tasks, "JSON lines: {\"context\": ..., \"choices\": [...], \"gold\": index}")
+      ->required();
+  ev->add_option("--out", eval_out, "write every item's log-likelihoods and predictions as JSON");
+
   CLI::App* t = app.add_subcommand("tokenize", "print the token ids of a text in the model's vocabulary");
   t->add_option("--model", run.model, "checkpoint folder or GGUF file")->required();
   t->add_option("--prompt", run.prompt, "text")->required();
@@ -728,6 +837,7 @@ int main(int argc, char** argv) try {
   }
   if (ch->parsed()) return chat(run, chat_gen, chat_opts);
   if (pp->parsed()) return perplexity(run, ppl_text, ppl_context, ppl_stride);
+  if (ev->parsed()) return eval(run, eval_tasks, eval_out);
   if (l->parsed()) return logits(run, out, greedy);
   if (t->parsed()) return tokenize(run);
   if (i->parsed()) return info(run, check_values);

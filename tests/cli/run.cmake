@@ -101,6 +101,15 @@ expect(perplexity-stride 1 "1 <= stride <= context" perplexity --model "${WORK}/
        --context 8 --stride 9)
 expect(perplexity-no-text 1 "--text: cannot read" perplexity --model "${WORK}/tiny" --text "${WORK}/nowhere.txt")
 
+# Multiple-choice evaluation by log-likelihood.
+file(WRITE "${WORK}/tasks.jsonl" [=[{"context": "A mixture of", "choices": [" experts", " frogs"], "gold": 0}
+{"context": "The router scores ", "choices": ["the experts", "nothing at all", "x"], "gold": 2}
+]=])
+expect(eval-tiny 0 "accuracy [0-9.]+ \\([0-2]/2\\), acc_norm [0-9.]+ \\([0-2]/2\\).*wrote .*eval.json" eval --model
+       "${WORK}/tiny" --tasks "${WORK}/tasks.jsonl" --out "${WORK}/eval.json")
+file(WRITE "${WORK}/bad-tasks.jsonl" "{\"context\": \"a\", \"choices\": [\" b\"], \"gold\": 3}\n")
+expect(eval-bad-gold 1 "bad-tasks.jsonl:1: expected .*gold" eval --model "${WORK}/tiny" --tasks "${WORK}/bad-tasks.jsonl")
+
 # Errors: each must say what is wrong and where.
 expect(missing-folder 1 "nowhere: not a checkpoint folder \\(does not exist\\)"
        generate --model "${WORK}/nowhere" --tokens 1)
