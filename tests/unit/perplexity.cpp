@@ -20,16 +20,31 @@
 namespace fs = std::filesystem;
 namespace mx = moe::mixtral;
 
-TEST_CASE("perplexity equals transformers' sliding-window recipe") {
-  std::ifstream in(fs::path(MOE_TEST_DATA_DIR) / "cases" / "perplexity" / "cases.json");
+namespace {
+
+/// The `key` array of a JSON file under tests/data/cases.
+nlohmann::json cases_in(const std::string& file, const char* key) {
+  std::ifstream in(fs::path(MOE_TEST_DATA_DIR) / "cases" / file);
   REQUIRE(in.good());
-  const nlohmann::json cases = nlohmann::json::parse(in)["cases"];
+  return nlohmann::json::parse(in)[key];
+}
+
+/// A golden checkpoint, loaded once per test case.
+const mx::Model<>& golden(std::map<std::string, std::unique_ptr<mx::Model<>>>& loaded, const std::string& name) {
+  auto& model = loaded[name];
+  if (!model) model = std::make_unique<mx::Model<>>(fs::path(MOE_TEST_DATA_DIR) / "golden/models" / name);
+  return *model;
+}
+
+}  // namespace
+
+TEST_CASE("perplexity equals transformers' sliding-window recipe") {
+  const nlohmann::json cases = cases_in("perplexity/cases.json", "cases");
   REQUIRE(cases.size() == 10);
   std::map<std::string, std::unique_ptr<mx::Model<>>> models;
   for (const nlohmann::json& c : cases) {
     const std::string name = c["model"];
-    if (!models.count(name))
-      models[name] = std::make_unique<mx::Model<>>(fs::path(MOE_TEST_DATA_DIR) / "golden/models" / name);
+    const mx::Model<>& model = golden(models, name);
     const std::vector<std::int32_t> ids = c["ids"];
     const mx::PerplexityOptions o{.context = c["context"], .stride = c["stride"]};
     CAPTURE(name);
@@ -37,7 +52,7 @@ TEST_CASE("perplexity equals transformers' sliding-window recipe") {
     CAPTURE(o.stride);
     moe::index_t reported = 0;
     const mx::PerplexityResult r =
-        mx::perplexity(*models[name], ids, o, [&](const mx::PerplexityResult&, moe::index_t) { ++reported; });
+        mx::perplexity(model, ids, o, [&](const mx::PerplexityResult&, moe::index_t) { ++reported; });
     CHECK(r.perplexity() == doctest::Approx(c["perplexity"].get<double>()).epsilon(1e-4));
     CHECK(r.mean_nll() == doctest::Approx(c["mean_nll"].get<double>()).epsilon(1e-5));
     CHECK(reported == r.windows);
@@ -63,18 +78,15 @@ TEST_CASE("perplexity refuses what it cannot compute") {
 }
 
 TEST_CASE("continuation log-likelihoods equal transformers', the context shared by its choices") {
-  std::ifstream in(fs::path(MOE_TEST_DATA_DIR) / "cases" / "eval" / "loglikelihood.json");
-  REQUIRE(in.good());
-  const nlohmann::json items = nlohmann::json::parse(in)["items"];
+  const nlohmann::json items = cases_in("eval/loglikelihood.json", "items");
   REQUIRE(items.size() == 6);
   std::map<std::string, std::unique_ptr<mx::Model<>>> models;
   for (const nlohmann::json& item : items) {
     const std::string name = item["model"];
-    if (!models.count(name))
-      models[name] = std::make_unique<mx::Model<>>(fs::path(MOE_TEST_DATA_DIR) / "golden/models" / name);
+    const mx::Model<>& model = golden(models, name);
     const std::vector<std::int32_t> context = item["context"];
     const std::vector<std::vector<std::int32_t>> choices = item["choices"];
-    const std::vector<mx::LogLikelihood> ll = mx::loglikelihoods(*models[name], context, choices);
+    const std::vector<mx::LogLikelihood> ll = mx::loglikelihoods(model, context, choices);
     REQUIRE(ll.size() == choices.size());
     for (std::size_t c = 0; c < choices.size(); ++c) {
       CAPTURE(name);
@@ -85,7 +97,7 @@ TEST_CASE("continuation log-likelihoods equal transformers', the context shared 
       CHECK(ll[c].tokens == moe::index_t(choices[c].size()));
     }
   }
-  const mx::Model<>& model = *models.begin()->second;
+  const mx::Model<>& model = golden(models, "mixtral_tiny_f32");
   CHECK_THROWS_WITH_AS(mx::loglikelihoods(model, std::vector<std::int32_t>{}, {{1}}),
                        doctest::Contains("context is empty"), moe::Error);
   CHECK_THROWS_WITH_AS(mx::loglikelihoods(model, std::vector<std::int32_t>{1}, {{}}),
