@@ -41,6 +41,7 @@
 
 #include <moe/io/gguf_tokenizer.hpp>
 #include <moe/text/chat.hpp>
+#include <moe/text/utf8.hpp>
 #ifdef MOE_HAVE_PCRE2
 #include <moe/text/byte_bpe.hpp>
 #include <moe/text/tokenizer_json.hpp>
@@ -622,13 +623,6 @@ int perplexity(const RunOptions& o, const fs::path& text_file, std::optional<moe
 
 // ---- eval -----------------------------------------------------------------------------
 
-/// Characters (code points) of UTF-8 text: lm-evaluation-harness's length
-/// for acc_norm (Python's len of the choice).
-std::size_t code_points(const std::string& s) {
-  return std::size_t(
-      std::count_if(s.begin(), s.end(), [](char c) { return (static_cast<unsigned char>(c) & 0xC0) != 0x80; }));
-}
-
 /// Multiple-choice items, one JSON object per line: {"context": "...",
 /// "choices": [" a", " b", ...], "gold": 1}. Each choice is scored by its
 /// log-likelihood after the context, split into tokens as the harness's HF
@@ -686,16 +680,18 @@ int eval(const RunOptions& o, const fs::path& tasks, const fs::path& out_file) {
                              item["line"].get<int>(), ": a choice with no tokens of its own");
       }
       const std::vector<mx::LogLikelihood> ll = mx::loglikelihoods(model, context_ids, continuations);
-      std::size_t best = 0, best_norm = 0;
+      // acc: the most likely choice; acc_norm: the most likely per character.
+      std::vector<double> per_char;
+      for (std::size_t c = 0; c < ll.size(); ++c)
+        per_char.push_back(ll[c].sum / double(std::max<std::size_t>(
+                                           1, moe::text::code_points(item["choices"][c].get<std::string>()))));
+      const auto best = std::size_t(
+          std::max_element(ll.begin(), ll.end(), [](const auto& a, const auto& b) { return a.sum < b.sum; }) -
+          ll.begin());
+      const auto best_norm = std::size_t(std::max_element(per_char.begin(), per_char.end()) - per_char.begin());
       nlohmann::json item_scores = nlohmann::json::array();
-      for (std::size_t c = 0; c < ll.size(); ++c) {
-        const double norm = ll[c].sum / double(std::max<std::size_t>(1, code_points(item["choices"][c])));
-        const double best_norm_value =
-            ll[best_norm].sum / double(std::max<std::size_t>(1, code_points(item["choices"][best_norm])));
-        if (ll[c].sum > ll[best].sum) best = c;
-        if (norm > best_norm_value) best_norm = c;
-        item_scores.push_back({{"loglikelihood", ll[c].sum}, {"greedy", ll[c].greedy}, {"tokens", ll[c].tokens}});
-      }
+      for (const mx::LogLikelihood& l : ll)
+        item_scores.push_back({{"loglikelihood", l.sum}, {"greedy", l.greedy}, {"tokens", l.tokens}});
       const std::size_t gold = item["gold"];
       correct += best == gold;
       correct_norm += best_norm == gold;

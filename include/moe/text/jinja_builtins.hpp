@@ -16,6 +16,7 @@
 #include "moe/core/error.hpp"
 #include "moe/text/jinja_lexer.hpp"
 #include "moe/text/jinja_value.hpp"
+#include "moe/text/utf8.hpp"
 
 namespace moe::text::jinja::builtins {
 
@@ -115,11 +116,6 @@ inline Value::List split(const std::string& s, const std::string& sep) {
   return parts;
 }
 
-inline std::size_t utf8_length(const std::string& s) {
-  return std::size_t(
-      std::count_if(s.begin(), s.end(), [](char c) { return (static_cast<unsigned char>(c) & 0xC0) != 0x80; }));
-}
-
 /// `obj.m(args)`: the string and map methods chat templates call.
 inline Value method(const Value& obj, const std::string& m, const std::vector<Value>& args, int line) {
   const auto arg_string = [&](std::size_t i) {
@@ -187,7 +183,7 @@ inline Value filter(const Value& v, const std::string& f, const std::vector<Valu
     }
   }
   if (f == "length" || f == "count") {
-    if (v.kind == Value::Kind::string) return Value::of(std::int64_t(utf8_length(v.string)));
+    if (v.kind == Value::Kind::string) return Value::of(std::int64_t(text::code_points(v.string)));
     if (v.kind == Value::Kind::list) return Value::of(std::int64_t(v.list->size()));
     if (v.kind == Value::Kind::map) return Value::of(std::int64_t(v.map->size()));
   }
